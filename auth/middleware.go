@@ -1,0 +1,158 @@
+package auth
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/tetherproject/tether/internal/render"
+	"github.com/tetherproject/tether/pkg/api"
+	"github.com/tetherproject/tether/session"
+)
+
+// Caller is what the middleware hands a handler: the verified peer and, under
+// RequireSession, its live session.
+type Caller struct {
+	Peer    Peer
+	Session session.Info
+	// Token is the bearer token of the request; handlers must never log it.
+	Token string
+}
+
+type callerKey struct{}
+
+// CallerFrom returns the caller the middleware put in ctx.
+func CallerFrom(ctx context.Context) (*Caller, bool) {
+	c, ok := ctx.Value(callerKey{}).(*Caller)
+	return c, ok
+}
+
+// Middleware enforces the session binding in front of HTTP handlers.
+type Middleware struct {
+	// Sessions checks the tokens. Required.
+	Sessions *session.Manager
+	// Logger receives session.rejected events decided here; default silent.
+	Logger *slog.Logger
+	// Metrics counts those refusals; optional.
+	Metrics *session.Metrics
+	// Now is the clock for the leaf expiry check; default time.Now.
+	Now func() time.Time
+}
+
+func (m *Middleware) now() time.Time {
+	if m.Now != nil {
+		return m.Now()
+	}
+	return time.Now()
+}
+
+func (m *Middleware) logger() *slog.Logger {
+	if m.Logger != nil {
+		return m.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// RequirePeer lets a request through only with a verified, unexpired client
+// leaf; the handler finds the Caller (without session) in the context.
+func (m *Middleware) RequirePeer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r, _, ok := m.peer(w, r)
+		if ok {
+			next.ServeHTTP(w, r)
+		}
+	})
+}
+
+// RequireSession lets a request through only with `Authorization: Bearer
+// TOKEN` naming a live session of the caller's SPIFFE ID bound to the
+// caller's leaf. The refusal is 401 with the contract's code; the detailed
+// codes (session_ended, certificate_rotated) go only to the session's own
+// SPIFFE ID. The handler finds the Caller with its session in the context.
+func (m *Middleware) RequireSession(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r, c, ok := m.peer(w, r)
+		if !ok {
+			return
+		}
+		token, err := BearerToken(r)
+		if err != nil {
+			m.reject(w, r, c.Peer, err)
+			return
+		}
+		info, err := m.Sessions.Validate(r.Context(), token, c.Peer.Peer)
+		if err != nil {
+			render.Error(w, r, m.Logger, err)
+			return
+		}
+		c.Session, c.Token = info, token
+		next.ServeHTTP(w, r)
+	})
+}
+
+// peer verifies the caller's leaf and puts a Caller in the request context.
+func (m *Middleware) peer(w http.ResponseWriter, r *http.Request) (*http.Request, *Caller, bool) {
+	p, err := PeerFromRequest(r, m.now())
+	if err != nil {
+		w.Header().Set("Connection", "close")
+		m.reject(w, r, p, err)
+		return r, nil, false
+	}
+	c := &Caller{Peer: p}
+	ctx := session.WithLogAttrs(r.Context(), slog.String("remote_addr", r.RemoteAddr))
+	return r.WithContext(context.WithValue(ctx, callerKey{}, c)), c, true
+}
+
+// reject logs, counts and answers a refusal decided by the middleware.
+func (m *Middleware) reject(w http.ResponseWriter, r *http.Request, p Peer, err error) {
+	reason := "peer"
+	if e, ok := err.(*api.Error); ok {
+		reason = string(e.Code)
+	}
+	m.Metrics.Rejected(reason)
+	attrs := []slog.Attr{slog.String("reason", reason), slog.String("remote_addr", r.RemoteAddr)}
+	if !p.ID.IsZero() {
+		attrs = append(attrs, slog.String("spiffe_id", p.ID.String()), slog.String("fingerprint", p.Fingerprint))
+	}
+	m.logger().LogAttrs(r.Context(), slog.LevelWarn, "session.rejected", attrs...)
+	render.Error(w, r, m.Logger, err)
+}
+
+// BearerToken returns the token of the request's single `Authorization:
+// Bearer` header. Tokens are never taken from a query string, cookie or body.
+// No header or another scheme is 401 missing_token; two headers are 400
+// bad_request; a token with characters outside the JWS alphabet is 401
+// invalid_token.
+func BearerToken(r *http.Request) (string, error) {
+	values := r.Header.Values("Authorization")
+	switch len(values) {
+	case 0:
+		return "", &api.Error{Code: api.CodeMissingToken, Message: "no bearer token: send Authorization: Bearer TOKEN"}
+	case 1:
+	default:
+		return "", &api.Error{Code: api.CodeBadRequest, Message: "more than one Authorization header"}
+	}
+	scheme, token, ok := strings.Cut(values[0], " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", &api.Error{Code: api.CodeMissingToken, Message: "no bearer token: send Authorization: Bearer TOKEN"}
+	}
+	token = strings.TrimLeft(token, " ")
+	if token == "" || !tokenChars(token) {
+		return "", &api.Error{Code: api.CodeInvalidToken, Message: "the token is not valid for this caller"}
+	}
+	return token, nil
+}
+
+// tokenChars reports whether s uses only the characters of a compact JWS
+// (RFC 7515: base64url and dots).
+func tokenChars(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,97 @@
+package session
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the session counters exported to Prometheus. A nil *Metrics
+// counts nothing.
+type Metrics struct {
+	createdTotal  prometheus.Counter
+	reboundTotal  prometheus.Counter
+	endedTotal    *prometheus.CounterVec
+	rejectedTotal *prometheus.CounterVec
+	deniedTotal   *prometheus.CounterVec
+}
+
+// NewMetrics registers the session metrics with reg. Live sessions and the
+// store's estimated bytes are read from m when scraped.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	mt := &Metrics{
+		createdTotal: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tether_sessions_created_total", Help: "Sessions created by login.",
+		}),
+		reboundTotal: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tether_sessions_rebound_total", Help: "Sessions moved to a new leaf certificate by rebind.",
+		}),
+		endedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tether_sessions_ended_total", Help: "Sessions ended, by cause (expired, idle, logout, revoked).",
+		}, []string{"cause"}),
+		rejectedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tether_session_rejections_total", Help: "Requests refused by the session check, by reason.",
+		}, []string{"reason"}),
+		deniedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tether_logins_denied_total", Help: "Logins refused, by reason.",
+		}, []string{"reason"}),
+	}
+	for _, c := range []string{CauseExpired, CauseIdle, CauseLogout, CauseRevoked} {
+		mt.endedTotal.WithLabelValues(c)
+	}
+	reg.MustRegister(mt.createdTotal, mt.reboundTotal, mt.endedTotal, mt.rejectedTotal, mt.deniedTotal)
+	return mt
+}
+
+// RegisterStoreGauges registers the live-session gauge and the estimated
+// memory of the manager's store with reg.
+func RegisterStoreGauges(reg prometheus.Registerer, m *Manager) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tether_sessions_live", Help: "Sessions held in memory (expired ones until the next sweep).",
+		}, func() float64 { return float64(m.Len()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tether_session_store_bytes", Help: "Estimated heap bytes held by the session store.",
+		}, func() float64 {
+			if s, ok := m.store.(interface{ EstimatedBytes() int64 }); ok {
+				return float64(s.EstimatedBytes())
+			}
+			return 0
+		}),
+	)
+}
+
+// Rejected counts a refusal decided outside the Manager (for example a
+// request without a token), under the same metric as the Manager's own.
+func (mt *Metrics) Rejected(reason string) { mt.rejected(reason) }
+
+// LoginDenied counts a login refused outside the Manager (not an admin).
+func (mt *Metrics) LoginDenied(reason string) { mt.loginDenied(reason) }
+
+func (mt *Metrics) created() {
+	if mt != nil {
+		mt.createdTotal.Inc()
+	}
+}
+
+func (mt *Metrics) rebound() {
+	if mt != nil {
+		mt.reboundTotal.Inc()
+	}
+}
+
+func (mt *Metrics) ended(cause string) {
+	if mt != nil {
+		mt.endedTotal.WithLabelValues(cause).Inc()
+	}
+}
+
+func (mt *Metrics) rejected(reason string) {
+	if mt != nil {
+		mt.rejectedTotal.WithLabelValues(reason).Inc()
+	}
+}
+
+func (mt *Metrics) loginDenied(reason string) {
+	if mt != nil {
+		mt.deniedTotal.WithLabelValues(reason).Inc()
+	}
+}

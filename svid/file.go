@@ -1,0 +1,197 @@
+package svid
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+)
+
+// FileConfig names the PEM files of a FileSource.
+type FileConfig struct {
+	// CertFile is the SVID chain, leaf first; KeyFile its PKCS#8 key;
+	// BundleFile the trust domain's CA certificates.
+	CertFile, KeyFile, BundleFile string
+	// Interval is how often the files are checked for changes; default 1s.
+	Interval time.Duration
+	// OnReload is called after every reload attempt that found changed
+	// files: err is nil when the new identity was taken, else why the last
+	// good one was kept.
+	OnReload func(err error)
+}
+
+// FileSource serves an SVID and bundle read from PEM files, and re-reads
+// them when their content changes (polled) or when Reload is called. A
+// change that does not parse (garbage, a half-written file, a key that does
+// not match the certificate) leaves the last good identity in place.
+type FileSource struct {
+	cfg FileConfig
+
+	mu      sync.RWMutex
+	svid    *x509svid.SVID
+	bundle  *x509bundle.Bundle
+	digest  [32]byte
+	updated chan struct{}
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// NewFileSource loads the files once (an error names the file at fault) and
+// starts watching them.
+func NewFileSource(cfg FileConfig) (*FileSource, error) {
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Second
+	}
+	s := &FileSource{cfg: cfg, updated: make(chan struct{}, 1)}
+	raw, digest, err := s.read()
+	if err != nil {
+		return nil, err
+	}
+	svid, bundle, err := parseFiles(cfg, raw)
+	if err != nil {
+		return nil, err
+	}
+	s.svid, s.bundle, s.digest = svid, bundle, digest
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Add(1)
+	go s.watch(ctx)
+	return s, nil
+}
+
+// GetX509SVID implements x509svid.Source.
+func (s *FileSource) GetX509SVID() (*x509svid.SVID, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.svid, nil
+}
+
+// GetX509BundleForTrustDomain implements x509bundle.Source.
+func (s *FileSource) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if td != s.bundle.TrustDomain() {
+		return nil, fmt.Errorf("svid: no bundle for trust domain %q", td)
+	}
+	return s.bundle, nil
+}
+
+// Updated receives a value after each change of identity taken.
+func (s *FileSource) Updated() <-chan struct{} { return s.updated }
+
+// Reload re-reads the files now if their content changed. It returns nil
+// when nothing changed or the new identity was taken.
+func (s *FileSource) Reload() error {
+	raw, digest, err := s.read()
+	if err == nil {
+		s.mu.RLock()
+		same := digest == s.digest
+		s.mu.RUnlock()
+		if same {
+			return nil
+		}
+		var (
+			svid   *x509svid.SVID
+			bundle *x509bundle.Bundle
+		)
+		svid, bundle, err = parseFiles(s.cfg, raw)
+		if err == nil {
+			s.mu.Lock()
+			s.svid, s.bundle, s.digest = svid, bundle, digest
+			s.mu.Unlock()
+			select {
+			case s.updated <- struct{}{}:
+			default:
+			}
+		}
+	}
+	if s.cfg.OnReload != nil {
+		s.cfg.OnReload(err)
+	}
+	return err
+}
+
+// Close stops watching. It is safe to call more than once.
+func (s *FileSource) Close() error {
+	s.closeOnce.Do(func() {
+		s.cancel()
+		s.wg.Wait()
+	})
+	return nil
+}
+
+func (s *FileSource) watch(ctx context.Context) {
+	defer s.wg.Done()
+	t := time.NewTicker(s.cfg.Interval)
+	defer t.Stop()
+	var lastBad [32]byte
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		// A change is tried once: a bad state is reported once, not at
+		// every tick, and tried again only when the files change again.
+		_, digest, _ := s.read()
+		s.mu.RLock()
+		current := s.digest
+		s.mu.RUnlock()
+		if digest == current || digest == lastBad {
+			continue
+		}
+		if err := s.Reload(); err != nil {
+			lastBad = digest
+		}
+	}
+}
+
+// read returns the three files' bytes and a digest over all of them. When a
+// file cannot be read the digest still reflects what was read, so the same
+// failure is not reported twice.
+func (s *FileSource) read() ([3][]byte, [32]byte, error) {
+	var raw [3][]byte
+	var errs []error
+	h := sha256.New()
+	for i, path := range []string{s.cfg.CertFile, s.cfg.KeyFile, s.cfg.BundleFile} {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("svid: read %s: %w", path, err))
+			h.Write([]byte(err.Error()))
+		}
+		raw[i] = b
+		h.Write(b)
+		h.Write([]byte{0})
+	}
+	var d [32]byte
+	copy(d[:], h.Sum(nil))
+	return raw, d, errors.Join(errs...)
+}
+
+func parseFiles(cfg FileConfig, raw [3][]byte) (*x509svid.SVID, *x509bundle.Bundle, error) {
+	if bytes.Contains(raw[1], []byte("ENCRYPTED")) {
+		return nil, nil, fmt.Errorf("svid: %s: encrypted keys are not supported", cfg.KeyFile)
+	}
+	svid, err := x509svid.Parse(raw[0], raw[1])
+	if err != nil {
+		return nil, nil, fmt.Errorf("svid: %s and %s: %w", cfg.CertFile, cfg.KeyFile, err)
+	}
+	bundle, err := x509bundle.Parse(svid.ID.TrustDomain(), raw[2])
+	if err != nil {
+		return nil, nil, fmt.Errorf("svid: %s: %w", cfg.BundleFile, err)
+	}
+	if len(bundle.X509Authorities()) == 0 {
+		return nil, nil, fmt.Errorf("svid: %s: no CA certificate", cfg.BundleFile)
+	}
+	return svid, bundle, nil
+}
