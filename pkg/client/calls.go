@@ -1,0 +1,210 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/tetherproject/tether/pkg/api"
+)
+
+// Login starts a new session for the client's SPIFFE ID (POST /v1/sessions)
+// and stores its token, replacing the stored one. A session the client held
+// before is not ended: call Logout first for that. Only an --admin of
+// tetherd may log in; others get an *api.Error with code not_admin.
+func (c *Client) Login(ctx context.Context) (*api.Session, error) {
+	if err := c.lockAuth(ctx); err != nil {
+		return nil, wrapf("login", err)
+	}
+	defer c.unlockAuth()
+	_, s, err := c.login(ctx)
+	if err != nil {
+		return nil, wrapf("login", err)
+	}
+	return s, nil
+}
+
+// Rebind binds the stored session to the leaf certificate the SVID source
+// holds now (POST /v1/sessions/self/rebind) and stores the new token. The
+// session keeps its ID and absolute end. Requests made through the client
+// rebind by themselves when tetherd answers certificate_rotated; Rebind is for
+// doing it ahead of time. Without a stored token it returns ErrNoSession.
+func (c *Client) Rebind(ctx context.Context) (*api.Session, error) {
+	if err := c.lockAuth(ctx); err != nil {
+		return nil, wrapf("rebind", err)
+	}
+	defer c.unlockAuth()
+	token, err := c.loadToken()
+	if err != nil {
+		return nil, wrapf("rebind", err)
+	}
+	if token == "" {
+		return nil, ErrNoSession
+	}
+	_, s, err := c.rebind(ctx, token)
+	if err != nil {
+		return nil, wrapf("rebind", err)
+	}
+	return s, nil
+}
+
+// Whoami returns the client's session as tetherd sees it
+// (GET /v1/sessions/self).
+func (c *Client) Whoami(ctx context.Context) (*api.Session, error) {
+	var out api.SessionResponse
+	if err := c.call(ctx, http.MethodGet, api.PathSessionsSelf, "", nil, nil, &out); err != nil {
+		return nil, wrapf("whoami", err)
+	}
+	return &out.Session, nil
+}
+
+// Logout ends the client's session (DELETE /v1/sessions/self) and forgets
+// its token. It never logs in. Without a stored token, or when tetherd says
+// the session has already ended (or does not know the token), there is
+// nothing to end: the token is forgotten and Logout returns nil.
+func (c *Client) Logout(ctx context.Context) error {
+	token, err := c.loadToken()
+	if err != nil {
+		return wrapf("logout", err)
+	}
+	if token == "" {
+		return nil
+	}
+	err = c.call(withoutLogin(ctx), http.MethodDelete, api.PathSessionsSelf, "", nil, nil, nil)
+	var apiErr *api.Error
+	if err == nil || errors.As(err, &apiErr) && (apiErr.Code == api.CodeSessionEnded || apiErr.Code == api.CodeInvalidToken) {
+		if err := c.store.DeleteToken(); err != nil {
+			return wrapf("logout", fmt.Errorf("forget the token: %w", err))
+		}
+		c.log.Debug("client.logout", "server", c.base.String())
+		return nil
+	}
+	return wrapf("logout", err)
+}
+
+// List returns the live sessions, oldest first (GET /v1/sessions); with a
+// non-zero id only those of that SPIFFE ID.
+func (c *Client) List(ctx context.Context, id spiffeid.ID) ([]api.Session, error) {
+	q := url.Values{}
+	if !id.IsZero() {
+		q.Set(api.QuerySPIFFEID, id.String())
+	}
+	var out api.SessionsResponse
+	if err := c.call(ctx, http.MethodGet, api.PathSessions, "", q, nil, &out); err != nil {
+		return nil, wrapf("list sessions", err)
+	}
+	if out.Sessions == nil {
+		out.Sessions = []api.Session{}
+	}
+	return out.Sessions, nil
+}
+
+// Revoke ends the session sessionID (DELETE /v1/sessions/{id}). An unknown
+// session is an *api.Error with code not_found.
+func (c *Client) Revoke(ctx context.Context, sessionID string) error {
+	if sessionID == "" {
+		return errors.New("client: revoke: no session ID")
+	}
+	err := c.call(ctx, http.MethodDelete, api.PathSessions, sessionID, nil, nil, nil)
+	return wrapf("revoke "+sessionID, err)
+}
+
+// RevokeIdentity ends every session of the SPIFFE ID id
+// (DELETE /v1/sessions?spiffe_id=ID) and returns how many there were.
+func (c *Client) RevokeIdentity(ctx context.Context, id spiffeid.ID) (int, error) {
+	if id.IsZero() {
+		return 0, errors.New("client: revoke: no SPIFFE ID")
+	}
+	q := url.Values{api.QuerySPIFFEID: {id.String()}}
+	var out api.RevokeResponse
+	if err := c.call(ctx, http.MethodDelete, api.PathSessions, "", q, nil, &out); err != nil {
+		return 0, wrapf("revoke sessions of "+id.String(), err)
+	}
+	return out.Revoked, nil
+}
+
+// Introspect asks tetherd whether token is live and bound to the certificate
+// fingerprint fp (base64url SHA-256 of the leaf's DER, see svid.Fingerprint)
+// (POST /v1/introspect). Only an --introspector of tetherd may ask; it needs
+// no session. Active is false for any token that is not live or not bound to
+// fp.
+func (c *Client) Introspect(ctx context.Context, token, fp string) (*api.IntrospectResponse, error) {
+	body, err := json.Marshal(api.IntrospectRequest{Token: token, CNF: api.CNF{X5TS256: fp}})
+	if err != nil {
+		return nil, wrapf("introspect", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint(api.PathIntrospect, nil).String(), bytes.NewReader(body))
+	if err != nil {
+		return nil, wrapf("introspect", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.send(req)
+	if err != nil {
+		return nil, wrapf("introspect", err)
+	}
+	var out api.IntrospectResponse
+	if err := decode(resp, &out); err != nil {
+		return nil, wrapf("introspect", err)
+	}
+	return &out, nil
+}
+
+// call makes an API request with the session token. sub, if not empty, is a
+// path segment appended to path; in, if not nil, is sent as JSON; out, if not
+// nil, receives the JSON answer.
+func (c *Client) call(ctx context.Context, method, path, sub string, query url.Values, in, out any) error {
+	u := c.endpoint(path, query)
+	if sub != "" {
+		u.Path += "/" + sub
+		u.RawPath = strings.TrimSuffix(c.base.EscapedPath(), "/") + path + "/" + url.PathEscape(sub)
+	}
+	var body io.Reader = http.NoBody
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.roundTrip(req)
+	if err != nil {
+		return err
+	}
+	if out == nil {
+		if resp.StatusCode/100 != 2 {
+			return readError(resp)
+		}
+		drain(resp.Body)
+		return nil
+	}
+	return decode(resp, out)
+}
+
+// decode reads a 2xx JSON answer into out, or returns the *api.Error of any
+// other answer. It closes the body.
+func decode(resp *http.Response, out any) error {
+	if resp.StatusCode/100 != 2 {
+		return readError(resp)
+	}
+	defer drain(resp.Body)
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxBody)).Decode(out); err != nil {
+		return fmt.Errorf("read the answer of tetherd: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,464 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/tetherproject/tether/internal/testpki"
+	"github.com/tetherproject/tether/pkg/api"
+	"github.com/tetherproject/tether/pkg/client"
+	"github.com/tetherproject/tether/svid"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const (
+	serverID = "spiffe://example.org/tetherd"
+	aliceID  = "spiffe://example.org/admin/alice"
+	bobID    = "spiffe://example.org/admin/bob"
+)
+
+// rotatingSource is an x509svid.Source whose SVID the test replaces, as the
+// Workload API does when it rotates an SVID.
+type rotatingSource struct {
+	mu   sync.Mutex
+	svid *x509svid.SVID
+}
+
+func (s *rotatingSource) GetX509SVID() (*x509svid.SVID, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.svid, nil
+}
+
+func (s *rotatingSource) set(v *x509svid.SVID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.svid = v
+}
+
+type fixture struct {
+	ca     *testpki.CA
+	server *fakeTetherd
+	source *rotatingSource
+	client *client.Client
+}
+
+func setup(t *testing.T, id string, opts ...client.Option) *fixture {
+	t.Helper()
+	ca := testpki.NewCA(t, "example.org")
+	f := &fixture{ca: ca, server: newFakeTetherd(t, ca, serverID)}
+	f.source = &rotatingSource{svid: ca.Issue(t, id)}
+	f.client = f.newClient(t, f.source, opts...)
+	return f
+}
+
+func (f *fixture) newClient(t *testing.T, src x509svid.Source, opts ...client.Option) *client.Client {
+	t.Helper()
+	c, err := client.New(f.server.URL(), spiffeid.RequireFromString(serverID), src, f.ca.Bundle(), opts...)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func fingerprint(s *x509svid.SVID) string { return svid.Fingerprint(s.Certificates[0]) }
+
+func requireAPIError(t *testing.T, err error, code api.Code, status int) *api.Error {
+	t.Helper()
+	var apiErr *api.Error
+	require.ErrorAs(t, err, &apiErr)
+	assert.Equal(t, code, apiErr.Code)
+	assert.Equal(t, status, apiErr.Status)
+	return apiErr
+}
+
+func TestCalls(t *testing.T) {
+	ctx := t.Context()
+	store := new(client.MemoryStore)
+	f := setup(t, aliceID, client.WithTokenStore(store))
+
+	s, err := f.client.Login(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, aliceID, s.SPIFFEID)
+	assert.Equal(t, fingerprint(f.source.svid), s.CNF.X5TS256)
+	token, _ := store.LoadToken()
+	require.NotEmpty(t, token, "login stores the token")
+
+	me, err := f.client.Whoami(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, s.SessionID, me.SessionID)
+
+	// bob logs in twice through his own client.
+	bobSource := &rotatingSource{svid: f.ca.Issue(t, bobID)}
+	bob := f.newClient(t, bobSource)
+	for range 2 {
+		_, err := bob.Login(ctx)
+		require.NoError(t, err)
+	}
+
+	all, err := f.client.List(ctx, spiffeid.ID{})
+	require.NoError(t, err)
+	assert.Len(t, all, 3)
+	bobs, err := f.client.List(ctx, spiffeid.RequireFromString(bobID))
+	require.NoError(t, err)
+	require.Len(t, bobs, 2)
+	for _, b := range bobs {
+		assert.Equal(t, bobID, b.SPIFFEID)
+	}
+
+	require.NoError(t, f.client.Revoke(ctx, bobs[0].SessionID))
+	err = f.client.Revoke(ctx, bobs[0].SessionID)
+	requireAPIError(t, err, api.CodeNotFound, http.StatusNotFound)
+	assert.ErrorIs(t, err, &api.Error{Code: api.CodeNotFound})
+
+	n, err := f.client.RevokeIdentity(ctx, spiffeid.RequireFromString(bobID))
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+
+	in, err := f.client.Introspect(ctx, token, fingerprint(f.source.svid))
+	require.NoError(t, err)
+	require.True(t, in.Active)
+	assert.Equal(t, s.SessionID, in.Session.SessionID)
+	in, err = f.client.Introspect(ctx, token, fingerprint(bobSource.svid))
+	require.NoError(t, err)
+	assert.False(t, in.Active, "bound to another certificate")
+
+	require.NoError(t, f.client.Logout(ctx))
+	token, _ = store.LoadToken()
+	assert.Empty(t, token, "logout forgets the token")
+	in, err = f.client.Introspect(ctx, "", "")
+	require.NoError(t, err)
+	assert.False(t, in.Active)
+	logins, _ := f.server.counts()
+	require.NoError(t, f.client.Logout(ctx), "logging out without a session is not an error")
+	logins2, _ := f.server.counts()
+	assert.Equal(t, logins, logins2, "logout never logs in")
+}
+
+func TestNew(t *testing.T) {
+	ca := testpki.NewCA(t, "example.org")
+	src := ca.Issue(t, aliceID)
+	id := spiffeid.RequireFromString(serverID)
+	for name, url := range map[string]string{
+		"fail/http":     "http://127.0.0.1:8443",
+		"fail/no-host":  "https://",
+		"fail/query":    "https://127.0.0.1:8443/?a=b",
+		"fail/userinfo": "https://u:p@127.0.0.1:8443",
+		"fail/garbage":  "://",
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := client.New(url, id, src, ca.Bundle())
+			require.Error(t, err)
+			assert.True(t, strings.HasPrefix(err.Error(), "client: "), err.Error())
+		})
+	}
+	t.Run("fail/no-server-id", func(t *testing.T) {
+		_, err := client.New("https://127.0.0.1:8443", spiffeid.ID{}, src, ca.Bundle())
+		require.Error(t, err)
+	})
+	t.Run("fail/no-sources", func(t *testing.T) {
+		_, err := client.New("https://127.0.0.1:8443", id, nil, nil)
+		require.Error(t, err)
+	})
+	t.Run("ok", func(t *testing.T) {
+		c, err := client.New("https://127.0.0.1:8443/", id, src, ca.Bundle())
+		require.NoError(t, err)
+		assert.Equal(t, "https://127.0.0.1:8443", c.ServerURL())
+		assert.Equal(t, id, c.ServerID())
+		require.NoError(t, c.Close())
+		require.NoError(t, c.Close(), "Close is safe twice")
+	})
+}
+
+func TestRefusesOtherServerID(t *testing.T) {
+	f := setup(t, aliceID)
+	other, err := client.New(f.server.URL(), spiffeid.RequireFromString("spiffe://example.org/not-tetherd"), f.source, f.ca.Bundle())
+	require.NoError(t, err)
+	defer other.Close()
+
+	_, err = other.Login(t.Context())
+	var idErr *client.ServerIDError
+	require.ErrorAs(t, err, &idErr)
+	assert.Equal(t, serverID, idErr.Got.String())
+	assert.Equal(t, "spiffe://example.org/not-tetherd", idErr.Want.String())
+	assert.Zero(t, f.server.count("POST "+api.PathSessions), "no request reached the server")
+}
+
+func TestRefusesUntrustedServer(t *testing.T) {
+	f := setup(t, aliceID)
+	// A bundle of another CA of the same trust domain.
+	stranger := testpki.NewCA(t, "example.org")
+	c, err := client.New(f.server.URL(), spiffeid.RequireFromString(serverID), f.source, stranger.Bundle())
+	require.NoError(t, err)
+	defer c.Close()
+
+	_, err = c.Login(t.Context())
+	var certErr *client.ServerCertificateError
+	require.ErrorAs(t, err, &certErr)
+	assert.Zero(t, f.server.count("POST "+api.PathSessions))
+}
+
+func TestTypedErrors(t *testing.T) {
+	f := setup(t, "spiffe://example.org/workload/demo")
+	_, err := f.client.Login(t.Context())
+	apiErr := requireAPIError(t, err, api.CodeNotAdmin, http.StatusForbidden)
+	assert.Contains(t, apiErr.Message, "matches no --admin pattern")
+	assert.True(t, strings.HasPrefix(err.Error(), "client: login: not_admin: "), err.Error())
+
+	// The round tripper's login failure is typed too.
+	_, err = f.client.Whoami(t.Context())
+	requireAPIError(t, err, api.CodeNotAdmin, http.StatusForbidden)
+}
+
+func TestDoLogsInAndAttachesToken(t *testing.T) {
+	f := setup(t, aliceID)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "/echo", strings.NewReader("hello"))
+	require.NoError(t, err)
+	resp, err := f.client.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "hello", string(body))
+	logins, _ := f.server.counts()
+	assert.Equal(t, 1, logins)
+	assert.Empty(t, req.Header.Get("Authorization"), "the caller's request is not modified")
+}
+
+func TestRotationRebinds(t *testing.T) {
+	ctx := t.Context()
+	f := setup(t, aliceID)
+	first, err := f.client.Whoami(ctx) // logs in
+	require.NoError(t, err)
+	oldFP := fingerprint(f.source.svid)
+	assert.Equal(t, oldFP, first.CNF.X5TS256)
+
+	// The SVID rotates: same SPIFFE ID, new key and leaf.
+	rotated := f.ca.Issue(t, aliceID)
+	f.source.set(rotated)
+	newFP := fingerprint(rotated)
+
+	after, err := f.client.Whoami(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, first.SessionID, after.SessionID, "the same session, rebound")
+	assert.Equal(t, newFP, after.CNF.X5TS256)
+	assert.Equal(t, newFP, f.server.lastPeerFP(), "a new connection presents the new leaf")
+	logins, rebinds := f.server.counts()
+	assert.Equal(t, 1, logins)
+	assert.Equal(t, 1, rebinds)
+}
+
+func TestRotationConcurrentRebindOnce(t *testing.T) {
+	ctx := t.Context()
+	f := setup(t, aliceID)
+	first, err := f.client.Whoami(ctx)
+	require.NoError(t, err)
+	f.source.set(f.ca.Issue(t, aliceID))
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for range 16 {
+		wg.Go(func() {
+			s, err := f.client.Whoami(ctx)
+			if err == nil && s.SessionID != first.SessionID {
+				err = errors.New("another session")
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	logins, rebinds := f.server.counts()
+	assert.Equal(t, 1, logins)
+	assert.Equal(t, 1, rebinds, "concurrent requests rebind once")
+}
+
+func TestSessionEndedLogsInAgain(t *testing.T) {
+	ctx := t.Context()
+	f := setup(t, aliceID)
+	first, err := f.client.Whoami(ctx)
+	require.NoError(t, err)
+	f.server.endAll()
+
+	second, err := f.client.Whoami(ctx)
+	require.NoError(t, err)
+	assert.NotEqual(t, first.SessionID, second.SessionID)
+	logins, _ := f.server.counts()
+	assert.Equal(t, 2, logins)
+}
+
+func TestInvalidTokenLogsInAgain(t *testing.T) {
+	// A token that is not the caller's (another identity's, or from before a
+	// restart of tetherd) is replaced by a session of the caller's own.
+	ctx := t.Context()
+	f := setup(t, aliceID)
+	bobStore := new(client.MemoryStore)
+	bob := f.newClient(t, &rotatingSource{svid: f.ca.Issue(t, bobID)}, client.WithTokenStore(bobStore))
+	bobSession, err := bob.Login(ctx)
+	require.NoError(t, err)
+	bobToken, _ := bobStore.LoadToken()
+
+	aliceStore := new(client.MemoryStore)
+	require.NoError(t, aliceStore.SaveToken(bobToken))
+	alice := f.newClient(t, f.source, client.WithTokenStore(aliceStore))
+	me, err := alice.Whoami(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, aliceID, me.SPIFFEID, "bob's token never acts as bob for alice")
+	assert.NotEqual(t, bobSession.SessionID, me.SessionID)
+}
+
+func TestNeverLoops(t *testing.T) {
+	f := setup(t, aliceID)
+	_, err := f.client.Login(t.Context())
+	require.NoError(t, err)
+	f.server.mu.Lock()
+	f.server.alwaysEnded = true
+	f.server.mu.Unlock()
+
+	_, err = f.client.Whoami(t.Context())
+	requireAPIError(t, err, api.CodeSessionEnded, http.StatusUnauthorized)
+	assert.Equal(t, 2, f.server.count("GET "+api.PathSessionsSelf), "one try and one retry")
+	logins, _ := f.server.counts()
+	assert.Equal(t, 2, logins, "one login, then one login again")
+}
+
+func TestNonReplayableBodyIsNotRetried(t *testing.T) {
+	f := setup(t, aliceID)
+	_, err := f.client.Login(t.Context())
+	require.NoError(t, err)
+	f.server.endAll()
+
+	// A body without GetBody cannot be sent twice.
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, f.server.URL()+"/echo", io.NopCloser(strings.NewReader("once")))
+	require.NoError(t, err)
+	resp, err := f.client.Do(req)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	assert.Contains(t, string(body), string(api.CodeSessionEnded), "the answer is handed back intact")
+	assert.Equal(t, 1, f.server.count("POST /echo"))
+
+	// The session was recovered for the next request all the same.
+	req, err = http.NewRequestWithContext(t.Context(), http.MethodPost, f.server.URL()+"/echo", io.NopCloser(strings.NewReader("again")))
+	require.NoError(t, err)
+	resp, err = f.client.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+}
+
+func TestReplayableBodyIsRetried(t *testing.T) {
+	f := setup(t, aliceID)
+	_, err := f.client.Login(t.Context())
+	require.NoError(t, err)
+	f.source.set(f.ca.Issue(t, aliceID))
+
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, f.server.URL()+"/echo", strings.NewReader("twice"))
+	require.NoError(t, err)
+	resp, err := f.client.HTTPClient().Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "twice", string(body), "the body is sent again in full")
+	assert.Equal(t, 2, f.server.count("POST /echo"))
+}
+
+func TestAutoLoginOff(t *testing.T) {
+	ctx := t.Context()
+	f := setup(t, aliceID, client.WithAutoLogin(false))
+	_, err := f.client.Whoami(ctx)
+	require.ErrorIs(t, err, client.ErrNoSession)
+	logins, _ := f.server.counts()
+	assert.Zero(t, logins)
+
+	_, err = f.client.Login(ctx)
+	require.NoError(t, err)
+
+	// Rotation is still recovered: it keeps the session.
+	f.source.set(f.ca.Issue(t, aliceID))
+	_, err = f.client.Whoami(ctx)
+	require.NoError(t, err)
+
+	f.server.endAll()
+	_, err = f.client.Whoami(ctx)
+	requireAPIError(t, err, api.CodeSessionEnded, http.StatusUnauthorized)
+	logins, rebinds := f.server.counts()
+	assert.Equal(t, 1, logins)
+	assert.Equal(t, 1, rebinds)
+
+	_, err = f.client.Rebind(ctx)
+	requireAPIError(t, err, api.CodeSessionEnded, http.StatusUnauthorized)
+	require.NoError(t, f.client.Logout(ctx), "an ended session is logged out already")
+	_, err = f.client.Rebind(ctx)
+	require.ErrorIs(t, err, client.ErrNoSession)
+}
+
+func TestExplicitRebind(t *testing.T) {
+	ctx := t.Context()
+	f := setup(t, aliceID)
+	s, err := f.client.Login(ctx)
+	require.NoError(t, err)
+	f.source.set(f.ca.Issue(t, aliceID))
+	r, err := f.client.Rebind(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, s.SessionID, r.SessionID)
+	assert.Equal(t, fingerprint(f.source.svid), r.CNF.X5TS256)
+}
+
+func TestTokenGoesOnlyToTetherd(t *testing.T) {
+	f := setup(t, aliceID)
+	_, err := f.client.Login(t.Context())
+	require.NoError(t, err)
+
+	// Another server that would even pass the TLS checks.
+	other := newFakeTetherd(t, f.ca, serverID)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, other.URL()+"/echo", nil)
+	require.NoError(t, err)
+	_, err = f.client.Do(req)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "refusing to send the session token")
+	assert.Zero(t, other.count("GET /echo"))
+}
+
+func TestErrorsNeverShowTheToken(t *testing.T) {
+	ctx := t.Context()
+	store := new(client.MemoryStore)
+	f := setup(t, aliceID, client.WithTokenStore(store))
+	_, err := f.client.Login(ctx)
+	require.NoError(t, err)
+	token, _ := store.LoadToken()
+	f.server.mu.Lock()
+	f.server.alwaysEnded = true
+	f.server.mu.Unlock()
+
+	_, err = f.client.Whoami(ctx)
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), token)
+	assert.NotContains(t, store.String(), token)
+}
+
+func TestContextCancelled(t *testing.T) {
+	f := setup(t, aliceID)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, err := f.client.Whoami(ctx)
+	require.ErrorIs(t, err, context.Canceled)
+}

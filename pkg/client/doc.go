@@ -1,0 +1,35 @@
+// Package client is the Go client of tetherd, the issuer of admin sessions
+// bound to SPIFFE identities. The tether CLI is built on it, and a service
+// connected to the SPIFFE Workload API can use it with its X509Source.
+//
+// A Client talks to one tetherd over mutual TLS 1.3. It presents the X.509
+// SVID of an x509svid.Source (fetched again at every TLS handshake, so a
+// rotated SVID is picked up) and refuses to talk to a server whose SVID does
+// not chain to the x509bundle.Source or whose SPIFFE ID is not exactly the
+// one it was given.
+//
+// The session token is kept in a TokenStore (in memory unless WithTokenStore
+// says otherwise) and is attached to requests by the client's
+// http.RoundTripper (see Client.Do and Client.HTTPClient). The round tripper
+// recovers once, never in a loop, from the two ends a session meets in normal
+// life:
+//
+//   - certificate_rotated: the SVID rotated and the session is bound to the
+//     old leaf; the client rebinds the session to the new leaf
+//     (POST /v1/sessions/self/rebind) and retries.
+//   - session_ended (or invalid_token, which tetherd answers after a restart):
+//     the client logs in again (unless WithAutoLogin(false)) and retries.
+//
+// Only requests whose body can be sent again (no body, or GetBody set, as
+// http.NewRequest does for in-memory bodies) are retried.
+//
+// API errors are returned as *api.Error, with Status set to the HTTP status,
+// so callers branch on the code with errors.As or errors.Is:
+//
+//	var apiErr *api.Error
+//	if errors.As(err, &apiErr) && apiErr.Code == api.CodeNotAdmin { … }
+//
+// A token never appears in an error, a log line or a String method. It is
+// worth nothing without the SVID's private key: tetherd accepts it only over
+// mTLS from the leaf it is bound to.
+package client

@@ -1,0 +1,104 @@
+package client
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/tetherproject/tether/pkg/api"
+)
+
+// ErrNoSession is returned when auto-login is off and no session token is
+// stored.
+var ErrNoSession = errors.New("client: no session: log in first")
+
+// CodeUnexpectedResponse is the code of the *api.Error returned for an answer
+// that is not the contract's: a status the call does not expect, without a
+// contract error body (a proxy's error page, say).
+const CodeUnexpectedResponse api.Code = "unexpected_response"
+
+// ServerIDError is returned (inside the TLS handshake error) when tetherd
+// presents a valid SVID with another SPIFFE ID than the expected one: the
+// client refuses to talk to it.
+type ServerIDError struct {
+	Want, Got spiffeid.ID
+}
+
+// Error implements error.
+func (e *ServerIDError) Error() string {
+	return fmt.Sprintf("the server presented %s, not the expected %s", e.Got, e.Want)
+}
+
+// ServerCertificateError is returned (inside the TLS handshake error) when
+// the server's certificate is not an X.509 SVID that chains to the bundle.
+type ServerCertificateError struct {
+	Err error
+}
+
+// Error implements error.
+func (e *ServerCertificateError) Error() string {
+	return "the server's certificate is not a valid SVID of a trusted trust domain: " + e.Err.Error()
+}
+
+// Unwrap returns the verification error.
+func (e *ServerCertificateError) Unwrap() error { return e.Err }
+
+// maxErrorBody bounds how much of an error answer is read.
+const maxErrorBody = api.MaxBodyBytes
+
+// maxBody bounds how much of a successful answer is read (a list of
+// --max-sessions sessions fits).
+const maxBody = 32 << 20
+
+// readError turns a non-2xx answer into an *api.Error with Status set, and
+// closes the body.
+func readError(resp *http.Response) *api.Error {
+	defer drain(resp.Body)
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	return parseError(resp.StatusCode, resp.Status, body)
+}
+
+func parseError(status int, statusText string, body []byte) *api.Error {
+	var er api.ErrorResponse
+	if err := json.Unmarshal(body, &er); err == nil && er.Error != nil && er.Error.Code != "" {
+		e := er.Error
+		e.Status = status
+		return e
+	}
+	return &api.Error{
+		Code:    CodeUnexpectedResponse,
+		Message: "unexpected answer: " + statusText,
+		Status:  status,
+	}
+}
+
+// peekError reads the error code of a 401 answer and puts the body back so
+// the caller can still read it.
+func peekError(resp *http.Response) *api.Error {
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	resp.Body = readCloser{io.MultiReader(bytes.NewReader(body), resp.Body), resp.Body}
+	if err != nil {
+		return nil
+	}
+	return parseError(resp.StatusCode, resp.Status, body)
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// wrapf wraps err once with the package prefix and the operation. Errors
+// made inside the package carry no prefix of their own, except ErrNoSession,
+// which is returned as is.
+func wrapf(op string, err error) error {
+	if err == nil || errors.Is(err, ErrNoSession) {
+		return err
+	}
+	return fmt.Errorf("client: %s: %w", op, err)
+}

@@ -1,0 +1,253 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/tetherproject/tether/pkg/api"
+)
+
+// roundTripper is the client's http.RoundTripper. See Client.Transport.
+type roundTripper struct{ c *Client }
+
+var _ http.RoundTripper = roundTripper{}
+
+// RoundTrip implements http.RoundTripper.
+func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := rt.c.roundTrip(req)
+	if err != nil {
+		if errors.Is(err, ErrNoSession) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	return resp, nil
+}
+
+// roundTrip sends req with the session token and recovers once from a
+// rotated or ended session. Its errors carry no package prefix.
+func (c *Client) roundTrip(req *http.Request) (*http.Response, error) {
+	if !c.sameServer(req) {
+		closeBody(req)
+		return nil, fmt.Errorf("refusing to send the session token to %s://%s: it is not tetherd at %s", req.URL.Scheme, req.URL.Host, c.base.Host)
+	}
+	ctx := req.Context()
+	token, err := c.token(ctx)
+	if err != nil {
+		closeBody(req)
+		return nil, err
+	}
+	resp, err := c.send(withBearer(req, token))
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		return resp, err
+	}
+	apiErr := peekError(resp)
+	if apiErr == nil {
+		return resp, nil
+	}
+	switch apiErr.Code {
+	case api.CodeCertificateRotated, api.CodeSessionEnded, api.CodeInvalidToken:
+	default:
+		return resp, nil
+	}
+	fresh, ok, err := c.recover(ctx, token, apiErr.Code)
+	if err != nil {
+		drain(resp.Body)
+		return nil, err
+	}
+	if !ok || !replayable(req) {
+		// Without a new token, or with a body that cannot be sent again, the
+		// caller gets the answer as it came (the next request uses the new
+		// token, if any).
+		return resp, nil
+	}
+	drain(resp.Body)
+	retry, err := rewind(req)
+	if err != nil {
+		return nil, err
+	}
+	c.log.Debug("client.retry", "reason", string(apiErr.Code), "method", req.Method, "path", req.URL.Path)
+	return c.send(withBearer(retry, fresh))
+}
+
+// token returns the stored token, logging in first when there is none (and
+// logging in is allowed).
+func (c *Client) token(ctx context.Context) (string, error) {
+	token, err := c.loadToken()
+	if err != nil || token != "" {
+		return token, err
+	}
+	if !c.mayLogin(ctx) {
+		return "", ErrNoSession
+	}
+	if err := c.lockAuth(ctx); err != nil {
+		return "", err
+	}
+	defer c.unlockAuth()
+	// Another request may have logged in while this one waited.
+	if token, err = c.loadToken(); err != nil || token != "" {
+		return token, err
+	}
+	token, _, err = c.login(ctx)
+	if err != nil {
+		return "", fmt.Errorf("log in: %w", err)
+	}
+	return token, nil
+}
+
+// recover gets a token that replaces stale after tetherd answered code to it:
+// a rebound one for certificate_rotated, a new session's for session_ended
+// and invalid_token. ok is false when there is nothing to retry with (login
+// not allowed).
+func (c *Client) recover(ctx context.Context, stale string, code api.Code) (token string, ok bool, err error) {
+	if err := c.lockAuth(ctx); err != nil {
+		return "", false, err
+	}
+	defer c.unlockAuth()
+
+	// Concurrent requests that met the same answer recover it once: the
+	// first one stores a new token, the others retry with it.
+	current, err := c.loadToken()
+	if err != nil {
+		return "", false, err
+	}
+	if current != "" && current != stale {
+		return current, true, nil
+	}
+
+	if code == api.CodeCertificateRotated {
+		token, _, err := c.rebind(ctx, stale)
+		if err == nil {
+			return token, true, nil
+		}
+		var apiErr *api.Error
+		ended := errors.As(err, &apiErr) && (apiErr.Code == api.CodeSessionEnded || apiErr.Code == api.CodeInvalidToken)
+		if !ended || !c.mayLogin(ctx) {
+			return "", false, fmt.Errorf("rebind: %w", err)
+		}
+		// The session ended too: start a new one.
+	}
+	if !c.mayLogin(ctx) {
+		return "", false, nil
+	}
+	token, _, err = c.login(ctx)
+	if err != nil {
+		return "", false, fmt.Errorf("log in again after %s: %w", code, err)
+	}
+	return token, true, nil
+}
+
+// login starts a session and stores its token. The caller holds the auth
+// lock.
+func (c *Client) login(ctx context.Context) (string, *api.Session, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint(api.PathSessions, nil).String(), http.NoBody)
+	if err != nil {
+		return "", nil, err
+	}
+	return c.issue(req)
+}
+
+// rebind binds the session of token to the leaf the source holds now and
+// stores the new token. The caller holds the auth lock.
+func (c *Client) rebind(ctx context.Context, token string) (string, *api.Session, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint(api.PathRebind, nil).String(), http.NoBody)
+	if err != nil {
+		return "", nil, err
+	}
+	return c.issue(withBearer(req, token))
+}
+
+// issue sends a login or rebind request and stores the token it answers.
+func (c *Client) issue(req *http.Request) (string, *api.Session, error) {
+	resp, err := c.send(req)
+	if err != nil {
+		return "", nil, err
+	}
+	var lr api.LoginResponse
+	if err := decode(resp, &lr); err != nil {
+		return "", nil, err
+	}
+	if lr.Token == "" {
+		return "", nil, errors.New("tetherd answered without a token")
+	}
+	if err := c.store.SaveToken(lr.Token); err != nil {
+		return "", nil, fmt.Errorf("store the token: %w", err)
+	}
+	event := "client.login"
+	if req.URL.Path == c.endpoint(api.PathRebind, nil).Path {
+		event = "client.rebind"
+	}
+	c.log.Debug(event, "spiffe_id", lr.Session.SPIFFEID, "session_id", lr.Session.SessionID, "x5t#S256", lr.Session.CNF.X5TS256)
+	return lr.Token, &lr.Session, nil
+}
+
+// send sends req over a connection made with the SVID the source holds now.
+func (c *Client) send(req *http.Request) (*http.Response, error) {
+	tr, err := c.transport()
+	if err != nil {
+		closeBody(req)
+		return nil, err
+	}
+	return tr.RoundTrip(req)
+}
+
+func (c *Client) loadToken() (string, error) {
+	token, err := c.store.LoadToken()
+	if err != nil {
+		return "", fmt.Errorf("load the token: %w", err)
+	}
+	return token, nil
+}
+
+func (c *Client) lockAuth(ctx context.Context) error {
+	select {
+	case c.auth <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *Client) unlockAuth() { <-c.auth }
+
+// sameServer reports whether req goes to tetherd: a token is never sent
+// anywhere else.
+func (c *Client) sameServer(req *http.Request) bool {
+	return req.URL != nil && req.URL.Scheme == "https" && strings.EqualFold(req.URL.Host, c.base.Host)
+}
+
+// withBearer returns a copy of req with the token attached; req is not
+// changed (http.RoundTripper must not modify its request).
+func withBearer(req *http.Request, token string) *http.Request {
+	r := req.Clone(req.Context())
+	r.Header.Set("Authorization", "Bearer "+token)
+	return r
+}
+
+// replayable reports whether req can be sent a second time.
+func replayable(req *http.Request) bool {
+	return req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+}
+
+// rewind returns a copy of req with a fresh body.
+func rewind(req *http.Request) (*http.Request, error) {
+	r := req.Clone(req.Context())
+	if req.Body == nil || req.Body == http.NoBody {
+		return r, nil
+	}
+	body, err := req.GetBody()
+	if err != nil {
+		return nil, fmt.Errorf("replay the request body: %w", err)
+	}
+	r.Body = body
+	return r, nil
+}
+
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		_ = req.Body.Close()
+	}
+}
