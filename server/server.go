@@ -44,7 +44,7 @@ const (
 	IdleTimeout       = 2 * time.Minute
 )
 
-type api_ struct {
+type handler struct {
 	cfg Config
 	log *slog.Logger
 	mw  *auth.Middleware
@@ -64,7 +64,7 @@ func NewHandler(cfg Config) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &api_{cfg: cfg, log: log, mw: &auth.Middleware{Sessions: cfg.Sessions, Logger: log, Metrics: cfg.Metrics, Now: cfg.Now}}
+	a := &handler{cfg: cfg, log: log, mw: &auth.Middleware{Sessions: cfg.Sessions, Logger: log, Metrics: cfg.Metrics, Now: cfg.Now}}
 	peer, sess := a.mw.RequirePeer, a.mw.RequireSession
 	routes := []route{
 		{http.MethodPost, api.PathSessions, peer(http.HandlerFunc(a.login))},
@@ -125,18 +125,18 @@ func matchPath(pattern, path string) (string, bool) {
 	return id, true
 }
 
-func (a *api_) caller(r *http.Request) *auth.Caller {
+func (a *handler) caller(r *http.Request) *auth.Caller {
 	c, _ := auth.CallerFrom(r.Context())
 	return c
 }
 
-func (a *api_) fail(w http.ResponseWriter, r *http.Request, err error) {
+func (a *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	render.Error(w, r, a.log, err)
 }
 
 // login opens a session for an --admin peer. Authorization comes first; the
 // body is never read.
-func (a *api_) login(w http.ResponseWriter, r *http.Request) {
+func (a *handler) login(w http.ResponseWriter, r *http.Request) {
 	c := a.caller(r)
 	if !a.cfg.Admins.Allows(c.Peer.ID) {
 		a.cfg.Metrics.LoginDenied(string(api.CodeNotAdmin))
@@ -154,11 +154,11 @@ func (a *api_) login(w http.ResponseWriter, r *http.Request) {
 	render.JSON(w, http.StatusCreated, api.LoginResponse{Token: tok, Session: Wire(info)})
 }
 
-func (a *api_) self(w http.ResponseWriter, r *http.Request) {
+func (a *handler) self(w http.ResponseWriter, r *http.Request) {
 	render.JSON(w, http.StatusOK, api.SessionResponse{Session: Wire(a.caller(r).Session)})
 }
 
-func (a *api_) logout(w http.ResponseWriter, r *http.Request) {
+func (a *handler) logout(w http.ResponseWriter, r *http.Request) {
 	if err := a.cfg.Sessions.Logout(r.Context(), a.caller(r).Session.ID); err != nil {
 		a.fail(w, r, err)
 		return
@@ -168,7 +168,7 @@ func (a *api_) logout(w http.ResponseWriter, r *http.Request) {
 
 // rebind moves the caller's session to its new leaf. It cannot go through
 // RequireSession: the token is, by design, bound to the caller's old leaf.
-func (a *api_) rebind(w http.ResponseWriter, r *http.Request) {
+func (a *handler) rebind(w http.ResponseWriter, r *http.Request) {
 	c := a.caller(r)
 	token, err := auth.BearerToken(r)
 	if err != nil {
@@ -183,7 +183,7 @@ func (a *api_) rebind(w http.ResponseWriter, r *http.Request) {
 	render.JSON(w, http.StatusOK, api.LoginResponse{Token: tok, Session: Wire(info)})
 }
 
-func (a *api_) list(w http.ResponseWriter, r *http.Request) {
+func (a *handler) list(w http.ResponseWriter, r *http.Request) {
 	filter, err := spiffeIDParam(r, false)
 	if err != nil {
 		a.fail(w, r, err)
@@ -197,7 +197,7 @@ func (a *api_) list(w http.ResponseWriter, r *http.Request) {
 	render.JSON(w, http.StatusOK, out)
 }
 
-func (a *api_) revoke(w http.ResponseWriter, r *http.Request) {
+func (a *handler) revoke(w http.ResponseWriter, r *http.Request) {
 	if err := a.cfg.Sessions.Revoke(r.Context(), r.PathValue("id")); err != nil {
 		a.fail(w, r, err)
 		return
@@ -205,7 +205,7 @@ func (a *api_) revoke(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (a *api_) revokeIdentity(w http.ResponseWriter, r *http.Request) {
+func (a *handler) revokeIdentity(w http.ResponseWriter, r *http.Request) {
 	id, err := spiffeIDParam(r, true)
 	if err != nil {
 		a.fail(w, r, err)
@@ -217,7 +217,7 @@ func (a *api_) revokeIdentity(w http.ResponseWriter, r *http.Request) {
 
 // introspect answers an --introspector peer whether a token is live and bound
 // to the given fingerprint. Authorization comes before the body is read.
-func (a *api_) introspect(w http.ResponseWriter, r *http.Request) {
+func (a *handler) introspect(w http.ResponseWriter, r *http.Request) {
 	c := a.caller(r)
 	if !a.cfg.Introspectors.Allows(c.Peer.ID) {
 		a.log.LogAttrs(r.Context(), slog.LevelWarn, "introspect.denied",

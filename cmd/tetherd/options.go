@@ -1,0 +1,171 @@
+package main
+
+import (
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/time/rate"
+
+	"github.com/tetherproject/tether/auth"
+	"github.com/tetherproject/tether/session"
+)
+
+// options are tetherd's flags (CONTRACT.md), plus two timeouts of our own.
+type options struct {
+	listen, healthListen        string
+	workloadAPI                 string
+	svidCert, svidKey, bundle   string
+	admins, introspectors       []string
+	sessionTTL, idleTimeout     time.Duration
+	maxSessions, maxPerIdentity int
+	loginRate                   float64
+	loginBurst                  int
+	logLevel, logFormat         string
+	startupTimeout              time.Duration
+	shutdownTimeout             time.Duration
+}
+
+func (o *options) register(cmd *cobra.Command) {
+	f := cmd.PersistentFlags()
+	f.StringVar(&o.listen, "listen", "127.0.0.1:8443", "the API: HTTPS, TLS 1.3 only, client X.509 SVID required")
+	f.StringVar(&o.healthListen, "health-listen", "127.0.0.1:8080", "plain HTTP: /healthz, /readyz, /metrics")
+	f.StringVar(&o.workloadAPI, "workload-api", os.Getenv("SPIFFE_ENDPOINT_SOCKET"), "SPIFFE Workload API address (unix:///path or tcp://ip:port); default $SPIFFE_ENDPOINT_SOCKET")
+	f.StringVar(&o.svidCert, "svid-cert", "", "identity from files: SVID certificate chain (PEM), leaf first")
+	f.StringVar(&o.svidKey, "svid-key", "", "identity from files: the SVID's PKCS#8 private key (PEM)")
+	f.StringVar(&o.bundle, "bundle", "", "identity from files: the trust domain's CA certificates (PEM)")
+	f.StringArrayVar(&o.admins, "admin", nil, "who may log in: spiffe://td/path (exactly) or spiffe://td/path/* (any ID below); repeatable, required")
+	f.StringArrayVar(&o.introspectors, "introspector", nil, "who may call /v1/introspect (same pattern syntax); repeatable; default nobody")
+	f.DurationVar(&o.sessionTTL, "session-ttl", session.DefaultTTL, "absolute session lifetime")
+	f.DurationVar(&o.idleTimeout, "idle-timeout", session.DefaultIdleTimeout, "a session not used for this long ends")
+	f.IntVar(&o.maxSessions, "max-sessions", session.DefaultMaxSessions, "live sessions in all; more are refused (429)")
+	f.IntVar(&o.maxPerIdentity, "max-sessions-per-identity", session.DefaultMaxSessionsPerIdentity, "live sessions of one SPIFFE ID; more are refused (429)")
+	f.Float64Var(&o.loginRate, "login-rate", float64(session.DefaultLoginRate), "logins per second per SPIFFE ID (0 turns the limit off)")
+	f.IntVar(&o.loginBurst, "login-burst", session.DefaultLoginBurst, "login burst per SPIFFE ID")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.logFormat, "log-format", "json", "json, or text for people")
+	f.DurationVar(&o.startupTimeout, "startup-timeout", 30*time.Second, "how long to wait for a first SVID from the Workload API")
+	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight requests may take to finish on SIGTERM")
+}
+
+// config is the checked form of the options.
+type config struct {
+	admins, introspectors auth.Policy
+	files                 bool
+	workloadAPI           string
+	logger                *slog.Logger
+	session               session.Config
+}
+
+// check validates the options; every error names its flag and is a usage
+// error (exit 2). dev relaxes the identity and --admin requirements.
+func (o *options) check(cmd *cobra.Command, dev bool) (*config, error) {
+	c := &config{}
+	var err error
+	if len(o.admins) == 0 && !dev {
+		return nil, usagef("--admin: at least one admin pattern is required (no one is an admin by default)")
+	}
+	if c.admins, err = auth.ParsePolicy(o.admins); err != nil {
+		return nil, usagef("--admin: %v", strings.TrimPrefix(err.Error(), "auth: "))
+	}
+	if c.introspectors, err = auth.ParsePolicy(o.introspectors); err != nil {
+		return nil, usagef("--introspector: %v", strings.TrimPrefix(err.Error(), "auth: "))
+	}
+	f := cmd.Flags()
+	anyFile := o.svidCert != "" || o.svidKey != "" || o.bundle != ""
+	if dev {
+		if anyFile || f.Changed("workload-api") {
+			return nil, usagef("dev: --workload-api, --svid-cert, --svid-key and --bundle do not apply: dev mode makes its own identity")
+		}
+	} else {
+		if anyFile && (o.svidCert == "" || o.svidKey == "" || o.bundle == "") {
+			return nil, usagef("--svid-cert, --svid-key and --bundle: give all three to take the identity from files")
+		}
+		switch {
+		case anyFile && f.Changed("workload-api"):
+			return nil, usagef("--workload-api and --svid-cert: choose exactly one identity source")
+		case anyFile:
+			c.files = true
+		case o.workloadAPI != "":
+			if !strings.HasPrefix(o.workloadAPI, "unix://") && !strings.HasPrefix(o.workloadAPI, "tcp://") {
+				return nil, usagef("--workload-api: %q is not unix:///path or tcp://ip:port", o.workloadAPI)
+			}
+			c.workloadAPI = o.workloadAPI
+		default:
+			return nil, usagef("--workload-api: no identity source: give --workload-api (or set SPIFFE_ENDPOINT_SOCKET), or --svid-cert, --svid-key and --bundle")
+		}
+	}
+	for _, a := range []struct{ flag, addr string }{{"--listen", o.listen}, {"--health-listen", o.healthListen}} {
+		host, _, err := net.SplitHostPort(a.addr)
+		if err != nil {
+			return nil, usagef("%s: %v", a.flag, err)
+		}
+		if dev && !isLoopback(host) {
+			return nil, usagef("%s: dev mode serves on loopback only, not %q", a.flag, host)
+		}
+	}
+	positive := []struct {
+		flag string
+		ok   bool
+	}{
+		{"--session-ttl", o.sessionTTL > 0},
+		{"--idle-timeout", o.idleTimeout > 0},
+		{"--max-sessions", o.maxSessions > 0},
+		{"--max-sessions-per-identity", o.maxPerIdentity > 0},
+		{"--login-rate", o.loginRate >= 0 && !math.IsInf(o.loginRate, 0) && !math.IsNaN(o.loginRate)},
+		{"--login-burst", o.loginBurst > 0},
+		{"--startup-timeout", o.startupTimeout > 0},
+		{"--shutdown-timeout", o.shutdownTimeout > 0},
+	}
+	for _, p := range positive {
+		if !p.ok {
+			return nil, usagef("%s: must be positive", p.flag)
+		}
+	}
+	if o.idleTimeout > o.sessionTTL {
+		o.idleTimeout = o.sessionTTL
+	}
+	if c.logger, err = newLogger(o.logLevel, o.logFormat); err != nil {
+		return nil, err
+	}
+	lr := rate.Limit(o.loginRate)
+	if o.loginRate == 0 {
+		lr = rate.Inf
+	}
+	c.session = session.Config{
+		TTL: o.sessionTTL, IdleTimeout: o.idleTimeout,
+		MaxSessions: o.maxSessions, MaxSessionsPerIdentity: o.maxPerIdentity,
+		LoginRate: lr, LoginBurst: o.loginBurst,
+		Logger: c.logger,
+	}
+	return c, nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usagef("--log-level: %q is not debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	default:
+		return nil, usagef("--log-format: %q is not json or text", format)
+	}
+}
+

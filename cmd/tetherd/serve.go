@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+
+	"github.com/tetherproject/tether/auth"
+	"github.com/tetherproject/tether/server"
+	"github.com/tetherproject/tether/session"
+	"github.com/tetherproject/tether/svid"
+)
+
+// devSetup is what dev mode hands serve: its identity, its extra policy, and
+// what to print once the listener is bound.
+type devSetup struct {
+	source        svid.Source
+	admins        auth.Policy
+	introspectors auth.Policy
+	announce      func(w io.Writer, apiAddr string)
+}
+
+// serve runs tetherd until SIGTERM or SIGINT.
+func serve(cmd *cobra.Command, o *options, dev *devSetup) error {
+	cfg, err := o.check(cmd, dev != nil)
+	if err != nil {
+		return err
+	}
+	log := cfg.logger
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reloadFailures := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tether_identity_reload_failures_total",
+		Help: "Changed SVID files that could not be loaded (the last good identity was kept).",
+	})
+	reg.MustRegister(reloadFailures)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	// Identity.
+	var src svid.Source
+	var fileSrc *svid.FileSource
+	switch {
+	case dev != nil:
+		src = dev.source
+		cfg.admins = append(cfg.admins, dev.admins...)
+		cfg.introspectors = append(cfg.introspectors, dev.introspectors...)
+	case cfg.files:
+		fileSrc, err = svid.NewFileSource(svid.FileConfig{
+			CertFile: o.svidCert, KeyFile: o.svidKey, BundleFile: o.bundle,
+			OnReload: func(err error) {
+				if err != nil {
+					reloadFailures.Inc()
+					log.Error("identity.reload_failed", slog.String("error", err.Error()), slog.String("kept", "last good SVID"))
+					return
+				}
+				if s, e := fileSrc.GetX509SVID(); e == nil {
+					log.Info("identity.reloaded", slog.String("spiffe_id", s.ID.String()),
+						slog.String("fingerprint", svid.Fingerprint(s.Certificates[0])),
+						slog.Time("not_after", s.Certificates[0].NotAfter))
+				}
+			},
+		})
+		if err != nil {
+			return usagef("--svid-cert: %v", err)
+		}
+		src = fileSrc
+	default:
+		log.Info("identity.waiting", slog.String("workload_api", cfg.workloadAPI), slog.Duration("timeout", o.startupTimeout))
+		src, err = svid.NewWorkloadSource(ctx, cfg.workloadAPI, o.startupTimeout)
+		if err != nil {
+			return err
+		}
+	}
+	defer src.Close()
+	own, err := src.GetX509SVID()
+	if err != nil {
+		return fmt.Errorf("no SVID: %w", err)
+	}
+	if err := svid.Usable(src, time.Now()); err != nil {
+		return fmt.Errorf("own SVID not usable: %w", err)
+	}
+
+	// Sessions.
+	metrics := session.NewMetrics(reg)
+	cfg.session.Issuer = own.ID
+	cfg.session.Metrics = metrics
+	mgr, err := session.NewManager(cfg.session)
+	if err != nil {
+		return err
+	}
+	defer mgr.Close()
+	session.RegisterStoreGauges(reg, mgr)
+
+	// Listeners.
+	apiLn, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	healthLn, err := net.Listen("tcp", o.healthListen)
+	if err != nil {
+		_ = apiLn.Close()
+		return fmt.Errorf("--health-listen: %w", err)
+	}
+	handler := server.NewHandler(server.Config{
+		Sessions: mgr, Admins: cfg.admins, Introspectors: cfg.introspectors,
+		Logger: log, Metrics: metrics,
+	})
+	apiSrv := server.NewHTTPServer(handler, auth.ServerTLSConfig(src, src), log)
+	var serving atomic.Bool
+	ready := func() error {
+		if !serving.Load() {
+			return errors.New("the API listener is not serving")
+		}
+		return svid.Usable(src, time.Now())
+	}
+	healthSrv := &http.Server{Handler: server.Health(ready, reg), ReadHeaderTimeout: 5 * time.Second}
+
+	errc := make(chan error, 2)
+	go func() {
+		serving.Store(true)
+		err := apiSrv.ServeTLS(apiLn, "", "")
+		serving.Store(false)
+		errc <- err
+	}()
+	go func() { errc <- healthSrv.Serve(healthLn) }()
+
+	log.Info("tetherd.started",
+		slog.String("version", versionString()),
+		slog.String("spiffe_id", own.ID.String()),
+		slog.String("listen", apiLn.Addr().String()),
+		slog.String("health_listen", healthLn.Addr().String()),
+		slog.Any("admins", cfg.admins.Strings()),
+		slog.Any("introspectors", cfg.introspectors.Strings()),
+		slog.Duration("session_ttl", o.sessionTTL), slog.Duration("idle_timeout", o.idleTimeout))
+	if dev != nil {
+		dev.announce(cmd.OutOrStdout(), apiLn.Addr().String())
+	}
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-hup:
+			if fileSrc == nil {
+				log.Info("identity.reload_skipped", slog.String("reason", "SIGHUP reloads file identities only"))
+				continue
+			}
+			log.Info("identity.reload_requested", slog.String("signal", "SIGHUP"))
+			_ = fileSrc.Reload() // the outcome is logged by OnReload
+		case err := <-errc:
+			runErr = fmt.Errorf("serving stopped: %w", err)
+			break loop
+		}
+	}
+
+	log.Info("tetherd.stopping", slog.Duration("drain_timeout", o.shutdownTimeout))
+	sctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
+	defer cancel()
+	serving.Store(false)
+	errs := []error{runErr}
+	if err := apiSrv.Shutdown(sctx); err != nil {
+		errs = append(errs, fmt.Errorf("draining the API: %w", err))
+	}
+	if err := healthSrv.Shutdown(sctx); err != nil {
+		errs = append(errs, fmt.Errorf("stopping health: %w", err))
+	}
+	log.Info("tetherd.stopped", slog.Int("sessions_dropped", mgr.Len()))
+	return errors.Join(errs...)
+}

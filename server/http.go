@@ -1,0 +1,64 @@
+package server
+
+import (
+	"crypto/tls"
+	"log"
+	"log/slog"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tetherproject/tether/auth"
+	"github.com/tetherproject/tether/pkg/api"
+)
+
+// NewHTTPServer wraps the API handler in an http.Server with the API's
+// limits: header size and read/write/idle timeouts (slow clients cannot hold
+// a connection), per-connection peer caching, and the TLS configuration.
+// Serve it with ServeTLS(listener, "", "").
+func NewHTTPServer(h http.Handler, tlsConfig *tls.Config, logger *slog.Logger) *http.Server {
+	srv := &http.Server{
+		Handler:           h,
+		TLSConfig:         tlsConfig,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		WriteTimeout:      WriteTimeout,
+		IdleTimeout:       IdleTimeout,
+		ConnContext:       auth.ConnContext,
+	}
+	if logger != nil {
+		// TLS handshake failures and the like: worth a debug line, no more.
+		srv.ErrorLog = log.New(&slogWriter{logger}, "", 0)
+	}
+	return srv
+}
+
+type slogWriter struct{ log *slog.Logger }
+
+func (w *slogWriter) Write(p []byte) (int, error) {
+	w.log.Debug("http.server", slog.String("detail", string(p)))
+	return len(p), nil
+}
+
+// Health serves /healthz (the process answers), /readyz (ready() is nil:
+// 200, else 503 with the reason) and /metrics from gatherer.
+func Health(ready func() error, gatherer prometheus.Gatherer) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+api.PathHealthz, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET "+api.PathReadyz, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := ready(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready: " + err.Error() + "\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET "+api.PathMetrics, promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	return mux
+}
