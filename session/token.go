@@ -121,4 +121,3 @@ func randomID() (string, error) {
 	}
 	return idEncoding.EncodeToString(b[:]), nil
 }
-

@@ -168,4 +168,3 @@ func newLogger(level, format string) (*slog.Logger, error) {
 		return nil, usagef("--log-format: %q is not json or text", format)
 	}
 }
-
