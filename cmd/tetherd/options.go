@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"log/slog"
 	"math"
 	"net"
@@ -129,7 +130,7 @@ func (o *options) check(cmd *cobra.Command, dev bool) (*config, error) {
 	if o.idleTimeout > o.sessionTTL {
 		o.idleTimeout = o.sessionTTL
 	}
-	if c.logger, err = newLogger(o.logLevel, o.logFormat); err != nil {
+	if c.logger, err = newLogger(cmd.ErrOrStderr(), o.logLevel, o.logFormat); err != nil {
 		return nil, err
 	}
 	lr := rate.Limit(o.loginRate)
@@ -153,7 +154,7 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-func newLogger(level, format string) (*slog.Logger, error) {
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, usagef("--log-level: %q is not debug, info, warn or error", level)
@@ -161,9 +162,9 @@ func newLogger(level, format string) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: lv}
 	switch format {
 	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+		return slog.New(slog.NewTextHandler(w, opts)), nil
 	default:
 		return nil, usagef("--log-format: %q is not json or text", format)
 	}
