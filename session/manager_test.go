@@ -1,0 +1,362 @@
+package session_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/time/rate"
+
+	"github.com/tetherproject/tether/pkg/api"
+	"github.com/tetherproject/tether/session"
+)
+
+var (
+	issuer = spiffeid.RequireFromString("spiffe://example.org/tetherd")
+	alice  = session.Peer{ID: spiffeid.RequireFromString("spiffe://example.org/admin/alice"), Fingerprint: "fp-alice-1"}
+	alice2 = session.Peer{ID: alice.ID, Fingerprint: "fp-alice-2"} // alice after rotation
+	bob    = session.Peer{ID: spiffeid.RequireFromString("spiffe://example.org/admin/bob"), Fingerprint: "fp-bob"}
+)
+
+// clock is a manual clock for expiry tests.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+func newManager(t *testing.T, mod func(*session.Config)) (*session.Manager, *clock) {
+	t.Helper()
+	clk := &clock{now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	cfg := session.Config{
+		Issuer: issuer, TTL: time.Hour, IdleTimeout: 10 * time.Minute,
+		LoginRate: rate.Inf, Now: clk.Now, SweepInterval: time.Hour,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	m, err := session.NewManager(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, m.Close()) })
+	return m, clk
+}
+
+func login(t *testing.T, m *session.Manager, p session.Peer) (string, session.Info) {
+	t.Helper()
+	tok, info, err := m.Login(context.Background(), p)
+	require.NoError(t, err)
+	return tok, info
+}
+
+func requireCode(t *testing.T, err error, code api.Code) {
+	t.Helper()
+	require.Error(t, err)
+	se, ok := err.(*session.Error)
+	require.Truef(t, ok, "error %T %v is not a *session.Error", err, err)
+	require.Equal(t, code, se.Code, "reason %s", se.Reason)
+}
+
+func TestNewManagerConfig(t *testing.T) {
+	_, err := session.NewManager(session.Config{})
+	require.ErrorContains(t, err, "issuer")
+	_, err = session.NewManager(session.Config{Issuer: issuer, TTL: -1})
+	require.ErrorContains(t, err, "negative")
+}
+
+func TestTokenClaims(t *testing.T) {
+	m, clk := newManager(t, nil)
+	tok, info := login(t, m, alice)
+
+	parts := strings.Split(tok, ".")
+	require.Len(t, parts, 3)
+	var header map[string]any
+	raw, err := base64.RawURLEncoding.DecodeString(parts[0])
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(raw, &header))
+	require.Equal(t, "ES256", header["alg"])
+	require.NotEmpty(t, header["kid"])
+
+	var c map[string]any
+	raw, err = base64.RawURLEncoding.DecodeString(parts[1])
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(raw, &c))
+	require.Equal(t, issuer.String(), c["iss"])
+	require.Equal(t, issuer.String(), c["aud"])
+	require.Equal(t, alice.ID.String(), c["sub"])
+	require.Equal(t, info.ID, c["jti"])
+	require.EqualValues(t, clk.Now().Unix(), c["iat"])
+	require.EqualValues(t, info.ExpiresAt.Unix(), c["exp"])
+	require.Equal(t, map[string]any{"x5t#S256": alice.Fingerprint}, c["cnf"])
+
+	require.Equal(t, clk.Now().Add(time.Hour), info.ExpiresAt)
+	require.Equal(t, alice.Fingerprint, info.Fingerprint)
+	require.Equal(t, alice.ID, info.SPIFFEID)
+}
+
+func TestSessionIDs(t *testing.T) {
+	m, _ := newManager(t, func(c *session.Config) { c.MaxSessionsPerIdentity = 1000 })
+	seen := map[string]bool{}
+	for range 200 {
+		_, info := login(t, m, alice)
+		require.Len(t, info.ID, 26, "26 base32 characters carry 128 bits")
+		require.False(t, strings.HasPrefix(info.ID, "-"))
+		require.False(t, seen[info.ID])
+		seen[info.ID] = true
+	}
+}
+
+func TestValidate(t *testing.T) {
+	m, clk := newManager(t, nil)
+	ctx := context.Background()
+	tok, info := login(t, m, alice)
+	bobTok, _ := login(t, m, bob)
+
+	clk.Add(time.Minute)
+	got, err := m.Validate(ctx, tok, alice)
+	require.NoError(t, err)
+	require.Equal(t, info.ID, got.ID)
+	require.Equal(t, clk.Now(), got.LastUsedAt, "a use moves last_used_at")
+	require.Equal(t, clk.Now().Add(10*time.Minute), got.IdleExpiresAt)
+
+	other, _ := newManager(t, nil) // another tetherd instance: its own key
+	foreign, _, err := other.Login(ctx, alice)
+	require.NoError(t, err)
+
+	for _, tc := range []struct {
+		name  string
+		token string
+		peer  session.Peer
+		code  api.Code
+	}{
+		{"fail/other-identity", tok, bob, api.CodeInvalidToken},
+		{"fail/other-identity-other-leaf", bobTok, alice2, api.CodeInvalidToken},
+		{"fail/rotated-leaf", tok, alice2, api.CodeCertificateRotated},
+		{"fail/garbage", "not-a-token", alice, api.CodeInvalidToken},
+		{"fail/empty", "", alice, api.CodeInvalidToken},
+		{"fail/tampered", tok[:len(tok)-4] + "AAAA", alice, api.CodeInvalidToken},
+		{"fail/truncated", tok[:len(tok)/2], alice, api.CodeInvalidToken},
+		{"fail/huge", strings.Repeat("a", session.MaxTokenBytes+1), alice, api.CodeInvalidToken},
+		{"fail/foreign-key", foreign, alice, api.CodeInvalidToken},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := m.Validate(ctx, tc.token, tc.peer)
+			requireCode(t, err, tc.code)
+		})
+	}
+	// None of the refusals ended or damaged alice's session.
+	_, err = m.Validate(ctx, tok, alice)
+	require.NoError(t, err)
+}
+
+func TestExpiry(t *testing.T) {
+	ctx := context.Background()
+	t.Run("idle", func(t *testing.T) {
+		m, clk := newManager(t, nil)
+		tok, _ := login(t, m, alice)
+		clk.Add(9 * time.Minute)
+		_, err := m.Validate(ctx, tok, alice)
+		require.NoError(t, err)
+		clk.Add(9 * time.Minute) // 18 minutes since login, 9 since last use
+		_, err = m.Validate(ctx, tok, alice)
+		require.NoError(t, err)
+		clk.Add(10 * time.Minute)
+		_, err = m.Validate(ctx, tok, alice)
+		requireCode(t, err, api.CodeSessionEnded)
+		require.Zero(t, m.Len())
+		// Once gone, still session_ended for the owner, invalid for others.
+		_, err = m.Validate(ctx, tok, alice)
+		requireCode(t, err, api.CodeSessionEnded)
+		_, err = m.Validate(ctx, tok, bob)
+		requireCode(t, err, api.CodeInvalidToken)
+	})
+	t.Run("absolute", func(t *testing.T) {
+		m, clk := newManager(t, nil)
+		tok, _ := login(t, m, alice)
+		for range 6 { // used every 9 minutes: never idle, still ends at 1h
+			clk.Add(9 * time.Minute)
+			_, err := m.Validate(ctx, tok, alice)
+			require.NoError(t, err)
+		}
+		clk.Add(9 * time.Minute)
+		_, err := m.Validate(ctx, tok, alice)
+		requireCode(t, err, api.CodeSessionEnded)
+	})
+	t.Run("sweep", func(t *testing.T) {
+		m, clk := newManager(t, nil)
+		login(t, m, alice)
+		login(t, m, bob)
+		require.Equal(t, 2, m.Len())
+		require.Zero(t, m.Sweep(ctx))
+		clk.Add(11 * time.Minute)
+		require.Equal(t, 2, m.Sweep(ctx))
+		require.Zero(t, m.Len())
+	})
+}
+
+func TestRebind(t *testing.T) {
+	m, clk := newManager(t, nil)
+	ctx := context.Background()
+	tok, info := login(t, m, alice)
+	clk.Add(time.Minute)
+
+	_, _, err := m.Rebind(ctx, tok, alice)
+	requireCode(t, err, api.CodeBadRequest) // same leaf: nothing to rebind
+	_, _, err = m.Rebind(ctx, tok, bob)
+	requireCode(t, err, api.CodeInvalidToken) // another identity can never take it
+
+	newTok, got, err := m.Rebind(ctx, tok, alice2)
+	require.NoError(t, err)
+	require.NotEqual(t, tok, newTok)
+	require.Equal(t, info.ID, got.ID)
+	require.Equal(t, info.ExpiresAt, got.ExpiresAt, "rebind never moves the absolute end")
+	require.Equal(t, alice2.Fingerprint, got.Fingerprint)
+
+	_, err = m.Validate(ctx, newTok, alice2)
+	require.NoError(t, err)
+	_, err = m.Validate(ctx, newTok, alice)
+	requireCode(t, err, api.CodeCertificateRotated) // the old leaf is dead for it
+	_, err = m.Validate(ctx, tok, alice)
+	requireCode(t, err, api.CodeSessionEnded) // the old token is dead
+	_, err = m.Validate(ctx, tok, alice2)
+	requireCode(t, err, api.CodeSessionEnded)
+	_, _, err = m.Rebind(ctx, tok, alice2)
+	requireCode(t, err, api.CodeSessionEnded)
+	require.Equal(t, 1, m.Len())
+}
+
+func TestRevocation(t *testing.T) {
+	m, _ := newManager(t, nil)
+	ctx := context.Background()
+	a1, i1 := login(t, m, alice)
+	a2, _ := login(t, m, alice)
+	b1, bi := login(t, m, bob)
+
+	require.NoError(t, m.Revoke(ctx, i1.ID))
+	requireCode(t, m.Revoke(ctx, i1.ID), api.CodeNotFound)
+	requireCode(t, m.Revoke(ctx, "nosuchsession"), api.CodeNotFound)
+	_, err := m.Validate(ctx, a1, alice)
+	requireCode(t, err, api.CodeSessionEnded)
+
+	require.Equal(t, 1, m.RevokeIdentity(ctx, alice.ID))
+	require.Equal(t, 0, m.RevokeIdentity(ctx, alice.ID))
+	_, err = m.Validate(ctx, a2, alice)
+	requireCode(t, err, api.CodeSessionEnded)
+
+	_, err = m.Validate(ctx, b1, bob)
+	require.NoError(t, err)
+	require.NoError(t, m.Logout(ctx, bi.ID))
+	_, err = m.Validate(ctx, b1, bob)
+	requireCode(t, err, api.CodeSessionEnded)
+	require.Zero(t, m.Len())
+}
+
+func TestList(t *testing.T) {
+	m, clk := newManager(t, nil)
+	_, a := login(t, m, alice)
+	clk.Add(time.Second)
+	_, b := login(t, m, bob)
+	clk.Add(time.Second)
+	_, a2 := login(t, m, alice)
+
+	all := m.List(nil)
+	require.Equal(t, []string{a.ID, b.ID, a2.ID}, ids(all), "oldest first")
+	require.Equal(t, []string{a.ID, a2.ID}, ids(m.List(&alice.ID)))
+	nobody := spiffeid.RequireFromString("spiffe://example.org/nobody")
+	require.Empty(t, m.List(&nobody))
+	got, ok := m.Get(b.ID)
+	require.True(t, ok)
+	require.Equal(t, bob.ID, got.SPIFFEID)
+}
+
+func ids(infos []session.Info) []string {
+	out := make([]string, len(infos))
+	for i, in := range infos {
+		out[i] = in.ID
+	}
+	return out
+}
+
+func TestLimits(t *testing.T) {
+	ctx := context.Background()
+	t.Run("per-identity", func(t *testing.T) {
+		m, _ := newManager(t, func(c *session.Config) { c.MaxSessionsPerIdentity = 2 })
+		login(t, m, alice)
+		_, i2 := login(t, m, alice)
+		_, _, err := m.Login(ctx, alice)
+		requireCode(t, err, api.CodeSessionLimit)
+		login(t, m, bob) // another identity is not affected
+		require.NoError(t, m.Revoke(ctx, i2.ID))
+		login(t, m, alice) // room again
+	})
+	t.Run("total", func(t *testing.T) {
+		m, _ := newManager(t, func(c *session.Config) { c.MaxSessions = 2 })
+		login(t, m, alice)
+		login(t, m, bob)
+		_, _, err := m.Login(ctx, alice2)
+		requireCode(t, err, api.CodeSessionLimit)
+		require.Equal(t, 2, m.Len())
+	})
+	t.Run("rate", func(t *testing.T) {
+		m, clk := newManager(t, func(c *session.Config) { c.LoginRate = 1; c.LoginBurst = 3 })
+		for range 3 {
+			login(t, m, alice)
+		}
+		_, _, err := m.Login(ctx, alice)
+		requireCode(t, err, api.CodeRateLimited)
+		require.Greater(t, err.(*session.Error).RetryAfter, time.Duration(0))
+		login(t, m, bob) // per identity
+		clk.Add(time.Second)
+		login(t, m, alice)
+	})
+}
+
+func TestIntrospect(t *testing.T) {
+	m, clk := newManager(t, nil)
+	ctx := context.Background()
+	tok, info := login(t, m, alice)
+	clk.Add(time.Minute)
+	got, ok := m.Introspect(ctx, tok, alice.Fingerprint)
+	require.True(t, ok)
+	require.Equal(t, info.ID, got.ID)
+	require.Equal(t, clk.Now(), got.LastUsedAt)
+	_, ok = m.Introspect(ctx, tok, alice2.Fingerprint)
+	require.False(t, ok, "bound to another leaf")
+	_, ok = m.Introspect(ctx, "garbage", alice.Fingerprint)
+	require.False(t, ok)
+	clk.Add(11 * time.Minute)
+	_, ok = m.Introspect(ctx, tok, alice.Fingerprint)
+	require.False(t, ok, "idle")
+}
+
+func TestRestartEndsEverySession(t *testing.T) {
+	ctx := context.Background()
+	m1, _ := newManager(t, nil)
+	tok, _ := login(t, m1, alice)
+	m2, _ := newManager(t, nil) // same issuer, new process: new key, empty store
+	_, err := m2.Validate(ctx, tok, alice)
+	requireCode(t, err, api.CodeInvalidToken)
+}
+
+func TestStoreKeepsNoToken(t *testing.T) {
+	m, _ := newManager(t, nil)
+	tok, info := login(t, m, alice)
+	var found *session.Record
+	m.Store().Range(func(r *session.Record) bool { found = r; return false })
+	require.NotNil(t, found)
+	require.Equal(t, info.ID, found.ID)
+	// The record holds the token's SHA-256, never the token.
+	require.NotContains(t, found.Binding().Fingerprint, tok)
+	require.Len(t, found.Binding().Token, 32)
+}
