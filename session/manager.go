@@ -239,14 +239,15 @@ func (m *Manager) allowLogin(id spiffeid.ID) *Error {
 // token that is found was minted here; only tokens that are not found are
 // parsed and their signature checked, to pick the right refusal.
 func (m *Manager) Validate(ctx context.Context, token string, peer Peer) (Info, error) {
-	r, b, err := m.lookup(ctx, token, peer)
+	now := m.now().UnixNano() // one clock read for the checks and the touch
+	r, b, err := m.lookup(ctx, token, peer, now)
 	if err != nil {
 		return Info{}, err
 	}
 	if subtle.ConstantTimeCompare([]byte(b.Fingerprint), []byte(peer.Fingerprint)) != 1 {
 		return Info{}, m.rejected(ctx, peer, r.ID, ErrCertificateRotated.Code, ReasonFingerprint)
 	}
-	r.Touch(m.now().UnixNano())
+	r.Touch(now)
 	if r.Ended() { // revoked while we looked: a revocation that returned wins
 		return Info{}, m.rejected(ctx, peer, r.ID, ErrSessionEnded.Code, ReasonEnded)
 	}
@@ -254,8 +255,9 @@ func (m *Manager) Validate(ctx context.Context, token string, peer Peer) (Info, 
 }
 
 // lookup finds the live record of token for peer's identity, or the refusal.
-// It does not check the fingerprint.
-func (m *Manager) lookup(ctx context.Context, token string, peer Peer) (*Record, *Binding, error) {
+// It does not check the fingerprint. now is the time of the check, in Unix
+// nanoseconds.
+func (m *Manager) lookup(ctx context.Context, token string, peer Peer, now int64) (*Record, *Binding, error) {
 	if len(token) > MaxTokenBytes {
 		return nil, nil, m.rejected(ctx, peer, "", api.CodeInvalidToken, ReasonMalformed)
 	}
@@ -271,7 +273,6 @@ func (m *Manager) lookup(ctx context.Context, token string, peer Peer) (*Record,
 	if r.Owner != peer.ID {
 		return nil, nil, m.rejected(ctx, peer, r.ID, api.CodeInvalidToken, ReasonOtherIdentity)
 	}
-	now := m.now().UnixNano()
 	if now >= r.ExpiresAt {
 		m.end(ctx, r, CauseExpired)
 		return nil, nil, m.rejected(ctx, peer, r.ID, api.CodeSessionEnded, ReasonExpired)
@@ -307,14 +308,14 @@ func (m *Manager) classifyUnknown(ctx context.Context, token string, peer Peer) 
 // session's own SPIFFE ID; rebinding over the already bound leaf is refused
 // (ErrBadRequest).
 func (m *Manager) Rebind(ctx context.Context, token string, peer Peer) (string, Info, error) {
-	r, b, err := m.lookup(ctx, token, peer)
+	now := m.now()
+	r, b, err := m.lookup(ctx, token, peer, now.UnixNano())
 	if err != nil {
 		return "", Info{}, err
 	}
 	if subtle.ConstantTimeCompare([]byte(b.Fingerprint), []byte(peer.Fingerprint)) == 1 {
 		return "", Info{}, m.rejected(ctx, peer, r.ID, api.CodeBadRequest, ReasonSameLeaf)
 	}
-	now := m.now()
 	tok, err := m.keys.mint(&claims{
 		Issuer: m.iss, Audience: m.iss, Subject: r.Owner.String(), ID: r.ID,
 		IssuedAt: now.Unix(), Expiry: r.ExpiresAt / int64(time.Second), CNF: api.CNF{X5TS256: peer.Fingerprint},
