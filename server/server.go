@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -243,22 +244,27 @@ func (a *handler) introspect(w http.ResponseWriter, r *http.Request) {
 	render.JSON(w, http.StatusOK, api.IntrospectResponse{Active: true, Session: &s})
 }
 
-// decodeBody reads one JSON object of at most api.MaxBodyBytes.
+// decodeBody reads one JSON object of at most api.MaxBodyBytes: a larger
+// body is 413 whatever it holds, anything else that is not one JSON object of
+// the expected shape is 400.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
-	body := http.MaxBytesReader(w, r.Body, api.MaxBodyBytes)
-	dec := json.NewDecoder(body)
-	if err := dec.Decode(v); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return &api.Error{Code: api.CodePayloadTooLarge, Message: "the body is over 64 KiB"}
+	tooBig := &api.Error{Code: api.CodePayloadTooLarge, Message: "the body is over 64 KiB"}
+	if r.ContentLength > api.MaxBodyBytes {
+		return tooBig
+	}
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, api.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return tooBig
 		}
+		return &api.Error{Code: api.CodeBadRequest, Message: "the body could not be read"}
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if err := dec.Decode(v); err != nil {
 		return &api.Error{Code: api.CodeBadRequest, Message: "the body is not a valid JSON object of the expected shape"}
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return &api.Error{Code: api.CodePayloadTooLarge, Message: "the body is over 64 KiB"}
-		}
 		return &api.Error{Code: api.CodeBadRequest, Message: "unexpected data after the JSON object"}
 	}
 	return nil
