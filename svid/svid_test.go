@@ -1,0 +1,194 @@
+package svid_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tetherproject/tether/internal/testpki"
+	"github.com/tetherproject/tether/svid"
+)
+
+func TestFingerprint(t *testing.T) {
+	ca := testpki.NewCA(t, "example.org")
+	leaf := ca.Issue(t, "spiffe://example.org/a").Certificates[0]
+	sum := sha256.Sum256(leaf.Raw)
+	fp := svid.Fingerprint(leaf)
+	require.Equal(t, base64.RawURLEncoding.EncodeToString(sum[:]), fp)
+	require.Len(t, fp, 43, "32 bytes, base64url without padding")
+	require.NotContains(t, fp, "=")
+}
+
+// reloads records the outcome of every reload.
+type reloads struct {
+	mu   sync.Mutex
+	errs []error
+	ch   chan error
+}
+
+func newReloads() *reloads { return &reloads{ch: make(chan error, 16)} }
+
+func (r *reloads) record(err error) {
+	r.mu.Lock()
+	r.errs = append(r.errs, err)
+	r.mu.Unlock()
+	r.ch <- err
+}
+
+func (r *reloads) next(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-r.ch:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("no reload within 10s")
+		return nil
+	}
+}
+
+func TestFileSource(t *testing.T) {
+	dir := t.TempDir()
+	ca := testpki.NewCA(t, "example.org")
+	first := ca.Issue(t, "spiffe://example.org/tetherd")
+	files := ca.WriteFiles(t, dir, "svid", first)
+	rl := newReloads()
+	src, err := svid.NewFileSource(svid.FileConfig{
+		CertFile: files.Cert, KeyFile: files.Key, BundleFile: files.Bundle,
+		Interval: 10 * time.Millisecond, OnReload: rl.record,
+	})
+	require.NoError(t, err)
+	defer src.Close()
+
+	got, err := src.GetX509SVID()
+	require.NoError(t, err)
+	require.Equal(t, first.Certificates[0].Raw, got.Certificates[0].Raw)
+	b, err := src.GetX509BundleForTrustDomain(spiffeid.RequireTrustDomainFromString("example.org"))
+	require.NoError(t, err)
+	require.True(t, b.HasX509Authority(ca.Cert))
+	_, err = src.GetX509BundleForTrustDomain(spiffeid.RequireTrustDomainFromString("other.org"))
+	require.Error(t, err)
+
+	// Rotation, as spiffe-helper writes it: picked up without a restart.
+	second := ca.Issue(t, "spiffe://example.org/tetherd")
+	ca.WriteFiles(t, dir, "svid", second)
+	require.NoError(t, rl.next(t))
+	<-src.Updated()
+	got, _ = src.GetX509SVID()
+	require.Equal(t, second.Certificates[0].Raw, got.Certificates[0].Raw)
+
+	// Garbage: the last good identity stays, the failure is reported once.
+	require.NoError(t, os.WriteFile(files.Cert, []byte("garbage"), 0o600))
+	require.ErrorContains(t, rl.next(t), files.Cert)
+	got, _ = src.GetX509SVID()
+	require.Equal(t, second.Certificates[0].Raw, got.Certificates[0].Raw)
+
+	// Half-written: the first half of a PEM file.
+	pemBytes, keyBytes, err := ca.Issue(t, "spiffe://example.org/tetherd").Marshal()
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(files.Cert, pemBytes[:len(pemBytes)/2], 0o600))
+	require.Error(t, rl.next(t))
+	// A certificate with someone else's key.
+	require.NoError(t, os.WriteFile(files.Cert, pemBytes, 0o600))
+	require.ErrorContains(t, rl.next(t), "key")
+	got, _ = src.GetX509SVID()
+	require.Equal(t, second.Certificates[0].Raw, got.Certificates[0].Raw)
+
+	// The key arrives: the pair is good again.
+	require.NoError(t, os.WriteFile(files.Key, keyBytes, 0o600))
+	require.NoError(t, rl.next(t))
+	got, _ = src.GetX509SVID()
+	require.Equal(t, pemBytes, pemOf(t, got))
+
+	// Reload (SIGHUP) with nothing changed is a no-op.
+	require.NoError(t, src.Reload())
+	require.NoError(t, src.Close())
+	require.NoError(t, src.Close(), "Close is safe twice")
+}
+
+func pemOf(t *testing.T, s interface {
+	Marshal() ([]byte, []byte, error)
+}) []byte {
+	t.Helper()
+	c, _, err := s.Marshal()
+	require.NoError(t, err)
+	return c
+}
+
+func TestNewFileSourceErrors(t *testing.T) {
+	dir := t.TempDir()
+	ca := testpki.NewCA(t, "example.org")
+	files := ca.WriteFiles(t, dir, "svid", ca.Issue(t, "spiffe://example.org/tetherd"))
+	other := testpki.NewCA(t, "example.org").WriteFiles(t, t.TempDir(), "svid", ca.Issue(t, "spiffe://example.org/x"))
+	garbage := filepath.Join(dir, "garbage")
+	require.NoError(t, os.WriteFile(garbage, []byte("-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n"), 0o600))
+	notSPIFFE := ca.WriteFiles(t, t.TempDir(), "svid", ca.Issue(t, "", testpki.WithURIs("https://example.org/x")))
+	for _, tc := range []struct {
+		name              string
+		cert, key, bundle string
+		want              string
+	}{
+		{"fail/missing-cert", filepath.Join(dir, "nope.pem"), files.Key, files.Bundle, "nope.pem"},
+		{"fail/garbage-cert", garbage, files.Key, files.Bundle, "garbage"},
+		{"fail/key-mismatch", files.Cert, other.Key, files.Bundle, "key"},
+		{"fail/garbage-bundle", files.Cert, files.Key, garbage, "garbage"},
+		{"fail/not-spiffe", notSPIFFE.Cert, notSPIFFE.Key, files.Bundle, "svid"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := svid.NewFileSource(svid.FileConfig{CertFile: tc.cert, KeyFile: tc.key, BundleFile: tc.bundle})
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func TestUsable(t *testing.T) {
+	ca := testpki.NewCA(t, "example.org")
+	now := time.Now()
+	ok := ca.Issue(t, "spiffe://example.org/a")
+	expired := ca.Issue(t, "spiffe://example.org/a", testpki.WithValidity(now.Add(-2*time.Hour), now.Add(-time.Hour)))
+	require.NoError(t, svid.Usable(&svid.StaticSource{SVID: ok}, now))
+	require.ErrorContains(t, svid.Usable(&svid.StaticSource{SVID: expired}, now), "expired")
+	require.ErrorContains(t, svid.Usable(&svid.StaticSource{SVID: ok}, now.Add(2*time.Hour)), "expired")
+}
+
+func TestNewWorkloadSourceTimesOut(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "nobody.sock") // nothing listens here
+	start := time.Now()
+	_, err := svid.NewWorkloadSource(context.Background(), "unix://"+sock, 300*time.Millisecond)
+	require.Error(t, err)
+	require.Less(t, time.Since(start), 10*time.Second)
+	require.True(t, strings.Contains(err.Error(), "registration entry") || strings.Contains(err.Error(), sock), err.Error())
+}
+
+func TestDevCA(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("tether.test")
+	ca, err := svid.NewDevCA(td, time.Hour)
+	require.NoError(t, err)
+	id := spiffeid.RequireFromString("spiffe://tether.test/admin/dev")
+	s, err := ca.Issue(id, time.Hour)
+	require.NoError(t, err)
+	gotID, _, err := x509svidVerify(s.Certificates, ca)
+	require.NoError(t, err)
+	require.Equal(t, id, gotID)
+
+	dir := t.TempDir()
+	require.NoError(t, svid.WriteSVID(s, filepath.Join(dir, "a.pem"), filepath.Join(dir, "a.key")))
+	require.NoError(t, ca.WriteBundle(filepath.Join(dir, "bundle.pem")))
+	for _, f := range []string{"a.pem", "a.key", "bundle.pem"} {
+		st, err := os.Stat(filepath.Join(dir, f))
+		require.NoError(t, err)
+		require.Equal(t, os.FileMode(0o600), st.Mode().Perm(), f)
+	}
+	src, err := svid.NewFileSource(svid.FileConfig{CertFile: filepath.Join(dir, "a.pem"), KeyFile: filepath.Join(dir, "a.key"), BundleFile: filepath.Join(dir, "bundle.pem")})
+	require.NoError(t, err)
+	require.NoError(t, src.Close())
+}
