@@ -1,0 +1,366 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tetherproject/tether/internal/testpki"
+	"github.com/tetherproject/tether/pkg/api"
+	"github.com/tetherproject/tether/svid"
+)
+
+// TestWalkthrough drives every command the way the README does.
+func TestWalkthrough(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, "--session-ttl", "8h", "--idle-timeout", "15m")
+	alice := s.user(t, aliceID)
+	bob := s.user(t, bobID)
+
+	alice.fail(1, []string{"whoami"}, "not logged in", aliceID, "tether login")
+
+	// login
+	r := alice.ok("login")
+	assert.Contains(t, r.stdout, "Logged in to "+s.URL())
+	assert.Contains(t, r.stdout, aliceID)
+	assert.Regexp(t, regexp.MustCompile(`Expires:\s+in 7h59m`), r.stdout, "times are relative")
+	assert.Regexp(t, regexp.MustCompile(`Idle end:\s+in 14m5\ds unless used`), r.stdout)
+
+	// The cache: folder 0700, one file 0600 named after server and SPIFFE ID.
+	fi, err := os.Stat(alice.cache)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o700), fi.Mode().Perm())
+	entries, err := os.ReadDir(alice.cache)
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "no temporary files are left behind")
+	assert.Equal(t, filepath.Base(alice.cacheFile()), entries[0].Name())
+	assert.Regexp(t, `^[0-9a-f]{64}\.json$`, entries[0].Name())
+	fi, err = os.Stat(alice.cacheFile())
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+
+	// whoami, text and JSON; global flags before or after the command.
+	me := alice.session("whoami")
+	assert.Equal(t, aliceID, me.SPIFFEID)
+	assert.Equal(t, svid.Fingerprint(alice.svid.Certificates[0]), me.CNF.X5TS256, "bound to alice's leaf")
+	var before api.SessionResponse
+	decodeJSON(t, alice.ok("--output", "json", "whoami").stdout, &before)
+	assert.Equal(t, me.SessionID, before.Session.SessionID)
+	var viaEnv api.SessionResponse
+	decodeJSON(t, alice.runEnv(map[string]string{"TETHER_OUTPUT": "json"}, "whoami").stdout, &viaEnv)
+	assert.Equal(t, me.SessionID, viaEnv.Session.SessionID)
+	r = alice.ok("whoami")
+	assert.Contains(t, r.stdout, me.SessionID)
+	assert.Contains(t, r.stdout, me.CNF.X5TS256)
+
+	// bob's sessions; he logs in by himself.
+	bobSession := bob.list()
+	require.Len(t, bobSession, 2, "alice's and bob's own, logged in by itself")
+	b1 := bob.session("whoami")
+	assert.Equal(t, bobID, b1.SPIFFEID)
+
+	// sessions list: a table for people, the API's objects in JSON.
+	r = alice.ok("sessions", "list")
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	require.Len(t, lines, 3, r.stdout)
+	assert.Regexp(t, `^SESSION ID\s+SPIFFE ID\s+CREATED\s+LAST USED\s+EXPIRES\s+IDLE END$`, lines[0])
+	assert.Equal(t, strings.Index(lines[0], "SPIFFE ID"), strings.Index(lines[1], "spiffe://"), "aligned columns")
+	assert.Equal(t, strings.Index(lines[0], "SPIFFE ID"), strings.Index(lines[2], "spiffe://"), "aligned columns")
+	assert.Contains(t, lines[1], me.SessionID, "oldest first")
+	assert.Contains(t, lines[1], "in 7h59m")
+	assert.Contains(t, lines[2], b1.SessionID)
+	onlyBob := alice.list("--spiffe-id", bobID)
+	require.Len(t, onlyBob, 1)
+	assert.Equal(t, b1.SessionID, onlyBob[0].SessionID)
+
+	// sessions revoke SESSION_ID
+	r = alice.ok("sessions", "revoke", b1.SessionID)
+	assert.Contains(t, r.stdout, "Revoked session "+b1.SessionID)
+	alice.fail(1, []string{"sessions", "revoke", b1.SessionID}, "no live session "+b1.SessionID)
+	assert.Empty(t, alice.list("--spiffe-id", bobID))
+
+	// sessions revoke --spiffe-id, in JSON
+	bob.ok("login")
+	var revoked api.RevokeResponse
+	decodeJSON(t, alice.ok("sessions", "revoke", "--spiffe-id", bobID, "-o", "json").stdout, &revoked)
+	assert.Equal(t, 1, revoked.Revoked)
+	r = alice.ok("sessions", "revoke", "--spiffe-id", bobID)
+	assert.Contains(t, r.stdout, "Revoked 0 sessions of "+bobID)
+
+	// logout
+	r = alice.ok("logout")
+	assert.Contains(t, r.stdout, "Logged out")
+	assert.NoFileExists(t, alice.cacheFile())
+	alice.fail(1, []string{"whoami"}, "not logged in")
+	r = alice.ok("logout")
+	assert.Contains(t, r.stdout, "nothing to do")
+	for _, s := range bob.list() {
+		assert.NotEqual(t, me.SessionID, s.SessionID, "alice's session is over")
+	}
+
+	// version
+	r = alice.ok("version")
+	assert.Regexp(t, `^tether \S+ \(go`, r.stdout)
+	var v map[string]string
+	require.NoError(t, json.Unmarshal([]byte(alice.ok("version", "-o", "json").stdout), &v))
+	assert.NotEmpty(t, v["version"])
+}
+
+func TestLoginEndsThePreviousSession(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	alice := s.user(t, aliceID)
+	first := alice.session("login")
+	second := alice.session("login")
+	assert.NotEqual(t, first.SessionID, second.SessionID)
+	live := alice.list("--spiffe-id", aliceID)
+	require.Len(t, live, 1, "the first session was ended, not left to idle out")
+	assert.Equal(t, second.SessionID, live[0].SessionID)
+}
+
+// TestRotationRebinds: the SVID rotates (a new leaf and key for the same
+// SPIFFE ID) between two runs of the CLI; the cached session is rebound, not
+// replaced.
+func TestRotationRebinds(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	alice := s.user(t, aliceID)
+	first := alice.session("login")
+
+	alice.rotate()
+	rebound := alice.session("whoami")
+	assert.Equal(t, first.SessionID, rebound.SessionID, "the same session")
+	assert.Equal(t, first.ExpiresAt, rebound.ExpiresAt, "rebind never moves the absolute end")
+	assert.Equal(t, svid.Fingerprint(alice.svid.Certificates[0]), rebound.CNF.X5TS256, "bound to the new leaf")
+
+	alice.rotate()
+	list := alice.list()
+	require.Len(t, list, 1, "no new session was started")
+	assert.Equal(t, first.SessionID, list[0].SessionID)
+	assert.Equal(t, svid.Fingerprint(alice.svid.Certificates[0]), list[0].CNF.X5TS256)
+}
+
+// TestSessionEndedLogsInAgain: a command that needs a session logs in again
+// when tetherd says the cached one has ended; whoami does not.
+func TestSessionEndedLogsInAgain(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	alice := s.user(t, aliceID)
+	bob := s.user(t, bobID)
+	first := alice.session("login")
+	bob.ok("sessions", "revoke", first.SessionID)
+
+	list := alice.list()
+	var mine []string
+	for _, s := range list {
+		if s.SPIFFEID == aliceID {
+			mine = append(mine, s.SessionID)
+		}
+	}
+	require.Len(t, mine, 1, "alice logged in again")
+	assert.NotEqual(t, first.SessionID, mine[0])
+	assert.Equal(t, mine[0], alice.session("whoami").SessionID)
+
+	// whoami shows the cached session and never starts one.
+	bob.ok("sessions", "revoke", "--spiffe-id", aliceID)
+	alice.fail(1, []string{"whoami"}, "the session has ended", "tether login")
+	assert.Empty(t, bob.list("--spiffe-id", aliceID), "whoami did not log in")
+	alice.fail(1, []string{"whoami"}, "not logged in")
+}
+
+// TestRestartedTetherd: a restart ends every session; the cached token is
+// refused and the next command logs in again.
+func TestRestartedTetherd(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	alice := s.user(t, aliceID)
+	first := alice.session("login")
+	s.restart()
+	list := alice.list()
+	require.Len(t, list, 1)
+	assert.NotEqual(t, first.SessionID, list[0].SessionID)
+	assert.Equal(t, aliceID, list[0].SPIFFEID)
+}
+
+// TestCopiedCacheFile: a cache file copied to another user, even renamed to
+// be theirs, never acts as its owner.
+func TestCopiedCacheFile(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	alice := s.user(t, aliceID)
+	bob := s.user(t, bobID)
+	carol := s.user(t, carolID)
+	aliceSession := alice.session("login")
+	stolen, err := os.ReadFile(alice.cacheFile())
+	require.NoError(t, err)
+
+	plant := func(u *user, name string) {
+		t.Helper()
+		require.NoError(t, os.MkdirAll(u.cache, 0o700))
+		require.NoError(t, os.WriteFile(filepath.Join(u.cache, name), stolen, 0o600))
+	}
+
+	// Under alice's name, the file is not bob's: bob is not logged in.
+	plant(bob, filepath.Base(alice.cacheFile()))
+	bob.fail(1, []string{"whoami"}, "not logged in")
+
+	// Renamed to be bob's: tetherd refuses alice's token over bob's SVID.
+	plant(bob, filepath.Base(bob.cacheFile()))
+	r := bob.fail(1, []string{"whoami"}, "does not accept the cached token")
+	assert.NotContains(t, r.stdout+r.stderr, aliceSession.SessionID)
+	// A command that needs a session logs bob in as bob.
+	plant(bob, filepath.Base(bob.cacheFile()))
+	bob.list()
+	me := bob.session("whoami")
+	assert.Equal(t, bobID, me.SPIFFEID)
+	assert.NotEqual(t, aliceSession.SessionID, me.SessionID)
+
+	// carol is no admin: the stolen file gets her nowhere.
+	plant(carol, filepath.Base(carol.cacheFile()))
+	carol.fail(1, []string{"whoami"}, "does not accept the cached token")
+	plant(carol, filepath.Base(carol.cacheFile()))
+	carol.fail(1, []string{"sessions", "list"}, "not an admin: "+carolID+" matches no --admin pattern")
+	plant(carol, filepath.Base(carol.cacheFile()))
+	carol.fail(1, []string{"sessions", "revoke", aliceSession.SessionID}, "not an admin")
+
+	// alice's session is untouched and still hers.
+	assert.Equal(t, aliceSession.SessionID, alice.session("whoami").SessionID)
+}
+
+func TestWrongServerIDRefused(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	alice := s.user(t, aliceID)
+	args := []string{"--server-id", "spiffe://example.org/not-tetherd", "login"}
+	alice.fail(1, args, "refusing to talk to "+s.URL(), "presented "+serverID, "spiffe://example.org/not-tetherd")
+	assert.NoDirExists(t, alice.cache, "nothing was cached")
+
+	// The same, from the environment, for a command that already holds a
+	// session for the right server.
+	alice.ok("login")
+	alice.failEnv(map[string]string{"TETHER_SERVER_ID": "spiffe://example.org/admin/alice"}, 1, []string{"sessions", "list"}, "refusing to talk")
+}
+
+func TestFailures(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	alice := s.user(t, aliceID)
+	carol := s.user(t, carolID)
+
+	carol.fail(1, []string{"login"}, "not an admin: "+carolID+" matches no --admin pattern of tetherd")
+
+	// tetherd is not there.
+	alice.fail(1, []string{"--server", "https://" + freeAddr(t), "login"}, "cannot reach tetherd", "connection refused")
+
+	// An unreadable SVID.
+	alice.fail(1, []string{"--svid-cert", filepath.Join(alice.dir, "missing.pem"), "login"}, "cannot load the SVID", "missing.pem")
+
+	// tetherd's certificate does not chain to our bundle.
+	other := testpki.NewCA(t, trustDomain)
+	otherDir := t.TempDir()
+	mallory := other.WriteFiles(t, otherDir, "mallory", other.Issue(t, aliceID))
+	alice.fail(1, []string{"--bundle", mallory.Bundle, "login"}, "refusing to talk to "+s.URL(), "not a valid SVID under --bundle")
+
+	// Our SVID does not chain to tetherd's bundle.
+	alice.fail(1, []string{"--svid-cert", mallory.Cert, "--svid-key", mallory.Key, "login"}, "refused this SVID")
+
+	// No SVID from the Workload API in time.
+	alice.failEnv(map[string]string{"TETHER_SVID_CERT": "", "TETHER_SVID_KEY": "", "TETHER_BUNDLE": ""}, 1,
+		[]string{"--workload-api", "unix://" + filepath.Join(alice.dir, "no-agent.sock"), "--workload-api-timeout", "300ms", "whoami"},
+		"no X.509 SVID from the Workload API", "no registration entry matches this process")
+}
+
+func TestUsageErrors(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	alice := s.user(t, aliceID)
+	noFiles := map[string]string{"TETHER_SVID_CERT": "", "TETHER_SVID_KEY": "", "TETHER_BUNDLE": ""}
+	for name, tc := range map[string]struct {
+		args   []string
+		change map[string]string
+		want   string
+	}{
+		"no-command":           {args: nil, want: "give a command"},
+		"unknown-command":      {args: []string{"logon"}, want: `unknown command "logon"`},
+		"unknown-subcommand":   {args: []string{"sessions", "show"}, want: `unknown command "show"`},
+		"no-subcommand":        {args: []string{"sessions"}, want: "give a command"},
+		"unknown-flag":         {args: []string{"whoami", "--verbose"}, want: "unknown flag: --verbose"},
+		"flag-without-value":   {args: []string{"whoami", "--server-id"}, want: "flag needs an argument"},
+		"extra-argument":       {args: []string{"whoami", "alice"}, want: "unknown command"},
+		"revoke-nothing":       {args: []string{"sessions", "revoke"}, want: "give one SESSION_ID or --spiffe-id"},
+		"revoke-two":           {args: []string{"sessions", "revoke", "a", "b"}, want: "give one SESSION_ID"},
+		"revoke-both":          {args: []string{"sessions", "revoke", "a", "--spiffe-id", bobID}, want: "not both"},
+		"revoke-bad-id":        {args: []string{"sessions", "revoke", "--spiffe-id", "bob"}, want: "--spiffe-id"},
+		"list-bad-id":          {args: []string{"sessions", "list", "--spiffe-id", "https://example.org/bob"}, want: "is not a SPIFFE ID"},
+		"no-server-id":         {args: []string{"whoami"}, change: map[string]string{"TETHER_SERVER_ID": ""}, want: "--server-id (or TETHER_SERVER_ID) is required"},
+		"bad-server-id":        {args: []string{"whoami", "--server-id", "tetherd"}, want: "--server-id"},
+		"http-server":          {args: []string{"whoami", "--server", "http://" + s.api}, want: "--server"},
+		"bad-output":           {args: []string{"whoami", "--output", "yaml"}, want: `--output: "yaml" is not text or json`},
+		"bad-output-env":       {args: []string{"whoami"}, change: map[string]string{"TETHER_OUTPUT": "yaml"}, want: "TETHER_OUTPUT"},
+		"both-sources":         {args: []string{"whoami", "--workload-api", "unix:///tmp/agent.sock", "--svid-cert", alice.files.Cert}, want: "choose one identity source"},
+		"both-sources-in-env":  {args: []string{"whoami"}, change: map[string]string{"SPIFFE_ENDPOINT_SOCKET": "unix:///tmp/agent.sock"}, want: "choose one identity source"},
+		"no-source":            {args: []string{"whoami"}, change: noFiles, want: "no identity"},
+		"files-without-key":    {args: []string{"whoami", "--svid-cert", alice.files.Cert}, change: noFiles, want: "--svid-key (or TETHER_SVID_KEY) is missing"},
+		"bad-workload-address": {args: []string{"whoami", "--workload-api", "/tmp/agent.sock"}, change: noFiles, want: "--workload-api"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := alice.runEnv(tc.change, tc.args...)
+			checkFailure(t, r, 2, tc.args, tc.want)
+			assert.Empty(t, r.stdout)
+		})
+	}
+	assert.NoDirExists(t, alice.cache, "usage errors never talk to tetherd")
+
+	// A flag beats the environment: --workload-api with TETHER_SVID_* set
+	// takes the Workload API (which is not there).
+	alice.fail(1, []string{"whoami", "--workload-api", "unix://" + filepath.Join(alice.dir, "none.sock"), "--workload-api-timeout", "200ms"}, "Workload API")
+}
+
+func TestHelpAndCompletion(t *testing.T) {
+	t.Parallel()
+	u := &user{t: t, env: map[string]string{"PATH": os.Getenv("PATH"), "HOME": t.TempDir()}}
+	for _, args := range [][]string{{"--help"}, {"login", "--help"}, {"sessions", "revoke", "--help"}, {"help", "sessions", "list"}} {
+		r := u.run(args...)
+		require.Equal(t, 0, r.code, r.String())
+		assert.Contains(t, r.stdout, "Example", "help for %v has examples", args)
+	}
+	for _, shell := range []string{"bash", "zsh"} {
+		r := u.run("completion", shell)
+		require.Equal(t, 0, r.code, r.String())
+		assert.Contains(t, r.stdout, "tether")
+		assert.Empty(t, r.stderr)
+	}
+	r := u.run("version")
+	assert.Equal(t, 0, r.code, "version needs no server or identity: %s", r)
+}
+
+// TestCacheFallbacks: $TETHER_CACHE_DIR, else $XDG_RUNTIME_DIR/tether, else
+// ~/.cache/tether.
+func TestCacheFallbacks(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	alice := s.user(t, aliceID)
+	name := filepath.Base(alice.cacheFile())
+	xdg := filepath.Join(alice.dir, "run")
+	require.NoError(t, os.Mkdir(xdg, 0o700))
+
+	alice.runEnv(map[string]string{"TETHER_CACHE_DIR": "", "XDG_RUNTIME_DIR": xdg}, "login")
+	assert.FileExists(t, filepath.Join(xdg, "tether", name))
+	alice.runEnv(map[string]string{"TETHER_CACHE_DIR": ""}, "login")
+	assert.FileExists(t, filepath.Join(alice.dir, ".cache", "tether", name))
+	fi, err := os.Stat(filepath.Join(alice.dir, ".cache", "tether"))
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o700), fi.Mode().Perm())
+
+	// A cache folder others may enter is refused.
+	open := filepath.Join(alice.dir, "open")
+	require.NoError(t, os.Mkdir(open, 0o700))
+	require.NoError(t, os.Chmod(open, 0o755))
+	alice.failEnv(map[string]string{"TETHER_CACHE_DIR": open}, 1, []string{"login"}, "open to other users", "chmod 700")
+}

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+
+	"github.com/tetherproject/tether/pkg/api"
+	"github.com/tetherproject/tether/pkg/client"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// exitError is an error with its exit code and the one line a person reads.
+// Every error that RunE returns is one; anything else comes from cobra
+// (unknown command or flag, wrong number of arguments) and is a usage error.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &exitError{code: exitUsage, msg: fmt.Sprintf(format, args...)}
+}
+
+func failf(format string, args ...any) error {
+	return &exitError{code: exitFailure, msg: fmt.Sprintf(format, args...)}
+}
+
+// report prints err as one line on stderr and returns the exit code.
+func report(stderr io.Writer, err error) int {
+	if err == nil {
+		return exitOK
+	}
+	code, msg := exitUsage, err.Error()
+	var ee *exitError
+	if errors.As(err, &ee) {
+		code, msg = ee.code, ee.msg
+	}
+	if code == exitUsage {
+		msg += " (see 'tether --help')"
+	}
+	fmt.Fprintln(stderr, "tether: "+oneLine(msg))
+	return code
+}
+
+func oneLine(s string) string {
+	s = strings.TrimSpace(s)
+	s = strings.ReplaceAll(s, "\r", " ")
+	return strings.ReplaceAll(s, "\n", " ")
+}
+
+// explain turns an error of the client into a failure a person can act on.
+func (e *env) explain(err error) error {
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return err
+	}
+	server := e.client.ServerURL()
+	var (
+		apiErr  *api.Error
+		idErr   *client.ServerIDError
+		certErr *client.ServerCertificateError
+	)
+	switch {
+	case errors.As(err, &idErr):
+		return failf("refusing to talk to %s: it presented %s, not the expected --server-id %s", server, idErr.Got, idErr.Want)
+	case errors.As(err, &certErr):
+		return failf("refusing to talk to %s: its certificate is not a valid SVID under --bundle (%v)", server, certErr.Err)
+	case errors.Is(err, client.ErrNoSession):
+		return failf("not logged in to %s as %s: run 'tether login'", server, e.id)
+	case errors.As(err, &apiErr):
+		return e.explainAPI(apiErr)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return failf("cannot reach tetherd at %s: connection refused (is it running? check --server)", server)
+	case errors.Is(err, context.DeadlineExceeded):
+		return failf("tetherd at %s did not answer in time", server)
+	case errors.Is(err, context.Canceled):
+		return failf("interrupted")
+	case strings.Contains(err.Error(), "remote error: tls:"):
+		return failf("tetherd at %s refused this SVID (%s) in the TLS handshake: is it expired, or from a trust domain tetherd does not trust?", server, e.id)
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return failf("cannot reach tetherd at %s: %v (check --server)", server, dnsErr)
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) {
+		return failf("cannot reach tetherd at %s: %v (check --server)", server, opErr.Err)
+	}
+	return failf("%s", strings.TrimPrefix(err.Error(), "client: "))
+}
+
+func (e *env) explainAPI(err *api.Error) error {
+	switch err.Code {
+	case api.CodeNotAdmin:
+		return failf("not an admin: %s matches no --admin pattern of tetherd at %s", e.id, e.client.ServerURL())
+	case api.CodeSessionEnded:
+		return failf("the session has ended (it expired, sat idle, or was logged out or revoked): run 'tether login'")
+	case api.CodeInvalidToken:
+		return failf("tetherd does not accept the cached token (tetherd restarted, or the cache file is not %s's): run 'tether login'", e.id)
+	case api.CodeCertificateRotated:
+		return failf("the session is bound to another certificate of %s and could not be rebound: run 'tether login'", e.id)
+	case api.CodeSessionLimit:
+		return failf("tetherd refuses a new session: %s (log out elsewhere, or revoke old sessions)", err.Message)
+	case api.CodeRateLimited:
+		return failf("too many logins for %s in a short time: wait a little and try again", e.id)
+	case api.CodeInternal:
+		return failf("tetherd failed: %s (its log has the details)", err.Message)
+	default:
+		if err.Message != "" {
+			return failf("tetherd answered %s: %s", err.Code, err.Message)
+		}
+		return failf("tetherd answered %s", err.Code)
+	}
+}

@@ -1,0 +1,357 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/tetherproject/tether/internal/testpki"
+	"github.com/tetherproject/tether/pkg/api"
+)
+
+// The tests build and drive the real binaries: tether, and tetherd with
+// file SVIDs from testpki.
+var bin struct {
+	tether, tetherd string
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(buildAndRun(m))
+}
+
+func buildAndRun(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "tether-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	bin.tether = filepath.Join(dir, "tether")
+	bin.tetherd = filepath.Join(dir, "tetherd")
+	for out, pkg := range map[string]string{bin.tether: ".", bin.tetherd: "../tetherd"} {
+		args := []string{"build", "-o", out}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, pkg)...)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n", pkg, err)
+			return 1
+		}
+	}
+	return m.Run()
+}
+
+const (
+	trustDomain = "example.org"
+	serverID    = "spiffe://example.org/tetherd"
+	aliceID     = "spiffe://example.org/admin/alice"
+	bobID       = "spiffe://example.org/admin/bob"
+	carolID     = "spiffe://example.org/workload/carol" // not an admin
+	adminFlag   = "spiffe://example.org/admin/*"
+)
+
+// stack is a CA and a running tetherd.
+type stack struct {
+	t      *testing.T
+	ca     *testpki.CA
+	dir    string
+	server testpki.Files
+	args   []string
+	api    string
+	health string
+	proc   *exec.Cmd
+	exited chan struct{}
+	logs   *syncBuffer
+}
+
+// newStack starts tetherd with file SVIDs, --admin spiffe://example.org/admin/*,
+// no login rate limit, and extra flags.
+func newStack(t *testing.T, extra ...string) *stack {
+	t.Helper()
+	s := &stack{t: t, ca: testpki.NewCA(t, trustDomain), dir: t.TempDir()}
+	s.server = s.ca.WriteFiles(t, s.dir, "tetherd", s.ca.Issue(t, serverID))
+	s.api, s.health = freeAddr(t), freeAddr(t)
+	s.args = append([]string{
+		"--listen", s.api, "--health-listen", s.health,
+		"--svid-cert", s.server.Cert, "--svid-key", s.server.Key, "--bundle", s.server.Bundle,
+		"--admin", adminFlag, "--login-rate", "0", "--log-format", "text",
+	}, extra...)
+	s.start()
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *stack) URL() string { return "https://" + s.api }
+
+func (s *stack) start() {
+	t := s.t
+	t.Helper()
+	s.logs = new(syncBuffer)
+	s.proc = exec.Command(bin.tetherd, s.args...)
+	s.proc.Stdout, s.proc.Stderr = s.logs, s.logs
+	if err := s.proc.Start(); err != nil {
+		t.Fatalf("start tetherd: %v", err)
+	}
+	s.exited = make(chan struct{})
+	go func() {
+		_ = s.proc.Wait()
+		close(s.exited)
+	}()
+	s.waitReady()
+}
+
+// waitReady polls /readyz until it answers 200.
+func (s *stack) waitReady() {
+	t := s.t
+	t.Helper()
+	deadline := time.NewTimer(60 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(25 * time.Millisecond)
+	defer tick.Stop()
+	hc := &http.Client{Timeout: time.Second}
+	for {
+		select {
+		case <-s.exited:
+			t.Fatalf("tetherd exited before it was ready:\n%s", s.logs)
+		case <-deadline.C:
+			t.Fatalf("tetherd not ready after 60s:\n%s", s.logs)
+		case <-tick.C:
+			resp, err := hc.Get("http://" + s.health + api.PathReadyz)
+			if err != nil {
+				continue
+			}
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+	}
+}
+
+// stop ends tetherd with SIGTERM, as an operator would.
+func (s *stack) stop() {
+	select {
+	case <-s.exited:
+		return
+	default:
+	}
+	_ = s.proc.Process.Signal(syscall.SIGTERM)
+	timer := time.NewTimer(30 * time.Second)
+	defer timer.Stop()
+	select {
+	case <-s.exited:
+	case <-timer.C:
+		_ = s.proc.Process.Kill()
+		<-s.exited
+		s.t.Errorf("tetherd did not stop on SIGTERM:\n%s", s.logs)
+	}
+}
+
+// restart stops tetherd and starts it again on the same addresses: a new
+// signing key and no sessions.
+func (s *stack) restart() {
+	s.t.Helper()
+	s.stop()
+	s.start()
+}
+
+// freeAddr is a loopback address with a port nobody listens on now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
+}
+
+// user is a person at a terminal: an SVID in files, a home folder and a
+// token cache of their own.
+type user struct {
+	t     *testing.T
+	s     *stack
+	id    spiffeid.ID
+	dir   string
+	svid  *x509svid.SVID
+	files testpki.Files
+	cache string
+	env   map[string]string
+}
+
+func (s *stack) user(t *testing.T, id string) *user {
+	t.Helper()
+	u := &user{t: t, s: s, id: spiffeid.RequireFromString(id), dir: t.TempDir()}
+	u.cache = filepath.Join(u.dir, "cache")
+	u.rotate()
+	u.env = map[string]string{
+		"HOME":             u.dir,
+		"PATH":             os.Getenv("PATH"),
+		"TETHER_CACHE_DIR": u.cache,
+		"TETHER_SERVER":    s.URL(),
+		"TETHER_SERVER_ID": serverID,
+		"TETHER_SVID_CERT": u.files.Cert,
+		"TETHER_SVID_KEY":  u.files.Key,
+		"TETHER_BUNDLE":    u.files.Bundle,
+	}
+	return u
+}
+
+// rotate gives the user a new leaf (and key) for the same SPIFFE ID, written
+// over the old files, as spiffe-helper does.
+func (u *user) rotate() {
+	u.t.Helper()
+	u.svid = u.s.ca.Issue(u.t, u.id.String())
+	u.files = u.s.ca.WriteFiles(u.t, u.dir, "svid", u.svid)
+}
+
+// cacheFile is where the user's token for this tetherd is cached.
+func (u *user) cacheFile() string {
+	return filepath.Join(u.cache, cacheFileName(u.s.URL(), u.id))
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+}
+
+// run runs tether with the user's environment (and nothing else of ours).
+func (u *user) run(args ...string) result {
+	u.t.Helper()
+	return u.runEnv(nil, args...)
+}
+
+// runEnv runs tether with the user's environment changed by change: a key
+// with an empty value is removed.
+func (u *user) runEnv(change map[string]string, args ...string) result {
+	u.t.Helper()
+	ctx, cancel := context.WithTimeout(u.t.Context(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin.tether, args...)
+	env := map[string]string{}
+	for k, v := range u.env {
+		env[k] = v
+	}
+	for k, v := range change {
+		env[k] = v
+	}
+	for k, v := range env {
+		if v != "" {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := result{code: cmd.ProcessState.ExitCode(), stdout: stdout.String(), stderr: stderr.String()}
+	if err != nil && r.code < 0 {
+		u.t.Fatalf("tether %s: %v", strings.Join(args, " "), err)
+	}
+	return r
+}
+
+// ok runs tether and fails the test unless it exits 0 with nothing on
+// stderr.
+func (u *user) ok(args ...string) result {
+	u.t.Helper()
+	r := u.run(args...)
+	if r.code != 0 || r.stderr != "" {
+		u.t.Fatalf("tether %s: want exit 0 and a quiet stderr, got %s\ntetherd:\n%s", strings.Join(args, " "), r, u.s.logs)
+	}
+	return r
+}
+
+// fail runs tether and fails the test unless it exits with code and one
+// line on stderr that starts "tether: " and contains every string of want.
+func (u *user) fail(code int, args []string, want ...string) result {
+	u.t.Helper()
+	return u.failEnv(nil, code, args, want...)
+}
+
+func (u *user) failEnv(change map[string]string, code int, args []string, want ...string) result {
+	u.t.Helper()
+	r := u.runEnv(change, args...)
+	checkFailure(u.t, r, code, args, want...)
+	return r
+}
+
+func checkFailure(t *testing.T, r result, code int, args []string, want ...string) {
+	t.Helper()
+	if r.code != code {
+		t.Fatalf("tether %s: want exit %d, got %s", strings.Join(args, " "), code, r)
+	}
+	if !strings.HasPrefix(r.stderr, "tether: ") || !strings.HasSuffix(r.stderr, "\n") || strings.Count(r.stderr, "\n") != 1 {
+		t.Fatalf("tether %s: want one line on stderr starting \"tether: \", got %q", strings.Join(args, " "), r.stderr)
+	}
+	for _, w := range want {
+		if !strings.Contains(r.stderr, w) {
+			t.Errorf("tether %s: stderr %q does not say %q", strings.Join(args, " "), r.stderr, w)
+		}
+	}
+}
+
+// session runs tether -o json with args and decodes the session it prints.
+func (u *user) session(args ...string) api.Session {
+	u.t.Helper()
+	r := u.ok(append(args, "-o", "json")...)
+	var out api.SessionResponse
+	decodeJSON(u.t, r.stdout, &out)
+	return out.Session
+}
+
+// list runs tether sessions list -o json.
+func (u *user) list(args ...string) []api.Session {
+	u.t.Helper()
+	r := u.ok(append([]string{"sessions", "list", "-o", "json"}, args...)...)
+	var out api.SessionsResponse
+	decodeJSON(u.t, r.stdout, &out)
+	return out.Sessions
+}
+
+func decodeJSON(t *testing.T, s string, v any) {
+	t.Helper()
+	dec := json.NewDecoder(strings.NewReader(s))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		t.Fatalf("output is not the API's JSON: %v\n%s", err, s)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's output and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tetherproject/tether/pkg/api"
+)
+
+// printer writes results as text for people or as the API's JSON objects.
+type printer struct {
+	w    io.Writer
+	json bool
+	now  func() time.Time
+}
+
+func (p *printer) clock() time.Time {
+	if p.now != nil {
+		return p.now()
+	}
+	return time.Now()
+}
+
+func (p *printer) writeJSON(v any) error {
+	enc := json.NewEncoder(p.w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return failf("write the output: %v", err)
+	}
+	return nil
+}
+
+// session prints one session (login, whoami).
+func (p *printer) session(headline string, s *api.Session) error {
+	if p.json {
+		return p.writeJSON(api.SessionResponse{Session: *s})
+	}
+	now := p.clock()
+	tw := tabwriter.NewWriter(p.w, 0, 0, 2, ' ', 0)
+	if headline != "" {
+		fmt.Fprintln(tw, headline)
+	}
+	fmt.Fprintf(tw, "SPIFFE ID:\t%s\n", s.SPIFFEID)
+	fmt.Fprintf(tw, "Session:\t%s\n", s.SessionID)
+	fmt.Fprintf(tw, "Bound to:\tcertificate x5t#S256 %s\n", s.CNF.X5TS256)
+	fmt.Fprintf(tw, "Created:\t%s\n", relative(s.CreatedAt, now))
+	fmt.Fprintf(tw, "Last used:\t%s\n", relative(s.LastUsedAt, now))
+	fmt.Fprintf(tw, "Expires:\t%s (%s)\n", relative(s.ExpiresAt, now), s.ExpiresAt.Local().Format("2006-01-02 15:04 MST"))
+	fmt.Fprintf(tw, "Idle end:\t%s unless used\n", relative(s.IdleExpiresAt, now))
+	if err := tw.Flush(); err != nil {
+		return failf("write the output: %v", err)
+	}
+	return nil
+}
+
+// sessions prints a list of sessions as an aligned table.
+func (p *printer) sessions(list []api.Session) error {
+	if p.json {
+		return p.writeJSON(api.SessionsResponse{Sessions: list})
+	}
+	if len(list) == 0 {
+		fmt.Fprintln(p.w, "no live sessions")
+		return nil
+	}
+	now := p.clock()
+	tw := tabwriter.NewWriter(p.w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SESSION ID\tSPIFFE ID\tCREATED\tLAST USED\tEXPIRES\tIDLE END")
+	for _, s := range list {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.SessionID, s.SPIFFEID,
+			relative(s.CreatedAt, now), relative(s.LastUsedAt, now),
+			relative(s.ExpiresAt, now), relative(s.IdleExpiresAt, now))
+	}
+	if err := tw.Flush(); err != nil {
+		return failf("write the output: %v", err)
+	}
+	return nil
+}
+
+// revoked prints how many sessions a revoke ended.
+func (p *printer) revoked(n int, text string) error {
+	if p.json {
+		return p.writeJSON(api.RevokeResponse{Revoked: n})
+	}
+	fmt.Fprintln(p.w, text)
+	return nil
+}
+
+// line prints a line of text; nothing in JSON mode.
+func (p *printer) line(format string, args ...any) {
+	if !p.json {
+		fmt.Fprintf(p.w, format+"\n", args...)
+	}
+}
+
+// relative says when t is as seen from now: "in 7h59m", "3m12s ago",
+// "just now".
+func relative(t, now time.Time) string {
+	d := t.Sub(now)
+	switch {
+	case t.IsZero():
+		return "-"
+	case d > -time.Second && d < time.Second:
+		return "just now"
+	case d > 0:
+		return "in " + shortDuration(d)
+	default:
+		return shortDuration(-d) + " ago"
+	}
+}
+
+// shortDuration is d to two units at most: 45s, 14m59s, 7h59m, 3d4h.
+func shortDuration(d time.Duration) string {
+	d = d.Truncate(time.Second)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	default:
+		return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
+	}
+}

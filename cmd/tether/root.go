@@ -1,0 +1,308 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"runtime/debug"
+
+	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/tetherproject/tether/pkg/api"
+)
+
+// version is set at build time: -ldflags "-X main.version=v1.2.3".
+var version = ""
+
+func newRootCmd(getenv func(string) string) *cobra.Command {
+	g := &globals{getenv: getenv}
+	root := &cobra.Command{
+		Use:   "tether",
+		Short: "The admin CLI of tetherd: sessions bound to your SPIFFE identity",
+		Long: `tether logs in to tetherd with your X.509 SVID, from the SPIFFE Workload API
+(--workload-api) or from PEM files (--svid-cert, --svid-key, --bundle), and
+manages admin sessions. The session token is bound to your SVID's leaf
+certificate; it is cached per server and SPIFFE ID in $TETHER_CACHE_DIR, else
+$XDG_RUNTIME_DIR/tether, else ~/.cache/tether (folder 0700, files 0600). A
+copied token or cache file is worth nothing without the SVID's private key.
+
+Commands that need a session log in by themselves, rebind the session when
+your SVID has rotated, and log in again when the session has ended.
+
+Global flags go before or after the command; each has an environment
+variable it falls back to. Exit status: 0 on success, 1 on failure (with one
+line on stderr), 2 on a usage error.`,
+		Example: `  # point tether at tetherd (tetherd dev prints these lines)
+  export TETHER_SERVER=https://127.0.0.1:8443 TETHER_SERVER_ID=spiffe://example.org/tetherd
+  export TETHER_SVID_CERT=svid.pem TETHER_SVID_KEY=svid.key TETHER_BUNDLE=bundle.pem
+
+  tether login
+  tether whoami --output json
+  tether sessions list
+  tether sessions revoke --spiffe-id spiffe://example.org/admin/mallory
+
+  # identity from a SPIRE agent instead of files
+  tether --workload-api unix:///run/spire/agent.sock --server-id spiffe://example.org/tetherd whoami`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(*cobra.Command, []string) error {
+			return usagef("give a command: login, whoami, logout, sessions or version")
+		},
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usagef("%v", err) })
+	g.register(root)
+
+	sessions := &cobra.Command{
+		Use:   "sessions",
+		Short: "List and revoke the live sessions of tetherd",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unknown command %q for \"tether sessions\": use list or revoke", args[0])
+			}
+			return usagef("give a command: tether sessions list, or tether sessions revoke")
+		},
+	}
+	sessions.AddCommand(newListCmd(g), newRevokeCmd(g))
+	root.AddCommand(newLoginCmd(g), newWhoamiCmd(g), newLogoutCmd(g), sessions, newVersionCmd(g))
+	return root
+}
+
+// withEnv runs fn with an env for the command and explains its errors.
+func withEnv(g *globals, cmd *cobra.Command, autoLogin bool, fn func(*env) error) error {
+	e, err := g.newEnv(cmd, autoLogin)
+	if err != nil {
+		return err
+	}
+	defer e.close()
+	if err := fn(e); err != nil {
+		return e.explain(err)
+	}
+	return nil
+}
+
+func newLoginCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "login",
+		Short: "Start a session (ending the one cached before, if any)",
+		Long: `login starts a new session at tetherd for your SPIFFE ID and caches its token.
+A session cached before is ended first. Only an --admin of tetherd may log in.
+Other commands log in by themselves when needed; login is for starting afresh.`,
+		Example: `  tether login
+  tether login --output json | jq -r .session.expires_at`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withEnv(g, cmd, true, func(e *env) error {
+				// Best effort: do not leave the old session behind to idle out.
+				_ = e.client.Logout(e.ctx)
+				s, err := e.client.Login(e.ctx)
+				if err != nil {
+					return err
+				}
+				return e.out.session(fmt.Sprintf("Logged in to %s.", e.client.ServerURL()), s)
+			})
+		},
+	}
+}
+
+func newWhoamiCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "whoami",
+		Short: "Show the cached session, as tetherd sees it",
+		Long: `whoami asks tetherd about the cached session (GET /v1/sessions/self) and shows
+it. It does not log in: without a cached session, or when tetherd refuses it
+(ended, or not this identity's), it fails with exit status 1. If your SVID has
+rotated, the session is rebound to the new certificate first (it stays the
+same session).`,
+		Example: `  tether whoami
+  tether whoami -o json | jq -r .session.session_id`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withEnv(g, cmd, false, func(e *env) error {
+				s, err := e.client.Whoami(e.ctx)
+				var apiErr *api.Error
+				if errors.As(err, &apiErr) && (apiErr.Code == api.CodeSessionEnded || apiErr.Code == api.CodeInvalidToken) {
+					// The cached token is dead: forget it.
+					_ = e.store.DeleteToken()
+				}
+				if err != nil {
+					return err
+				}
+				return e.out.session("", s)
+			})
+		},
+	}
+}
+
+func newLogoutCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "logout",
+		Short: "End the cached session and forget its token",
+		Long: `logout ends the cached session at tetherd and deletes the cache file. It never
+logs in. Without a cached session, or when it has already ended, there is
+nothing to end and logout succeeds.`,
+		Example: `  tether logout`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withEnv(g, cmd, false, func(e *env) error {
+				token, err := e.store.LoadToken()
+				if err != nil {
+					return err
+				}
+				if token == "" {
+					e.out.line("Not logged in to %s as %s: nothing to do.", e.client.ServerURL(), e.id)
+					return nil
+				}
+				if err := e.client.Logout(e.ctx); err != nil {
+					return err
+				}
+				e.out.line("Logged out of %s.", e.client.ServerURL())
+				return nil
+			})
+		},
+	}
+}
+
+func newListCmd(g *globals) *cobra.Command {
+	var filter string
+	cmd := &cobra.Command{
+		Use:   "list [--spiffe-id ID]",
+		Short: "List the live sessions, oldest first",
+		Example: `  tether sessions list
+  tether sessions list --spiffe-id spiffe://example.org/admin/alice
+  tether sessions list -o json | jq -r '.sessions[].session_id'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var id spiffeid.ID
+			if cmd.Flags().Changed("spiffe-id") {
+				var err error
+				if id, err = spiffeid.FromString(filter); err != nil {
+					return usagef("--spiffe-id: %q is not a SPIFFE ID: %v", filter, err)
+				}
+			}
+			return withEnv(g, cmd, true, func(e *env) error {
+				list, err := e.client.List(e.ctx, id)
+				if err != nil {
+					return err
+				}
+				return e.out.sessions(list)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&filter, "spiffe-id", "", "only the sessions of this SPIFFE ID")
+	return cmd
+}
+
+func newRevokeCmd(g *globals) *cobra.Command {
+	var filter string
+	cmd := &cobra.Command{
+		Use:   "revoke SESSION_ID | --spiffe-id ID",
+		Short: "End one session, or every session of a SPIFFE ID",
+		Example: `  tether sessions revoke 3q2-7w8eQ0ePl1iA2pG1Hg
+  tether sessions revoke --spiffe-id spiffe://example.org/admin/mallory`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			byID := cmd.Flags().Changed("spiffe-id")
+			switch {
+			case byID && len(args) > 0:
+				return usagef("sessions revoke: give SESSION_ID or --spiffe-id, not both")
+			case !byID && len(args) != 1:
+				return usagef("sessions revoke: give one SESSION_ID or --spiffe-id ID")
+			}
+			var id spiffeid.ID
+			if byID {
+				var err error
+				if id, err = spiffeid.FromString(filter); err != nil {
+					return usagef("--spiffe-id: %q is not a SPIFFE ID: %v", filter, err)
+				}
+			}
+			return withEnv(g, cmd, true, func(e *env) error {
+				if byID {
+					n, err := e.client.RevokeIdentity(e.ctx, id)
+					if err != nil {
+						return err
+					}
+					return e.out.revoked(n, fmt.Sprintf("Revoked %d %s of %s.", n, plural(n, "session", "sessions"), id))
+				}
+				err := e.client.Revoke(e.ctx, args[0])
+				var apiErr *api.Error
+				if errors.As(err, &apiErr) && apiErr.Code == api.CodeNotFound {
+					return failf("no live session %s at %s (see 'tether sessions list')", args[0], e.client.ServerURL())
+				}
+				if err != nil {
+					return err
+				}
+				return e.out.revoked(1, "Revoked session "+args[0]+".")
+			})
+		},
+	}
+	cmd.Flags().StringVar(&filter, "spiffe-id", "", "end every session of this SPIFFE ID")
+	return cmd
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// versionInfo is what version prints.
+type versionInfo struct {
+	Version string `json:"version"`
+	Go      string `json:"go"`
+}
+
+func newVersionCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print tether's version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			format, err := g.outputFormat(cmd)
+			if err != nil {
+				return err
+			}
+			v := versionInfo{Version: buildVersion(), Go: runtime.Version()}
+			p := &printer{w: cmd.OutOrStdout(), json: format == "json"}
+			if p.json {
+				return p.writeJSON(v)
+			}
+			p.line("tether %s (%s)", v.Version, v.Go)
+			return nil
+		},
+	}
+}
+
+// buildVersion is the -X version, else the module version or VCS revision
+// recorded in the binary, else "devel".
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "devel"
+	}
+	if v := info.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	rev, dirty := "", false
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return "devel"
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if dirty {
+		rev += "-dirty"
+	}
+	return "devel-" + rev
+}
