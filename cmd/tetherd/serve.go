@@ -48,7 +48,7 @@ func serve(cmd *cobra.Command, o *options, dev *devSetup) error {
 	})
 	reg.MustRegister(reloadFailures)
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
 	// Identity.

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tetherproject/tether/internal/testpki"
+)
+
+// TestConfigErrors: bad configuration exits 2 with one line naming the flag,
+// before anything is served.
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	ca := testpki.NewCA(t, "example.org")
+	files := ca.WriteFiles(t, dir, "svid", ca.Issue(t, "spiffe://example.org/tetherd"))
+	other := testpki.NewCA(t, "example.org").WriteFiles(t, t.TempDir(), "other", ca.Issue(t, "spiffe://example.org/x"))
+	id := []string{"--svid-cert", files.Cert, "--svid-key", files.Key, "--bundle", files.Bundle}
+	admin := []string{"--admin", "spiffe://example.org/admin/*"}
+	t.Setenv("SPIFFE_ENDPOINT_SOCKET", "")
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"fail/no-admin", id, "--admin"},
+		{"fail/bad-admin", append(append([]string{}, id...), "--admin", "spiffe://example.org/adm*"), "--admin"},
+		{"fail/admin-trust-domain-only", append(append([]string{}, id...), "--admin", "spiffe://example.org"), "--admin"},
+		{"fail/bad-introspector", append(append(append([]string{}, id...), admin...), "--introspector", "nope"), "--introspector"},
+		{"fail/no-identity", admin, "--workload-api"},
+		{"fail/two-identities", append(append(append([]string{}, id...), admin...), "--workload-api", "unix:///tmp/x.sock"), "exactly one identity source"},
+		{"fail/partial-files", append([]string{"--svid-cert", files.Cert}, admin...), "--svid-key"},
+		{"fail/bad-workload-api", append([]string{"--workload-api", "/tmp/x.sock"}, admin...), "--workload-api"},
+		{"fail/unreadable-cert", append([]string{"--svid-cert", dir + "/missing.pem", "--svid-key", files.Key, "--bundle", files.Bundle}, admin...), "--svid-cert"},
+		{"fail/key-not-matching", append([]string{"--svid-cert", files.Cert, "--svid-key", other.Key, "--bundle", files.Bundle}, admin...), "--svid-cert"},
+		{"fail/non-spiffe-cert", append([]string{"--svid-cert", files.Bundle, "--svid-key", files.Key, "--bundle", files.Bundle}, admin...), "--svid-cert"},
+		{"fail/bad-ttl", append(append(append([]string{}, id...), admin...), "--session-ttl", "0s"), "--session-ttl"},
+		{"fail/bad-duration", append(append(append([]string{}, id...), admin...), "--idle-timeout", "soon"), "--idle-timeout"},
+		{"fail/bad-max", append(append(append([]string{}, id...), admin...), "--max-sessions", "-1"), "--max-sessions"},
+		{"fail/bad-rate", append(append(append([]string{}, id...), admin...), "--login-rate", "-1"), "--login-rate"},
+		{"fail/bad-log-level", append(append(append([]string{}, id...), admin...), "--log-level", "loud"), "--log-level"},
+		{"fail/bad-log-format", append(append(append([]string{}, id...), admin...), "--log-format", "xml"), "--log-format"},
+		{"fail/bad-listen", append(append(append([]string{}, id...), admin...), "--listen", "nope"), "--listen"},
+		{"fail/unknown-flag", []string{"--frobnicate"}, "unknown flag"},
+		{"fail/extra-arg", append(append(append([]string{}, id...), admin...), "extra"), "unknown command"},
+		{"fail/dev-public-listen", []string{"dev", "--dir", t.TempDir(), "--listen", "0.0.0.0:0"}, "loopback"},
+		{"fail/dev-with-identity", append([]string{"dev", "--dir", t.TempDir()}, id...), "dev mode makes its own identity"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(tc.args, &stdout, &stderr)
+			require.Equal(t, 2, code, "stderr: %s", stderr.String())
+			lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+			require.Len(t, lines, 1, "one clear line: %q", stderr.String())
+			require.True(t, strings.HasPrefix(lines[0], "tetherd: "), lines[0])
+			require.Contains(t, lines[0], tc.want)
+		})
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, 0, run([]string{"version"}, &stdout, &stderr))
+	require.True(t, strings.HasPrefix(stdout.String(), "tetherd "), stdout.String())
+}
