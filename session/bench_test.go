@@ -10,6 +10,11 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/base64"
+	"fmt"
+	"math"
+	mrand "math/rand/v2"
+	"runtime"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -145,4 +150,148 @@ func BenchmarkJWTSVIDValidate(b *testing.B) {
 			b.Fatalf("subject %s", s.ID)
 		}
 	}
+}
+
+// benchFill inserts n sessions into s, made as Login makes them: a session
+// ID, a token hash, a fingerprint string of its own, and an owner with 16
+// sessions (the default per-identity cap) of a distinct identity. It
+// bypasses Login, which would spend most of a minute on a million ES256
+// signatures; what Login adds to the store is exactly this.
+func benchFill(tb testing.TB, s Store, n int, created, expires int64) {
+	tb.Helper()
+	rng := mrand.NewChaCha8([32]byte{1})
+	var owner spiffeid.ID
+	for i := range n {
+		if i%DefaultMaxSessionsPerIdentity == 0 {
+			var err error
+			owner, err = spiffeid.FromSegments(benchAdmin.TrustDomain(), "admin", fmt.Sprintf("user-%07d", i/DefaultMaxSessionsPerIdentity))
+			if err != nil {
+				tb.Fatal(err)
+			}
+		}
+		var raw [16]byte
+		var h TokenHash
+		var fp [32]byte
+		_, _ = rng.Read(raw[:])
+		_, _ = rng.Read(h[:])
+		_, _ = rng.Read(fp[:])
+		r := NewRecord(idEncoding.EncodeToString(raw[:]), owner, created, expires,
+			&Binding{Token: h, Fingerprint: base64.RawURLEncoding.EncodeToString(fp[:])})
+		if err := s.Insert(r, Limits{}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
+func benchHeap() uint64 {
+	runtime.GC()
+	runtime.GC() // a second cycle frees what the first one's finalizers released
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// BenchmarkSessionMemory measures the live heap of a MemoryStore holding 100k
+// and 1M sessions, per session (B/session), next to the store's own estimate
+// (est-B/session, what /metrics serves as tether_session_store_bytes). It
+// fails if the estimate is more than 20% off the measurement.
+func BenchmarkSessionMemory(b *testing.B) {
+	for _, n := range []int{100_000, 1_000_000} {
+		name := fmt.Sprintf("sessions=%dk", n/1000)
+		if n >= 1_000_000 {
+			name = fmt.Sprintf("sessions=%dM", n/1_000_000)
+		}
+		b.Run(name, func(b *testing.B) {
+			var measured, estimated float64
+			for b.Loop() {
+				before := benchHeap()
+				s := NewMemoryStore()
+				now := time.Now().UnixNano()
+				benchFill(b, s, n, now, now+int64(time.Hour))
+				after := benchHeap()
+				if s.Len() != n {
+					b.Fatalf("store holds %d sessions, want %d", s.Len(), n)
+				}
+				measured = float64(after-before) / float64(n)
+				estimated = float64(s.EstimatedBytes()) / float64(n)
+				runtime.KeepAlive(s)
+			}
+			b.ReportMetric(measured, "B/session")
+			b.ReportMetric(estimated, "est-B/session")
+			if off := math.Abs(estimated-measured) / measured; off > 0.20 {
+				b.Errorf("EstimatedBytes is %.0f B/session, measured %.0f: %.0f%% off (limit 20%%)", estimated, measured, off*100)
+			}
+		})
+	}
+}
+
+// BenchmarkValidateDuringSweep expires 1M sessions at once (the clock jumps
+// past their end) and measures the latency of validations of live sessions
+// while Manager.Sweep reclaims them: p99-ns is the 99th percentile of those.
+func BenchmarkValidateDuringSweep(b *testing.B) {
+	const (
+		expiring = 1_000_000
+		live     = 8
+	)
+	var p50, p99, max, sweepMS, validations float64
+	for b.Loop() {
+		b.StopTimer()
+		var clock atomic.Int64
+		clock.Store(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC).UnixNano())
+		store := NewMemoryStore()
+		m := benchManager(b, Config{
+			Store: store, Now: func() time.Time { return time.Unix(0, clock.Load()) },
+			TTL: 8 * time.Hour, IdleTimeout: 4 * time.Hour,
+			MaxSessions: 2 * expiring, MaxSessionsPerIdentity: live,
+		})
+		toks, peers := benchLogin(b, m, benchAdmin, live)
+		t0 := clock.Load()
+		benchFill(b, store, expiring, t0, t0+int64(time.Hour))
+		clock.Add(int64(2 * time.Hour)) // the 1M are over; the live 8 are not
+		runtime.GC()                    // start without the setup's GC debt
+		lat := make([]int64, 0, 1<<22)
+		ctx := context.Background()
+		b.StartTimer()
+
+		done := make(chan int)
+		start := time.Now()
+		go func() { done <- m.Sweep(ctx) }()
+		var swept int
+	loop:
+		for i := 0; ; i++ {
+			select {
+			case swept = <-done:
+				break loop
+			default:
+			}
+			t := time.Now()
+			_, err := m.Validate(ctx, toks[i%live], peers[i%live])
+			d := time.Since(t)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(lat) < cap(lat) {
+				lat = append(lat, int64(d))
+			}
+		}
+		sweepMS = float64(time.Since(start)) / float64(time.Millisecond)
+		b.StopTimer()
+		if swept != expiring || m.Len() != live {
+			b.Fatalf("swept %d sessions, %d left; want %d and %d", swept, m.Len(), expiring, live)
+		}
+		if len(lat) == 0 {
+			b.Fatal("no validation ran during the sweep")
+		}
+		slices.Sort(lat)
+		pct := func(p float64) float64 { return float64(lat[int(math.Ceil(p*float64(len(lat))))-1]) }
+		p50, p99, max = pct(0.50), pct(0.99), float64(lat[len(lat)-1])
+		validations = float64(len(lat))
+		_ = m.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(p50, "p50-ns")
+	b.ReportMetric(p99, "p99-ns")
+	b.ReportMetric(max, "max-ns")
+	b.ReportMetric(sweepMS, "sweep-ms")
+	b.ReportMetric(validations, "validations")
 }
