@@ -1,0 +1,95 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/time/rate"
+
+	"github.com/tetherproject/tether/server"
+	"github.com/tetherproject/tether/session"
+)
+
+func TestHealth(t *testing.T) {
+	var notReady error = errors.New("svid: SVID expired at 2026-11-25T00:00:00Z")
+	var state error
+	reg := prometheus.NewRegistry()
+	srv := httptest.NewServer(server.Health(func() error { return state }, reg))
+	defer srv.Close()
+	get := func(path string) (int, string) {
+		resp, err := http.Get(srv.URL + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, _ := get("/healthz")
+	require.Equal(t, 200, code)
+	code, _ = get("/readyz")
+	require.Equal(t, 200, code)
+	state = notReady
+	code, body := get("/readyz")
+	require.Equal(t, 503, code)
+	require.Contains(t, body, "expired")
+	code, _ = get("/healthz")
+	require.Equal(t, 200, code, "alive even when not ready")
+}
+
+// TestMetrics: the counters and gauges follow what the manager does.
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	metrics := session.NewMetrics(reg)
+	clk := &clock{now: time.Now()}
+	m, err := session.NewManager(session.Config{
+		Issuer: spiffeid.RequireFromString("spiffe://example.org/tetherd"), IdleTimeout: time.Minute,
+		LoginRate: rate.Inf, Metrics: metrics, Now: clk.Now, SweepInterval: time.Hour,
+	})
+	require.NoError(t, err)
+	defer m.Close()
+	session.RegisterStoreGauges(reg, m)
+	ctx := context.Background()
+	alice := session.Peer{ID: spiffeid.RequireFromString("spiffe://example.org/admin/alice"), Fingerprint: "fp1"}
+	tok, info, err := m.Login(ctx, alice)
+	require.NoError(t, err)
+	_, _, err = m.Login(ctx, alice)
+	require.NoError(t, err)
+	_, err = m.Validate(ctx, tok, session.Peer{ID: alice.ID, Fingerprint: "fp2"})
+	require.Error(t, err)
+	require.NoError(t, m.Revoke(ctx, info.ID))
+
+	srv := httptest.NewServer(server.Health(func() error { return nil }, reg))
+	defer srv.Close()
+	scrape := func() string {
+		resp, err := http.Get(srv.URL + "/metrics")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	out := scrape()
+	for _, want := range []string{
+		"tether_sessions_created_total 2",
+		"tether_sessions_live 1",
+		`tether_sessions_ended_total{cause="revoked"} 1`,
+		`tether_session_rejections_total{reason="fingerprint_mismatch"} 1`,
+	} {
+		require.Contains(t, out, want)
+	}
+	require.Regexp(t, `tether_session_store_bytes [1-9]`, out)
+
+	clk.Add(2 * time.Minute)
+	require.Equal(t, 1, m.Sweep(ctx))
+	out = scrape()
+	require.Contains(t, out, `tether_sessions_ended_total{cause="idle"} 1`)
+	require.Contains(t, out, "tether_sessions_live 0")
+	require.True(t, strings.Contains(out, "tether_session_store_bytes 0"))
+}
