@@ -327,7 +327,7 @@ func TestAgentOutage(t *testing.T) {
 		t.Errorf("with its SVID expired, tetherd still served a request: %s", describe(r))
 	}
 
-	if err := s.spire.RestartAgent(t.Context()); err != nil {
+	if err := s.spire.StartAgent(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	back := time.Now()
@@ -343,7 +343,19 @@ func TestAgentOutage(t *testing.T) {
 	if r.Server.Fingerprint == held.Fingerprint || !r.Server.NotAfter.After(time.Now()) {
 		t.Errorf("after the outage tetherd serves %s; want a new, valid leaf", short(r.Server))
 	}
-	expect(t, "alice logout", s.do(t, "alice", self(http.MethodDelete, "t", "a")), http.StatusNoContent, "")
+
+	// A restarted agent issues new SVIDs (its SVID cache is in memory): for
+	// alice that is a rotation like any other, and her session carries on
+	// through rebind.
+	before := r.Client // pinned before the outage
+	r = s.do(t, "alice", probe.Command{Op: probe.OpWaitSVID, NotFingerprint: before.Fingerprint, Timeout: 30 * time.Second})
+	if r.Error != "" {
+		t.Fatalf("alice's SVID after the agent restart (was %s): %s", short(before), r.Error)
+	}
+	expect(t, "alice's token over her SVID from the restarted agent", s.do(t, "alice", self(http.MethodGet, "t", "")),
+		http.StatusUnauthorized, api.CodeCertificateRotated)
+	expect(t, "alice rebind after the agent restart", s.do(t, "alice", rebind("t", "", "t")), http.StatusOK, "")
+	expect(t, "alice logout", s.do(t, "alice", self(http.MethodDelete, "t", "")), http.StatusNoContent, "")
 }
 
 // A tetherd restart ends every session: its signing key and its sessions

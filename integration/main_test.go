@@ -87,9 +87,6 @@ func runMain(m *testing.M) int {
 	if err != nil {
 		setupErr = err
 		fmt.Fprintf(os.Stderr, "integration: setup failed after %s: %v\n", time.Since(start).Round(time.Millisecond), err)
-		if s != nil {
-			s.dumpLogs(os.Stderr)
-		}
 	} else {
 		st = s
 		fmt.Fprintf(os.Stderr, "integration: SPIRE %s, tetherd and probes up in %s (folder %s)\n",
@@ -153,7 +150,7 @@ func need(t *testing.T) *suite {
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
 	if st.spire.AgentPID() == 0 {
-		if err := st.spire.RestartAgent(ctx); err != nil {
+		if err := st.spire.StartAgent(ctx); err != nil {
 			t.Fatalf("restarting the agent a previous test left down: %v", err)
 		}
 	}
@@ -168,6 +165,8 @@ func need(t *testing.T) *suite {
 	return st
 }
 
+// setup starts everything; on error it dumps the logs, stops what it started
+// and returns a nil suite.
 func setup(ctx context.Context) (_ *suite, err error) {
 	s := &suite{ids: map[string]*identity{}, probes: map[string]*probe.Probe{}}
 	c, err := spire.Start(ctx, spire.Config{TrustDomain: trustDomain})
@@ -177,6 +176,7 @@ func setup(ctx context.Context) (_ *suite, err error) {
 	s.spire = c
 	defer func() {
 		if err != nil {
+			s.dumpLogs(os.Stderr)
 			err = errors.Join(err, s.close())
 		}
 	}()
@@ -188,21 +188,25 @@ func setup(ctx context.Context) (_ *suite, err error) {
 
 	if err := s.register(ctx); err != nil {
 		<-buildErr
-		return s, err
+		return nil, err
+	}
+	if err := c.StartAgent(ctx); err != nil {
+		<-buildErr
+		return nil, err
 	}
 	if err := <-buildErr; err != nil {
-		return s, err
+		return nil, err
 	}
 	// tetherd's entry has reached the agent once root gets an SVID.
 	if err := c.WaitSVID(ctx); err != nil {
-		return s, err
+		return nil, err
 	}
 	s.tetherd, err = newDaemon(s.bin, c)
 	if err != nil {
-		return s, err
+		return nil, err
 	}
 	if err := s.tetherd.start(ctx); err != nil {
-		return s, err
+		return nil, err
 	}
 	s.probeCfg = probe.Config{
 		Bin:         filepath.Join(s.bin, "probe"),
@@ -239,7 +243,10 @@ func setup(ctx context.Context) (_ *suite, err error) {
 		})
 	}
 	wg.Wait()
-	return s, errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // register creates the users and the registration entries.

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/tetherproject/tether/integration/internal/proc"
@@ -72,6 +73,7 @@ type Cluster struct {
 	trustDomain string
 	logLevel    string
 	serverPort  int
+	joinToken   string // single use: for the agent's first start only
 
 	mu     sync.Mutex
 	server *proc.Process
@@ -94,9 +96,10 @@ type Entry struct {
 	Hint string
 }
 
-// Start starts a SPIRE server, bootstraps an agent with a join token, starts
-// it, and returns once the agent's Workload API socket is up. On error
-// everything started is stopped again.
+// Start starts a SPIRE server, waits until it is healthy, and prepares the
+// agent's bootstrap bundle and join token. Register entries (CreateEntry),
+// then StartAgent: entries that exist before the agent's first sync are
+// served at once. On error everything started is stopped again.
 func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	c := &Cluster{
 		binDir:      cfg.BinDir,
@@ -117,11 +120,16 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 		c.logLevel = "INFO"
 	}
 	if c.dir == "" {
-		d, err := os.MkdirTemp("/tmp", "tthr-")
+		removeStale()
+		d, err := os.MkdirTemp("/tmp", dirPrefix)
 		if err != nil {
 			return nil, fmt.Errorf("spire: %w", err)
 		}
 		c.dir, c.ownDir = d, true
+		// Mark the folder as ours, for removeStale in later runs.
+		if err := os.WriteFile(filepath.Join(d, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+			return nil, fmt.Errorf("spire: %w", err)
+		}
 	}
 	defer func() {
 		if err != nil {
@@ -156,9 +164,7 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if len(fields) < 2 {
 		return nil, fmt.Errorf("spire: unexpected token generate output %q", out)
 	}
-	if err := c.startAgent(ctx, fields[1]); err != nil {
-		return nil, err
-	}
+	c.joinToken = fields[1]
 	return c, nil
 }
 
@@ -220,6 +226,12 @@ func (c *Cluster) writeConfigs() error {
     data_dir = %q
     log_level = %q
     log_file = %q
+    # Entries reach agents from the server's entry cache, reloaded every 5s
+    # by default: 1s makes new and updated entries show up within a second
+    # or two.
+    experimental {
+        cache_reload_interval = "1s"
+    }
 }
 plugins {
     DataStore "sql" {
@@ -355,17 +367,20 @@ func (c *Cluster) KillAgent() error {
 	return p.Kill()
 }
 
-// RestartAgent starts the agent again on its data folder (it keeps its node
-// SVID, so no new join token is needed) and waits until it is healthy. The
-// agent must have exited (KillAgent).
-func (c *Cluster) RestartAgent(ctx context.Context) error {
+// StartAgent starts the agent and waits until its Workload API is healthy.
+// The first start attests the node with the join token; later ones (after
+// KillAgent) reuse the node SVID kept in the agent's data folder, as a
+// restarted agent does.
+func (c *Cluster) StartAgent(ctx context.Context) error {
 	c.mu.Lock()
-	p := c.agent
-	c.mu.Unlock()
+	p, token := c.agent, c.joinToken
 	if p != nil && !p.Exited() {
-		return errors.New("spire: agent still running")
+		c.mu.Unlock()
+		return errors.New("spire: agent already running")
 	}
-	return c.startAgent(ctx, "")
+	c.joinToken = ""
+	c.mu.Unlock()
+	return c.startAgent(ctx, token)
 }
 
 // AgentPID is the running agent's process ID, 0 if none.
@@ -512,6 +527,31 @@ func (c *Cluster) Close() error {
 		errs = append(errs, os.RemoveAll(c.dir))
 	}
 	return errors.Join(errs...)
+}
+
+const (
+	dirPrefix = "tthr-"
+	ownerFile = "owner.pid"
+)
+
+// removeStale removes the folders that earlier runs made and could not
+// remove (killed by a test timeout): those whose owner process is gone. Their
+// SPIRE processes died with the run (parent-death signal).
+func removeStale() {
+	dirs, _ := filepath.Glob(filepath.Join("/tmp", dirPrefix+"*"))
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, ownerFile))
+		if err != nil {
+			continue // not ours, or not yet written
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			os.RemoveAll(d)
+		}
+	}
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
