@@ -51,7 +51,8 @@ func report(stderr io.Writer, err error) int {
 	if code == exitUsage {
 		msg += " (see 'tether --help')"
 	}
-	fmt.Fprintln(stderr, "tether: "+oneLine(msg))
+	// Nothing better to do if stderr is gone.
+	_, _ = fmt.Fprintln(stderr, "tether: "+oneLine(msg))
 	return code
 }
 

@@ -39,7 +39,7 @@ func buildAndRun(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	bin.tether = filepath.Join(dir, "tether")
 	bin.tetherd = filepath.Join(dir, "tetherd")
 	for out, pkg := range map[string]string{bin.tether: ".", bin.tetherd: "../tetherd"} {
@@ -136,7 +136,7 @@ func (s *stack) waitReady() {
 			if err != nil {
 				continue
 			}
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return
 			}

@@ -46,7 +46,7 @@ func TestLibraryAgainstTetherd(t *testing.T) {
 	src := &swappableSource{svid: s.ca.Issue(t, aliceID)}
 	c, err := client.New(s.URL(), spiffeid.RequireFromString(serverID), src, s.ca.Bundle())
 	require.NoError(t, err)
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 
 	first, err := c.Whoami(ctx) // logs in
 	require.NoError(t, err)
@@ -66,7 +66,7 @@ func TestLibraryAgainstTetherd(t *testing.T) {
 	require.NoError(t, err)
 	var self api.SessionResponse
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&self))
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	assert.Equal(t, first.SessionID, self.Session.SessionID)
 
 	// carol, an --introspector, checks a token the CLI cached for alice.
@@ -78,7 +78,7 @@ func TestLibraryAgainstTetherd(t *testing.T) {
 	require.NoError(t, json.Unmarshal(raw, &cached))
 	carol, err := client.New(s.URL(), spiffeid.RequireFromString(serverID), s.ca.Issue(t, carolID), s.ca.Bundle())
 	require.NoError(t, err)
-	defer carol.Close()
+	defer func() { _ = carol.Close() }()
 	in, err := carol.Introspect(ctx, cached.Token, svid.Fingerprint(alice.svid.Certificates[0]))
 	require.NoError(t, err)
 	require.True(t, in.Active)

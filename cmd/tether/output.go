@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -39,21 +40,18 @@ func (p *printer) session(headline string, s *api.Session) error {
 		return p.writeJSON(api.SessionResponse{Session: *s})
 	}
 	now := p.clock()
-	tw := tabwriter.NewWriter(p.w, 0, 0, 2, ' ', 0)
+	var b strings.Builder
 	if headline != "" {
-		fmt.Fprintln(tw, headline)
+		b.WriteString(headline + "\n")
 	}
-	fmt.Fprintf(tw, "SPIFFE ID:\t%s\n", s.SPIFFEID)
-	fmt.Fprintf(tw, "Session:\t%s\n", s.SessionID)
-	fmt.Fprintf(tw, "Bound to:\tcertificate x5t#S256 %s\n", s.CNF.X5TS256)
-	fmt.Fprintf(tw, "Created:\t%s\n", relative(s.CreatedAt, now))
-	fmt.Fprintf(tw, "Last used:\t%s\n", relative(s.LastUsedAt, now))
-	fmt.Fprintf(tw, "Expires:\t%s (%s)\n", relative(s.ExpiresAt, now), s.ExpiresAt.Local().Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(tw, "Idle end:\t%s unless used\n", relative(s.IdleExpiresAt, now))
-	if err := tw.Flush(); err != nil {
-		return failf("write the output: %v", err)
-	}
-	return nil
+	fmt.Fprintf(&b, "SPIFFE ID:\t%s\n", s.SPIFFEID)
+	fmt.Fprintf(&b, "Session:\t%s\n", s.SessionID)
+	fmt.Fprintf(&b, "Bound to:\tcertificate x5t#S256 %s\n", s.CNF.X5TS256)
+	fmt.Fprintf(&b, "Created:\t%s\n", relative(s.CreatedAt, now))
+	fmt.Fprintf(&b, "Last used:\t%s\n", relative(s.LastUsedAt, now))
+	fmt.Fprintf(&b, "Expires:\t%s (%s)\n", relative(s.ExpiresAt, now), s.ExpiresAt.Local().Format("2006-01-02 15:04 MST"))
+	fmt.Fprintf(&b, "Idle end:\t%s unless used\n", relative(s.IdleExpiresAt, now))
+	return p.table(b.String())
 }
 
 // sessions prints a list of sessions as an aligned table.
@@ -62,16 +60,24 @@ func (p *printer) sessions(list []api.Session) error {
 		return p.writeJSON(api.SessionsResponse{Sessions: list})
 	}
 	if len(list) == 0 {
-		fmt.Fprintln(p.w, "no live sessions")
-		return nil
+		return p.line("no live sessions")
 	}
 	now := p.clock()
-	tw := tabwriter.NewWriter(p.w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SESSION ID\tSPIFFE ID\tCREATED\tLAST USED\tEXPIRES\tIDLE END")
+	var b strings.Builder
+	b.WriteString("SESSION ID\tSPIFFE ID\tCREATED\tLAST USED\tEXPIRES\tIDLE END\n")
 	for _, s := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.SessionID, s.SPIFFEID,
+		fmt.Fprintf(&b, "%s\t%s\t%s\t%s\t%s\t%s\n", s.SessionID, s.SPIFFEID,
 			relative(s.CreatedAt, now), relative(s.LastUsedAt, now),
 			relative(s.ExpiresAt, now), relative(s.IdleExpiresAt, now))
+	}
+	return p.table(b.String())
+}
+
+// table writes tab-separated text as aligned columns.
+func (p *printer) table(text string) error {
+	tw := tabwriter.NewWriter(p.w, 0, 0, 2, ' ', 0)
+	if _, err := io.WriteString(tw, text); err != nil {
+		return failf("write the output: %v", err)
 	}
 	if err := tw.Flush(); err != nil {
 		return failf("write the output: %v", err)
@@ -84,15 +90,18 @@ func (p *printer) revoked(n int, text string) error {
 	if p.json {
 		return p.writeJSON(api.RevokeResponse{Revoked: n})
 	}
-	fmt.Fprintln(p.w, text)
-	return nil
+	return p.line("%s", text)
 }
 
 // line prints a line of text; nothing in JSON mode.
-func (p *printer) line(format string, args ...any) {
-	if !p.json {
-		fmt.Fprintf(p.w, format+"\n", args...)
+func (p *printer) line(format string, args ...any) error {
+	if p.json {
+		return nil
 	}
+	if _, err := fmt.Fprintf(p.w, format+"\n", args...); err != nil {
+		return failf("write the output: %v", err)
+	}
+	return nil
 }
 
 // relative says when t is as seen from now: "in 7h59m", "3m12s ago",

@@ -56,7 +56,7 @@ line on stderr), 2 on a usage error.`,
 	sessions := &cobra.Command{
 		Use:   "sessions",
 		Short: "List and revoke the live sessions of tetherd",
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: func(_ *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				return usagef("unknown command %q for \"tether sessions\": use list or revoke", args[0])
 			}
@@ -150,14 +150,12 @@ nothing to end and logout succeeds.`,
 					return err
 				}
 				if token == "" {
-					e.out.line("Not logged in to %s as %s: nothing to do.", e.client.ServerURL(), e.id)
-					return nil
+					return e.out.line("Not logged in to %s as %s: nothing to do.", e.client.ServerURL(), e.id)
 				}
 				if err := e.client.Logout(e.ctx); err != nil {
 					return err
 				}
-				e.out.line("Logged out of %s.", e.client.ServerURL())
-				return nil
+				return e.out.line("Logged out of %s.", e.client.ServerURL())
 			})
 		},
 	}
@@ -267,8 +265,7 @@ func newVersionCmd(g *globals) *cobra.Command {
 			if p.json {
 				return p.writeJSON(v)
 			}
-			p.line("tether %s (%s)", v.Version, v.Go)
-			return nil
+			return p.line("tether %s (%s)", v.Version, v.Go)
 		},
 	}
 }

@@ -60,7 +60,7 @@ func (c *Client) Rebind(ctx context.Context) (*api.Session, error) {
 // (GET /v1/sessions/self).
 func (c *Client) Whoami(ctx context.Context) (*api.Session, error) {
 	var out api.SessionResponse
-	if err := c.call(ctx, http.MethodGet, api.PathSessionsSelf, "", nil, nil, &out); err != nil {
+	if err := c.call(ctx, http.MethodGet, api.PathSessionsSelf, "", nil, &out); err != nil {
 		return nil, wrapf("whoami", err)
 	}
 	return &out.Session, nil
@@ -78,7 +78,7 @@ func (c *Client) Logout(ctx context.Context) error {
 	if token == "" {
 		return nil
 	}
-	err = c.call(withoutLogin(ctx), http.MethodDelete, api.PathSessionsSelf, "", nil, nil, nil)
+	err = c.call(withoutLogin(ctx), http.MethodDelete, api.PathSessionsSelf, "", nil, nil)
 	var apiErr *api.Error
 	if err == nil || errors.As(err, &apiErr) && (apiErr.Code == api.CodeSessionEnded || apiErr.Code == api.CodeInvalidToken) {
 		if err := c.store.DeleteToken(); err != nil {
@@ -98,7 +98,7 @@ func (c *Client) List(ctx context.Context, id spiffeid.ID) ([]api.Session, error
 		q.Set(api.QuerySPIFFEID, id.String())
 	}
 	var out api.SessionsResponse
-	if err := c.call(ctx, http.MethodGet, api.PathSessions, "", q, nil, &out); err != nil {
+	if err := c.call(ctx, http.MethodGet, api.PathSessions, "", q, &out); err != nil {
 		return nil, wrapf("list sessions", err)
 	}
 	if out.Sessions == nil {
@@ -113,7 +113,7 @@ func (c *Client) Revoke(ctx context.Context, sessionID string) error {
 	if sessionID == "" {
 		return errors.New("client: revoke: no session ID")
 	}
-	err := c.call(ctx, http.MethodDelete, api.PathSessions, sessionID, nil, nil, nil)
+	err := c.call(ctx, http.MethodDelete, api.PathSessions, sessionID, nil, nil)
 	return wrapf("revoke "+sessionID, err)
 }
 
@@ -125,7 +125,7 @@ func (c *Client) RevokeIdentity(ctx context.Context, id spiffeid.ID) (int, error
 	}
 	q := url.Values{api.QuerySPIFFEID: {id.String()}}
 	var out api.RevokeResponse
-	if err := c.call(ctx, http.MethodDelete, api.PathSessions, "", q, nil, &out); err != nil {
+	if err := c.call(ctx, http.MethodDelete, api.PathSessions, "", q, &out); err != nil {
 		return 0, wrapf("revoke sessions of "+id.String(), err)
 	}
 	return out.Revoked, nil
@@ -157,29 +157,18 @@ func (c *Client) Introspect(ctx context.Context, token, fp string) (*api.Introsp
 	return &out, nil
 }
 
-// call makes an API request with the session token. sub, if not empty, is a
-// path segment appended to path; in, if not nil, is sent as JSON; out, if not
-// nil, receives the JSON answer.
-func (c *Client) call(ctx context.Context, method, path, sub string, query url.Values, in, out any) error {
+// call makes an API request, without a body, with the session token. sub, if
+// not empty, is a path segment appended to path; out, if not nil, receives
+// the JSON answer.
+func (c *Client) call(ctx context.Context, method, path, sub string, query url.Values, out any) error {
 	u := c.endpoint(path, query)
 	if sub != "" {
 		u.Path += "/" + sub
 		u.RawPath = strings.TrimSuffix(c.base.EscapedPath(), "/") + path + "/" + url.PathEscape(sub)
 	}
-	var body io.Reader = http.NoBody
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), http.NoBody)
 	if err != nil {
 		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.roundTrip(req)

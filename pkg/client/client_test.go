@@ -76,13 +76,12 @@ func (f *fixture) newClient(t *testing.T, src x509svid.Source, opts ...client.Op
 
 func fingerprint(s *x509svid.SVID) string { return svid.Fingerprint(s.Certificates[0]) }
 
-func requireAPIError(t *testing.T, err error, code api.Code, status int) *api.Error {
+func requireAPIError(t *testing.T, err error, code api.Code, status int) {
 	t.Helper()
 	var apiErr *api.Error
 	require.ErrorAs(t, err, &apiErr)
 	assert.Equal(t, code, apiErr.Code)
 	assert.Equal(t, status, apiErr.Status)
-	return apiErr
 }
 
 func TestCalls(t *testing.T) {
@@ -187,7 +186,7 @@ func TestRefusesOtherServerID(t *testing.T) {
 	f := setup(t, aliceID)
 	other, err := client.New(f.server.URL(), spiffeid.RequireFromString("spiffe://example.org/not-tetherd"), f.source, f.ca.Bundle())
 	require.NoError(t, err)
-	defer other.Close()
+	defer func() { _ = other.Close() }()
 
 	_, err = other.Login(t.Context())
 	var idErr *client.ServerIDError
@@ -203,7 +202,7 @@ func TestRefusesUntrustedServer(t *testing.T) {
 	stranger := testpki.NewCA(t, "example.org")
 	c, err := client.New(f.server.URL(), spiffeid.RequireFromString(serverID), f.source, stranger.Bundle())
 	require.NoError(t, err)
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 
 	_, err = c.Login(t.Context())
 	var certErr *client.ServerCertificateError
@@ -214,7 +213,9 @@ func TestRefusesUntrustedServer(t *testing.T) {
 func TestTypedErrors(t *testing.T) {
 	f := setup(t, "spiffe://example.org/workload/demo")
 	_, err := f.client.Login(t.Context())
-	apiErr := requireAPIError(t, err, api.CodeNotAdmin, http.StatusForbidden)
+	requireAPIError(t, err, api.CodeNotAdmin, http.StatusForbidden)
+	var apiErr *api.Error
+	require.ErrorAs(t, err, &apiErr)
 	assert.Contains(t, apiErr.Message, "matches no --admin pattern")
 	assert.True(t, strings.HasPrefix(err.Error(), "client: login: not_admin: "), err.Error())
 
@@ -229,7 +230,7 @@ func TestDoLogsInAndAttachesToken(t *testing.T) {
 	require.NoError(t, err)
 	resp, err := f.client.Do(req)
 	require.NoError(t, err)
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, _ := io.ReadAll(resp.Body)
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
 	assert.Equal(t, "hello", string(body))
@@ -350,7 +351,7 @@ func TestNonReplayableBodyIsNotRetried(t *testing.T) {
 	resp, err := f.client.Do(req)
 	require.NoError(t, err)
 	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 	assert.Contains(t, string(body), string(api.CodeSessionEnded), "the answer is handed back intact")
 	assert.Equal(t, 1, f.server.count("POST /echo"))
@@ -360,7 +361,7 @@ func TestNonReplayableBodyIsNotRetried(t *testing.T) {
 	require.NoError(t, err)
 	resp, err = f.client.Do(req)
 	require.NoError(t, err)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
 }
 
@@ -374,7 +375,7 @@ func TestReplayableBodyIsRetried(t *testing.T) {
 	require.NoError(t, err)
 	resp, err := f.client.HTTPClient().Do(req)
 	require.NoError(t, err)
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, _ := io.ReadAll(resp.Body)
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
 	assert.Equal(t, "twice", string(body), "the body is sent again in full")

@@ -31,14 +31,14 @@ func Example() {
 	if err != nil {
 		log.Fatalf("no SVID from the Workload API: %v", err)
 	}
-	defer source.Close()
+	defer func() { _ = source.Close() }()
 
 	tether, err := client.New("https://tetherd.example.org:8443",
 		spiffeid.RequireFromString("spiffe://example.org/tetherd"), source, source)
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer tether.Close()
+	defer func() { _ = tether.Close() }()
 
 	session, err := tether.Login(ctx)
 	var apiErr *api.Error
@@ -66,7 +66,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, _ := io.ReadAll(resp.Body)
 	fmt.Println(resp.Status, len(body))
 }
