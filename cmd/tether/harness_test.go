@@ -86,40 +86,47 @@ func newStack(t *testing.T, extra ...string) *stack {
 	t.Helper()
 	s := &stack{t: t, ca: testpki.NewCA(t, trustDomain), dir: t.TempDir()}
 	s.server = s.ca.WriteFiles(t, s.dir, "tetherd", s.ca.Issue(t, serverID))
-	s.api, s.health = freeAddr(t), freeAddr(t)
-	s.args = append([]string{
-		"--listen", s.api, "--health-listen", s.health,
-		"--svid-cert", s.server.Cert, "--svid-key", s.server.Key, "--bundle", s.server.Bundle,
-		"--admin", adminFlag, "--login-rate", "0", "--log-format", "text",
-	}, extra...)
-	s.start()
+	// A free port can be taken by another test between freeAddr and
+	// tetherd's bind: try again with new ports then.
+	for attempt := 1; ; attempt++ {
+		s.api, s.health = freeAddr(t), freeAddr(t)
+		s.args = append([]string{
+			"--listen", s.api, "--health-listen", s.health,
+			"--svid-cert", s.server.Cert, "--svid-key", s.server.Key, "--bundle", s.server.Bundle,
+			"--admin", adminFlag, "--login-rate", "0", "--log-format", "text",
+		}, extra...)
+		err := s.start()
+		if err == nil {
+			break
+		}
+		if attempt == 3 || !strings.Contains(s.logs.String(), "address already in use") {
+			t.Fatal(err)
+		}
+	}
 	t.Cleanup(s.stop)
 	return s
 }
 
 func (s *stack) URL() string { return "https://" + s.api }
 
-func (s *stack) start() {
-	t := s.t
-	t.Helper()
+// start starts tetherd and waits until it is ready.
+func (s *stack) start() error {
 	s.logs = new(syncBuffer)
 	s.proc = exec.Command(bin.tetherd, s.args...)
 	s.proc.Stdout, s.proc.Stderr = s.logs, s.logs
 	if err := s.proc.Start(); err != nil {
-		t.Fatalf("start tetherd: %v", err)
+		return fmt.Errorf("start tetherd: %w", err)
 	}
 	s.exited = make(chan struct{})
 	go func() {
 		_ = s.proc.Wait()
 		close(s.exited)
 	}()
-	s.waitReady()
+	return s.waitReady()
 }
 
 // waitReady polls /readyz until it answers 200.
-func (s *stack) waitReady() {
-	t := s.t
-	t.Helper()
+func (s *stack) waitReady() error {
 	deadline := time.NewTimer(60 * time.Second)
 	defer deadline.Stop()
 	tick := time.NewTicker(25 * time.Millisecond)
@@ -128,9 +135,10 @@ func (s *stack) waitReady() {
 	for {
 		select {
 		case <-s.exited:
-			t.Fatalf("tetherd exited before it was ready:\n%s", s.logs)
+			return fmt.Errorf("tetherd exited before it was ready:\n%s", s.logs)
 		case <-deadline.C:
-			t.Fatalf("tetherd not ready after 60s:\n%s", s.logs)
+			s.stop()
+			return fmt.Errorf("tetherd not ready after 60s:\n%s", s.logs)
 		case <-tick.C:
 			resp, err := hc.Get("http://" + s.health + api.PathReadyz)
 			if err != nil {
@@ -138,7 +146,7 @@ func (s *stack) waitReady() {
 			}
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return nil
 			}
 		}
 	}
@@ -168,7 +176,9 @@ func (s *stack) stop() {
 func (s *stack) restart() {
 	s.t.Helper()
 	s.stop()
-	s.start()
+	if err := s.start(); err != nil {
+		s.t.Fatal(err)
+	}
 }
 
 // freeAddr is a loopback address with a port nobody listens on now.
