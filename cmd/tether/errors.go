@@ -116,6 +116,9 @@ func (e *env) explainAPI(err *api.Error) error {
 	case api.CodeSessionLimit:
 		return failf("tetherd refuses a new session: %s (log out elsewhere, or revoke old sessions)", err.Message)
 	case api.CodeRateLimited:
+		if err.RetryAfter > 0 {
+			return failf("too many logins for %s in a short time: try again in %s", e.id, err.RetryAfter)
+		}
 		return failf("too many logins for %s in a short time: wait a little and try again", e.id)
 	case api.CodeInternal:
 		return failf("tetherd failed: %s (its log has the details)", err.Message)

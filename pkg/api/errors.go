@@ -3,6 +3,7 @@ package api
 import (
 	"fmt"
 	"net/http"
+	"time"
 )
 
 // Code is a stable, machine-readable error code of the contract.
@@ -56,6 +57,8 @@ type Error struct {
 	// Status is the HTTP status the error came with (client side) or goes out
 	// with (server side); zero means Code.Status().
 	Status int `json:"-"`
+	// RetryAfter is the Retry-After of a 429 (client side), zero if none.
+	RetryAfter time.Duration `json:"-"`
 	// Cause is the internal reason, for the log only.
 	Cause error `json:"-"`
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -60,7 +62,11 @@ const maxBody = 32 << 20
 func readError(resp *http.Response) *api.Error {
 	defer drain(resp.Body)
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	return parseError(resp.StatusCode, resp.Status, body)
+	e := parseError(resp.StatusCode, resp.Status, body)
+	if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
+		e.RetryAfter = time.Duration(secs) * time.Second
+	}
+	return e
 }
 
 func parseError(status int, statusText string, body []byte) *api.Error {
