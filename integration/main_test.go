@@ -63,45 +63,29 @@ type suite struct {
 }
 
 var (
-	// the suite, when setup succeeded
-	st *suite
 	// why the suite cannot run here (not root, no SPIRE binaries)
 	skipReason string
-	// why setup failed
-	setupErr error
+
+	// The suite is set up by the first test that needs it, so that a run
+	// selecting no test (go test -run '^$' -bench .) starts nothing.
+	setupOnce sync.Once
+	st        *suite // when setup succeeded
+	setupErr  error  // why setup failed
 )
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
-	if skipReason = preflight(); skipReason != "" {
-		return m.Run() // every test skips, or fails in CI, with the reason
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	start := time.Now()
-	s, err := setup(ctx)
-	if err != nil {
-		setupErr = err
-		fmt.Fprintf(os.Stderr, "integration: setup failed after %s: %v\n", time.Since(start).Round(time.Millisecond), err)
-	} else {
-		st = s
-		fmt.Fprintf(os.Stderr, "integration: SPIRE %s, tetherd and probes up in %s (folder %s)\n",
-			spire.Version, time.Since(start).Round(time.Millisecond), s.spire.Dir())
-	}
+	skipReason = preflight()
 	code := m.Run()
-	if s != nil {
-		if err := s.close(); err != nil {
+	if st != nil {
+		if err := st.close(); err != nil {
 			fmt.Fprintln(os.Stderr, "integration: teardown:", err)
 			if code == 0 {
 				code = 1
 			}
 		}
 	}
-	return code
+	os.Exit(code)
 }
 
 // preflight says why the suite cannot run on this machine, or "".
@@ -137,6 +121,16 @@ func need(t *testing.T) *suite {
 		}
 		t.Skip(skipReason)
 	}
+	setupOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+		defer cancel()
+		start := time.Now()
+		st, setupErr = setup(ctx)
+		if setupErr == nil {
+			t.Logf("SPIRE %s, tetherd and probes up in %s (folder %s)",
+				spire.Version, time.Since(start).Round(time.Millisecond), st.spire.Dir())
+		}
+	})
 	if setupErr != nil {
 		t.Fatalf("suite setup failed: %v", setupErr)
 	}
@@ -187,12 +181,10 @@ func setup(ctx context.Context) (_ *suite, err error) {
 	go func() { buildErr <- build(ctx, s.bin) }()
 
 	if err := s.register(ctx); err != nil {
-		<-buildErr
-		return nil, err
+		return nil, errors.Join(err, <-buildErr)
 	}
 	if err := c.StartAgent(ctx); err != nil {
-		<-buildErr
-		return nil, err
+		return nil, errors.Join(err, <-buildErr)
 	}
 	if err := <-buildErr; err != nil {
 		return nil, err
@@ -226,7 +218,7 @@ func setup(ctx context.Context) (_ *suite, err error) {
 			cfg.User = id.user
 			logf, err := os.OpenFile(filepath.Join(c.Dir(), "probe-"+name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 			if err == nil {
-				defer logf.Close() // the probe has its own copy
+				defer func() { _ = logf.Close() }() // the probe has its own copy
 				cfg.Log = logf
 			}
 			p, err := probe.Start(ctx, cfg)
@@ -372,6 +364,6 @@ func (s *suite) dumpLogs(w io.Writer) {
 		if len(lines) == 1 && lines[0] == "" {
 			continue
 		}
-		fmt.Fprintf(w, "----- last %d lines of %s -----\n%s\n", len(lines), l.path, strings.Join(lines, "\n"))
+		_, _ = fmt.Fprintf(w, "----- last %d lines of %s -----\n%s\n", len(lines), l.path, strings.Join(lines, "\n"))
 	}
 }

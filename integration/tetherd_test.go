@@ -71,12 +71,12 @@ func (d *daemon) start(ctx context.Context) error {
 		return err
 	}
 	d.starts++
-	fmt.Fprintf(f, "===== integration: tetherd start #%d at %s =====\n", d.starts, time.Now().Format(time.RFC3339Nano))
+	_, _ = fmt.Fprintf(f, "===== integration: tetherd start #%d at %s =====\n", d.starts, time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(d.bin, d.args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(os.Environ(), "SPIFFE_ENDPOINT_SOCKET=") // only --workload-api counts
 	p, err := proc.Start("tetherd", cmd)
-	f.Close() // the child has its own copy
+	_ = f.Close() // the child has its own copy
 	if err != nil {
 		d.mu.Unlock()
 		return err
@@ -156,7 +156,7 @@ func (d *daemon) healthGet(ctx context.Context, path string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	return resp.StatusCode, nil
 }
 

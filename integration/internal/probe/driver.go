@@ -172,7 +172,7 @@ func (pr *Probe) Do(ctx context.Context, c Command) (Result, error) {
 // Close closes the probe's standard input (it exits at end of input), waits
 // a few seconds, then kills its process group. Safe to call twice.
 func (pr *Probe) Close() error {
-	pr.stdin.Close()
+	_ = pr.stdin.Close() // already closed on a second call
 	// Drain results so the reader can finish.
 	go func() {
 		for range pr.results {

@@ -322,7 +322,7 @@ func startLogged(name string, cmd *exec.Cmd, logPath string) (*proc.Process, err
 	if err != nil {
 		return nil, fmt.Errorf("spire: %w", err)
 	}
-	defer f.Close() // the child has its own copy
+	defer func() { _ = f.Close() }() // the child has its own copy
 	cmd.Stdout, cmd.Stderr = f, f
 	return proc.Start(name, cmd)
 }
@@ -549,7 +549,7 @@ func removeStale() {
 			continue
 		}
 		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-			os.RemoveAll(d)
+			_ = os.RemoveAll(d) // best effort: it is only litter
 		}
 	}
 }
@@ -560,6 +560,6 @@ func FreePort() (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("spire: free port: %w", err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }

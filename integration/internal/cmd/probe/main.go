@@ -70,7 +70,7 @@ func run() int {
 		return fail("no X509-SVID from %s within %s for uid %d (is there a registration entry with selector unix:uid:%d?): %v",
 			*addr, *fetchTimeout, os.Getuid(), os.Getuid(), err)
 	}
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 
 	p := &prober{
 		src:      src,
@@ -261,7 +261,7 @@ func (p *prober) request(c probe.Command) probe.Result {
 		r.Error = err.Error()
 		return r
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if resp.TLS != nil && len(resp.TLS.PeerCertificates) > 0 {
 		r.Server = leafOf(resp.TLS.PeerCertificates[0])
 	}
