@@ -1,0 +1,224 @@
+package server_test
+
+// Fuzz tests of what an attacker reaches in the API handler: the JSON body
+// of POST /v1/introspect, and any method, path and query from a session
+// holder. Seeds are in testdata/fuzz/FuzzXxx and run in every `go test`;
+// scripts/fuzz runs each fuzzer for a bounded time.
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/time/rate"
+
+	"github.com/tetherproject/tether/auth"
+	"github.com/tetherproject/tether/internal/testpki"
+	"github.com/tetherproject/tether/pkg/api"
+	"github.com/tetherproject/tether/server"
+	"github.com/tetherproject/tether/session"
+	"github.com/tetherproject/tether/svid"
+)
+
+// fzAPI is the API handler, served without TLS (the request carries the
+// peer's verified leaf as a TLS connection would), with one session of
+// alice's.
+type fzAPI struct {
+	h       http.Handler
+	mgr     *session.Manager
+	log     *bytes.Buffer
+	alice   *x509.Certificate
+	intro   *x509.Certificate
+	genuine string
+}
+
+func newFzAPI(tb testing.TB) *fzAPI {
+	tb.Helper()
+	ca := testpki.NewCA(tb, "example.org")
+	a := &fzAPI{
+		log:   &bytes.Buffer{},
+		alice: ca.Issue(tb, "spiffe://example.org/admin/alice").Certificates[0],
+		intro: ca.Issue(tb, "spiffe://example.org/svc/gateway").Certificates[0],
+	}
+	logger := slog.New(slog.NewJSONHandler(a.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var err error
+	a.mgr, err = session.NewManager(session.Config{
+		Issuer: spiffeid.RequireFromString("spiffe://example.org/tetherd"), LoginRate: rate.Inf,
+		SweepInterval: time.Hour, Logger: logger,
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = a.mgr.Close() })
+	admins, err := auth.ParsePolicy([]string{"spiffe://example.org/admin/*"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	intros, err := auth.ParsePolicy([]string{"spiffe://example.org/svc/gateway"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	a.h = server.NewHandler(server.Config{Sessions: a.mgr, Admins: admins, Introspectors: intros, Logger: logger})
+	a.relogin(tb)
+	return a
+}
+
+// relogin opens a new session of alice's when hers has ended.
+func (a *fzAPI) relogin(tb testing.TB) {
+	tb.Helper()
+	if a.genuine != "" {
+		if _, err := a.mgr.Validate(context.Background(), a.genuine, a.alicePeer()); err == nil {
+			return
+		}
+	}
+	tok, _, err := a.mgr.Login(context.Background(), a.alicePeer())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	a.genuine = tok
+}
+
+func (a *fzAPI) alicePeer() session.Peer {
+	id, _ := spiffeid.FromString("spiffe://example.org/admin/alice")
+	return session.Peer{ID: id, Fingerprint: svid.Fingerprint(a.alice)}
+}
+
+func (a *fzAPI) serve(req *http.Request, leaf *x509.Certificate) *httptest.ResponseRecorder {
+	req.TLS = &tls.ConnectionState{Version: tls.VersionTLS13, PeerCertificates: []*x509.Certificate{leaf}}
+	req.RemoteAddr = "192.0.2.1:4242"
+	rec := httptest.NewRecorder()
+	a.log.Reset()
+	a.h.ServeHTTP(rec, req)
+	return rec
+}
+
+// fzCheckError checks an error answer: JSON, a code that goes with the
+// status, a challenge on 401, no 5xx.
+func fzCheckError(t *testing.T, rec *httptest.ResponseRecorder) api.Code {
+	t.Helper()
+	if rec.Code >= 500 {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	var body api.ErrorResponse
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body.Error == nil {
+		t.Fatalf("status %d with a body that is not a JSON error: %q", rec.Code, rec.Body)
+	}
+	if got := body.Error.Code; got.Status() != rec.Code {
+		t.Fatalf("code %s with status %d", got, rec.Code)
+	}
+	if rec.Code == http.StatusUnauthorized && rec.Header().Get("WWW-Authenticate") == "" {
+		t.Fatal("401 without WWW-Authenticate")
+	}
+	if rec.Code == http.StatusMethodNotAllowed && rec.Header().Get("Allow") == "" {
+		t.Fatal("405 without Allow")
+	}
+	return body.Error.Code
+}
+
+// FuzzIntrospect posts any body to /v1/introspect as an introspector. The
+// answer is 400 for anything that is not one JSON object with a token and a
+// fingerprint, 413 past 64 KiB, else 200 with active true exactly for alice's
+// genuine token and her leaf's fingerprint. Never a 5xx; no token logged.
+func FuzzIntrospect(f *testing.F) {
+	a := newFzAPI(f)
+	fp := svid.Fingerprint(a.alice)
+	for _, s := range []string{
+		`{"token":"` + a.genuine + `","cnf":{"x5t#S256":"` + fp + `"}}`,
+		`{"TOKEN":"` + a.genuine + `","Cnf":{"X5T#s256":"` + fp + `"}}`,
+		`{"token":"` + a.genuine + `","cnf":{"x5t#S256":"` + fp + `"}} {}`,
+		`{"token":"` + a.genuine + `","token":"x","cnf":{"x5t#S256":"` + fp + `"}}`,
+		`{"token":"` + a.genuine + `","cnf":{"x5t#S256":"` + fp + `"},"extra":[1,2,{"a":null}]}`,
+		`{"token":"` + a.genuine + `","cnf":{"x5t#S256":"` + fp + `"}}` + strings.Repeat(" ", api.MaxBodyBytes),
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		a.relogin(t)
+		req := httptest.NewRequest(http.MethodPost, api.PathIntrospect, bytes.NewReader(body))
+		rec := a.serve(req, a.intro)
+
+		var want api.IntrospectRequest
+		switch {
+		case len(body) > api.MaxBodyBytes && json.Valid(body[:api.MaxBodyBytes]):
+			// A complete object within the limit and more after it: either
+			// answer is right (413 if the reader hit the limit first).
+			if rec.Code != http.StatusRequestEntityTooLarge && rec.Code != http.StatusBadRequest {
+				t.Fatalf("body of %d bytes: status %d", len(body), rec.Code)
+			}
+			return
+		case len(body) > api.MaxBodyBytes:
+			if c := fzCheckError(t, rec); c != api.CodePayloadTooLarge && c != api.CodeBadRequest {
+				t.Fatalf("body of %d bytes: code %s", len(body), c)
+			}
+			return
+		case json.Unmarshal(body, &want) != nil || want.Token == "" || want.CNF.X5TS256 == "":
+			if c := fzCheckError(t, rec); c != api.CodeBadRequest {
+				t.Fatalf("body %q: code %s, want bad_request", body, c)
+			}
+			return
+		}
+		if rec.Code != http.StatusOK {
+			t.Fatalf("body %q: status %d %s", body, rec.Code, rec.Body)
+		}
+		var got api.IntrospectResponse
+		if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+			t.Fatal(err)
+		}
+		active := want.Token == a.genuine && want.CNF.X5TS256 == fp
+		if got.Active != active || (got.Session != nil) != active {
+			t.Fatalf("body %q: active %v (session %v), want %v", body, got.Active, got.Session, active)
+		}
+		if strings.Contains(a.log.String(), a.genuine) {
+			t.Fatalf("the token is in the log: %s", a.log)
+		}
+	})
+}
+
+// FuzzRoute sends any method, path and query with alice's genuine token. No
+// input makes a 5xx; every error is a JSON error with the code of its status;
+// the session's token is never in the log.
+func FuzzRoute(f *testing.F) {
+	a := newFzAPI(f)
+	for _, s := range [][2]string{
+		{"GET", "/v1/sessions?spiffe_id=spiffe://example.org/admin/alice"},
+		{"GET", "/v1/sessions?spiffe_id=spiffe://example.org/admin/alice&spiffe_id=x"},
+		{"GET", "/v1/sessions?spiffe_id=%zz"},
+		{"DELETE", "/v1/sessions?spiffe_id=spiffe://example.org/admin/bob"},
+		{"DELETE", "/v1/sessions/self/"},
+		{"DELETE", "/v1/sessions/aaaaaaaaaaaaaaaaaaaaaaaaaa"},
+		{"PUT", "/v1/sessions/self"},
+		{"GET", "/v1/sessions/self/rebind"},
+		{"GET", "/v1//sessions"},
+		{"GET", "/v1/sessions/%2e%2e/self"},
+		{"POST", "/v1/introspect"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, method, target string) {
+		a.relogin(t)
+		req, err := http.NewRequest(method, "https://tetherd.test"+target, io.NopCloser(strings.NewReader("{}")))
+		if err != nil || !strings.HasPrefix(target, "/") {
+			return // net/http's client and server refuse these before any handler
+		}
+		req.Header.Set("Authorization", "Bearer "+a.genuine)
+		rec := a.serve(req, a.alice)
+		if rec.Code >= 400 {
+			fzCheckError(t, rec)
+		} else if rec.Code >= 300 || rec.Code < 200 {
+			t.Fatalf("%s %s: status %d", method, target, rec.Code)
+		}
+		if strings.Contains(a.log.String(), a.genuine) {
+			t.Fatalf("the token is in the log: %s", a.log)
+		}
+	})
+}
