@@ -1,0 +1,895 @@
+package server_test
+
+// The adversarial table of issue 6, over real TLS: tetherd's handler behind
+// auth.ServerTLSConfig and server.NewHTTPServer on a loopback listener, each
+// case with the contract's exact status and code, no panic, and no token in
+// the captured log. Then slow clients against the server's timeouts, and
+// login hammering against the caps and the rate limit.
+//
+// Forged tokens are signed with keys the test controls (an attacker's): the
+// signing key never leaves the Manager, so from outside every forgery is
+// invalid_token whatever its claims say. The claim-type checks behind a valid
+// signature of our own key are tested inside package session
+// (TestClaimTypesSignedWithOurKey, FuzzClaims).
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/time/rate"
+
+	"github.com/tetherproject/tether/auth"
+	"github.com/tetherproject/tether/internal/testpki"
+	"github.com/tetherproject/tether/pkg/api"
+	"github.com/tetherproject/tether/server"
+	"github.com/tetherproject/tether/session"
+	"github.com/tetherproject/tether/svid"
+)
+
+const (
+	advServerID = "spiffe://example.org/tetherd"
+	advAlice    = "spiffe://example.org/admin/alice"
+	advBob      = "spiffe://example.org/admin/bob"
+	advGateway  = "spiffe://example.org/svc/gateway"
+)
+
+// advLog is the captured log, safe for concurrent writes.
+type advLog struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *advLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *advLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// advEnv is one tetherd API served over real TLS.
+type advEnv struct {
+	t       *testing.T
+	ca      *testpki.CA
+	bundles *x509bundle.Set
+	mgr     *session.Manager
+	srv     *http.Server
+	addr    string
+	log     *advLog
+
+	mu     sync.Mutex
+	tokens []string // every token seen in the test: none may reach the log
+}
+
+type advOpts struct {
+	cfg      session.Config
+	tweakSrv func(*http.Server) // before it serves
+}
+
+func newAdvEnv(t *testing.T, o advOpts) *advEnv {
+	t.Helper()
+	e := &advEnv{t: t, ca: testpki.NewCA(t, "example.org"), log: &advLog{}}
+	e.bundles = x509bundle.NewSet(e.ca.Bundle())
+	logger := slog.New(slog.NewJSONHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	serverSVID := e.ca.Issue(t, advServerID)
+	cfg := o.cfg
+	cfg.Issuer, cfg.Logger = serverSVID.ID, logger
+	if cfg.LoginRate == 0 {
+		cfg.LoginRate = rate.Inf
+	}
+	var err error
+	if e.mgr, err = session.NewManager(cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.mgr.Close() })
+	admins, err := auth.ParsePolicy([]string{"spiffe://example.org/admin/*"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	intros, err := auth.ParsePolicy([]string{advGateway})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := server.NewHandler(server.Config{Sessions: e.mgr, Admins: admins, Introspectors: intros, Logger: logger})
+	src := &svid.StaticSource{SVID: serverSVID, Bundles: e.bundles}
+	e.srv = server.NewHTTPServer(h, auth.ServerTLSConfig(src, src), logger)
+	if o.tweakSrv != nil {
+		o.tweakSrv(e.srv)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.addr = ln.Addr().String()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = e.srv.ServeTLS(ln, "", "")
+	}()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := e.srv.Shutdown(ctx); err != nil {
+			_ = e.srv.Close()
+		}
+		<-done
+		e.checkLog()
+	})
+	return e
+}
+
+func (e *advEnv) remember(tokens ...string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.tokens = append(e.tokens, tokens...)
+}
+
+// checkLog: no panic was logged, and no token, nor its payload or signature,
+// nor a 16-character prefix of any of them, is in the log.
+func (e *advEnv) checkLog() {
+	t := e.t
+	log := e.log.String()
+	for _, bad := range []string{"panic", "goroutine "} {
+		if strings.Contains(log, bad) {
+			t.Errorf("the log mentions %q:\n%s", bad, log)
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, tok := range e.tokens {
+		needles := []string{tok}
+		if len(tok) >= 16 {
+			needles = append(needles, tok[:16])
+		}
+		for _, part := range strings.Split(tok, ".")[1:] {
+			if len(part) >= 16 {
+				needles = append(needles, part, part[:16])
+			}
+		}
+		for _, n := range needles {
+			if strings.Contains(log, n) {
+				t.Errorf("a token (or a part of one: %.24q...) is in the log", n)
+				break
+			}
+		}
+	}
+}
+
+// advClient is an mTLS client presenting s (valid or not), checking the
+// server's SVID as a SPIFFE client does. tlsMax, if set, caps the version.
+func (e *advEnv) client(s *x509svid.SVID, tlsMax uint16) *http.Client {
+	src := &svid.StaticSource{SVID: s, Bundles: e.bundles}
+	cfg := tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeID(spiffeid.RequireFromString(advServerID)))
+	cfg.MinVersion = tls.VersionTLS13
+	if tlsMax != 0 {
+		cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS12, tlsMax
+	}
+	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: false}
+	e.t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 20 * time.Second}
+}
+
+type advReply struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r advReply) code() api.Code {
+	var er api.ErrorResponse
+	if json.Unmarshal(r.body, &er) != nil || er.Error == nil {
+		return ""
+	}
+	return er.Error.Code
+}
+
+// do sends one request; headers are name/value pairs (repeatable).
+func (e *advEnv) do(c *http.Client, method, path string, body io.Reader, headers ...string) (advReply, error) {
+	req, err := http.NewRequest(method, "https://"+e.addr+path, body)
+	if err != nil {
+		return advReply{}, err
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Add(headers[i], headers[i+1])
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return advReply{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return advReply{status: resp.StatusCode, header: resp.Header, body: b}, err
+}
+
+func (e *advEnv) login(c *http.Client) (string, api.Session) {
+	e.t.Helper()
+	r, err := e.do(c, http.MethodPost, api.PathSessions, nil)
+	if err != nil || r.status != http.StatusCreated {
+		e.t.Fatalf("login: %v %d %s", err, r.status, r.body)
+	}
+	var lr api.LoginResponse
+	if err := json.Unmarshal(r.body, &lr); err != nil {
+		e.t.Fatal(err)
+	}
+	e.remember(lr.Token)
+	return lr.Token, lr.Session
+}
+
+// --- forging tokens with keys the attacker controls --------------------------
+
+func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+func b64JSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b64(b)
+}
+
+// tokenParts decodes a genuine token's header and claims.
+func tokenParts(t *testing.T, tok string) (header, claims map[string]any) {
+	t.Helper()
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a compact JWS: %d parts", len(parts))
+	}
+	for i, dst := range []*map[string]any{&header, &claims} {
+		raw, err := base64.RawURLEncoding.DecodeString(parts[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(raw, dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return header, claims
+}
+
+func signES256(t *testing.T, key *ecdsa.PrivateKey, header, claims map[string]any) string {
+	t.Helper()
+	input := b64JSON(t, header) + "." + b64JSON(t, claims)
+	h := sha256.Sum256([]byte(input))
+	r, s, err := ecdsa.Sign(rand.Reader, key, h[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := make([]byte, 64)
+	r.FillBytes(sig[:32])
+	s.FillBytes(sig[32:])
+	return input + "." + b64(sig)
+}
+
+func signHS256(t *testing.T, key []byte, header, claims map[string]any) string {
+	t.Helper()
+	input := b64JSON(t, header) + "." + b64JSON(t, claims)
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(input))
+	return input + "." + b64(m.Sum(nil))
+}
+
+func with(m map[string]any, kv ...any) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] == nil {
+			delete(out, kv[i].(string))
+			continue
+		}
+		out[kv[i].(string)] = kv[i+1]
+	}
+	return out
+}
+
+// recoverPublicKey finds tetherd's ES256 public key from two of its tokens,
+// as an attacker could (ECDSA public key recovery: each signature allows two
+// keys; the one both allow is it). The test then keys HS256 with it.
+func recoverPublicKey(t *testing.T, tok1, tok2 string) *ecdsa.PublicKey {
+	t.Helper()
+	c1, c2 := p256RecoverCandidates(t, tok1), p256RecoverCandidates(t, tok2)
+	for _, a := range c1 {
+		for _, b := range c2 {
+			if a.Equal(b) {
+				return a
+			}
+		}
+	}
+	t.Fatal("public key recovery found no common candidate")
+	return nil
+}
+
+func p256RecoverCandidates(t *testing.T, tok string) []*ecdsa.PublicKey {
+	t.Helper()
+	parts := strings.Split(tok, ".")
+	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
+	if err != nil || len(sig) != 64 {
+		t.Fatalf("not an ES256 signature: %v", err)
+	}
+	digest := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
+	curve := elliptic.P256().Params()
+	p, n := curve.P, curve.N
+	r, s := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
+	e := new(big.Int).SetBytes(digest[:])
+	// y² = x³ - 3x + b; p ≡ 3 (mod 4), so a root is (y²)^((p+1)/4).
+	y2 := new(big.Int).Exp(r, big.NewInt(3), p)
+	y2.Sub(y2, new(big.Int).Mul(big.NewInt(3), r))
+	y2.Add(y2, curve.B)
+	y2.Mod(y2, p)
+	y := new(big.Int).Exp(y2, new(big.Int).Rsh(new(big.Int).Add(p, big.NewInt(1)), 2), p)
+	rInv := new(big.Int).ModInverse(r, n)
+	var out []*ecdsa.PublicKey
+	for _, ry := range []*big.Int{y, new(big.Int).Sub(p, y)} {
+		R := affine{r, ry}
+		sR := R.mul(s, p)
+		eG := affine{curve.Gx, curve.Gy}.mul(e, p)
+		negEG := affine{eG.x, new(big.Int).Mod(new(big.Int).Neg(eG.y), p)}
+		Q := sR.add(negEG, p).mul(rInv, p)
+		if Q.x == nil {
+			continue
+		}
+		pub := &ecdsa.PublicKey{Curve: elliptic.P256(), X: Q.x, Y: Q.y}
+		if ecdsa.Verify(pub, digest[:], r, s) {
+			out = append(out, pub)
+		}
+	}
+	return out
+}
+
+// affine is a point of P-256 in affine coordinates (x == nil: infinity). A
+// plain textbook implementation, enough for a test to recover a public key.
+type affine struct{ x, y *big.Int }
+
+func (a affine) add(b affine, p *big.Int) affine {
+	switch {
+	case a.x == nil:
+		return b
+	case b.x == nil:
+		return a
+	}
+	var l *big.Int
+	if a.x.Cmp(b.x) == 0 {
+		if new(big.Int).Mod(new(big.Int).Add(a.y, b.y), p).Sign() == 0 {
+			return affine{}
+		}
+		// l = (3x² - 3) / 2y
+		num := new(big.Int).Mul(a.x, a.x)
+		num.Mul(num, big.NewInt(3))
+		num.Sub(num, big.NewInt(3))
+		den := new(big.Int).ModInverse(new(big.Int).Lsh(a.y, 1), p)
+		l = num.Mul(num, den)
+	} else {
+		num := new(big.Int).Sub(b.y, a.y)
+		den := new(big.Int).ModInverse(new(big.Int).Mod(new(big.Int).Sub(b.x, a.x), p), p)
+		l = num.Mul(num, den)
+	}
+	l.Mod(l, p)
+	x := new(big.Int).Mul(l, l)
+	x.Sub(x, a.x)
+	x.Sub(x, b.x)
+	x.Mod(x, p)
+	y := new(big.Int).Sub(a.x, x)
+	y.Mul(y, l)
+	y.Sub(y, a.y)
+	y.Mod(y, p)
+	return affine{x, y}
+}
+
+func (a affine) mul(k, p *big.Int) affine {
+	var acc affine
+	for i := k.BitLen() - 1; i >= 0; i-- {
+		acc = acc.add(acc, p)
+		if k.Bit(i) == 1 {
+			acc = acc.add(a, p)
+		}
+	}
+	return acc
+}
+
+// --- the table ----------------------------------------------------------------
+
+// TestAdversarialTokens: every forged, foreign, truncated, oversized or
+// misplaced token gets exactly the contract's answer over real TLS.
+func TestAdversarialTokens(t *testing.T) {
+	e := newAdvEnv(t, advOpts{})
+	aliceSVID := e.ca.Issue(t, advAlice)
+	alice := e.client(aliceSVID, 0)
+	aliceNewLeaf := e.client(e.ca.Issue(t, advAlice), 0) // alice after her SVID rotated
+	bob := e.client(e.ca.Issue(t, advBob), 0)
+
+	tok, _ := e.login(alice)
+	tok2, _ := e.login(alice)
+	header, claims := tokenParts(t, tok)
+	kid, _ := header["kid"].(string)
+	if header["alg"] != "ES256" || kid == "" {
+		t.Fatalf("unexpected genuine header %v", header)
+	}
+
+	// A key the attacker controls, and tetherd's public key recovered from
+	// two of its signatures.
+	attacker, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours := recoverPublicKey(t, tok, tok2)
+	spki, err := x509.MarshalPKIXPublicKey(ours)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwk, err := jose.JSONWebKey{Key: ours, KeyID: kid, Algorithm: "ES256", Use: "sig"}.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	point := elliptic.Marshal(elliptic.P256(), ours.X, ours.Y) //nolint:staticcheck // SA1019: the uncompressed point is one of the encodings an HS256 confusion attack tries
+	hsKeys := map[string][]byte{
+		"pem":   pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spki}),
+		"der":   spki,
+		"jwk":   jwk,
+		"point": point,
+	}
+
+	// Another tetherd instance: same issuer and same caller, its own key.
+	other, err := session.NewManager(session.Config{Issuer: spiffeid.RequireFromString(advServerID), LoginRate: rate.Inf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	aliceID := spiffeid.RequireFromString(advAlice)
+	foreignTok, _, err := other.Login(context.Background(), session.Peer{ID: aliceID, Fingerprint: svid.Fingerprint(aliceSVID.Certificates[0])})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	es := func(h, c map[string]any) string { return signES256(t, attacker, h, c) }
+	oursHdr := map[string]any{"alg": "ES256", "typ": "JWT", "kid": kid}
+	parts := strings.Split(tok, ".")
+	megabyte := strings.Repeat("a", 1_000_000)
+
+	type tcase struct {
+		name    string
+		client  *http.Client
+		headers []string // Authorization and friends, as name/value pairs
+		status  int
+		code    api.Code
+	}
+	bearer := func(t string) []string { return []string{"Authorization", "Bearer " + t} }
+	cases := []tcase{
+		{"ok/genuine", alice, bearer(tok), 200, ""},
+		{"fail/alg-none", alice, bearer(b64JSON(t, map[string]any{"alg": "none", "typ": "JWT", "kid": kid}) + "." + parts[1] + "."), 401, api.CodeInvalidToken},
+		{"fail/alg-none-with-signature", alice, bearer(b64JSON(t, map[string]any{"alg": "none", "kid": kid}) + "." + parts[1] + "." + parts[2]), 401, api.CodeInvalidToken},
+		{"fail/unknown-kid", alice, bearer(es(with(oursHdr, "kid", "zzzzzzzzzzzzzzzzzzzzzzzzzz"), claims)), 401, api.CodeInvalidToken},
+		{"fail/no-kid", alice, bearer(es(with(oursHdr, "kid", nil), claims)), 401, api.CodeInvalidToken},
+		{"fail/our-kid-attacker-key", alice, bearer(es(oursHdr, claims)), 401, api.CodeInvalidToken},
+		{"fail/embedded-jwk", alice, bearer(es(with(oursHdr, "jwk", json.RawMessage(mustJWK(t, &attacker.PublicKey))), claims)), 401, api.CodeInvalidToken},
+		{"fail/another-tetherd-instance", alice, bearer(foreignTok), 401, api.CodeInvalidToken},
+		{"fail/truncated-one-char", alice, bearer(tok[:len(tok)-1]), 401, api.CodeInvalidToken},
+		{"fail/truncated-half", alice, bearer(tok[:len(tok)/2]), 401, api.CodeInvalidToken},
+		{"fail/truncated-no-signature", alice, bearer(parts[0] + "." + parts[1]), 401, api.CodeInvalidToken},
+		{"fail/signature-of-another-token", alice, bearer(parts[0] + "." + parts[1] + "." + strings.Split(tok2, ".")[2]), 401, api.CodeInvalidToken},
+		{"fail/one-megabyte", alice, bearer(megabyte), 401, api.CodeInvalidToken},
+		{"fail/one-megabyte-after-genuine", alice, bearer(tok + megabyte), 401, api.CodeInvalidToken},
+		{"fail/two-authorization-headers", alice, append(bearer(tok), bearer(tok)...), 400, api.CodeBadRequest},
+		{"fail/two-authorization-headers-one-empty", alice, append(bearer(tok), "Authorization", ""), 400, api.CodeBadRequest},
+		{"fail/iss-number", alice, bearer(es(oursHdr, with(claims, "iss", 1))), 401, api.CodeInvalidToken},
+		{"fail/aud-array", alice, bearer(es(oursHdr, with(claims, "aud", []string{advServerID}))), 401, api.CodeInvalidToken},
+		{"fail/sub-number", alice, bearer(es(oursHdr, with(claims, "sub", 42))), 401, api.CodeInvalidToken},
+		{"fail/sub-bob", alice, bearer(es(oursHdr, with(claims, "sub", advBob))), 401, api.CodeInvalidToken},
+		{"fail/exp-string", alice, bearer(es(oursHdr, with(claims, "exp", "never"))), 401, api.CodeInvalidToken},
+		{"fail/exp-far-future", alice, bearer(es(oursHdr, with(claims, "exp", 1<<40))), 401, api.CodeInvalidToken},
+		{"fail/cnf-string", alice, bearer(es(oursHdr, with(claims, "cnf", "x"))), 401, api.CodeInvalidToken},
+		{"fail/cnf-missing", alice, bearer(es(oursHdr, with(claims, "cnf", nil))), 401, api.CodeInvalidToken},
+		{"fail/cnf-wrong", alice, bearer(es(oursHdr, with(claims, "cnf", map[string]any{"x5t#S256": svid.Fingerprint(e.ca.Issue(t, advAlice).Certificates[0])}))), 401, api.CodeInvalidToken},
+		{"fail/genuine-over-new-leaf", aliceNewLeaf, bearer(tok), 401, api.CodeCertificateRotated},
+		{"fail/genuine-from-bob", bob, bearer(tok), 401, api.CodeInvalidToken},
+		{"fail/query-string", alice, nil, 401, api.CodeMissingToken}, // path below carries it
+		{"fail/cookie", alice, []string{"Cookie", "token=" + tok}, 401, api.CodeMissingToken},
+		{"fail/no-scheme", alice, []string{"Authorization", tok}, 401, api.CodeMissingToken},
+		{"fail/token-with-space", alice, []string{"Authorization", "Bearer " + tok + " x"}, 401, api.CodeInvalidToken},
+	}
+	for name, key := range hsKeys {
+		cases = append(cases, tcase{"fail/hs256-keyed-with-our-public-key-" + name, alice,
+			bearer(signHS256(t, key, map[string]any{"alg": "HS256", "typ": "JWT", "kid": kid}, claims)), 401, api.CodeInvalidToken})
+	}
+	for _, c := range cases {
+		for i := 0; i+1 < len(c.headers); i += 2 {
+			if v, ok := strings.CutPrefix(c.headers[i+1], "Bearer "); ok {
+				e.remember(v)
+			}
+		}
+	}
+	e.remember(foreignTok)
+
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := api.PathSessionsSelf
+			if tc.name == "fail/query-string" {
+				path += "?access_token=" + tok
+			}
+			r, err := e.do(tc.client, http.MethodGet, path, nil, tc.headers...)
+			if err != nil {
+				t.Fatalf("no HTTP answer (a panic closes the connection): %v", err)
+			}
+			if r.status != tc.status || r.code() != tc.code {
+				t.Fatalf("got %d %q, want %d %q: %s", r.status, r.code(), tc.status, tc.code, r.body)
+			}
+			if r.status == http.StatusUnauthorized && r.header.Get("WWW-Authenticate") != api.WWWAuthenticate(tc.code) {
+				t.Fatalf("WWW-Authenticate %q", r.header.Get("WWW-Authenticate"))
+			}
+			if strings.Contains(string(r.body), tok) {
+				t.Fatal("the answer echoes the token")
+			}
+		})
+	}
+	// The same forgeries sent to introspection are inactive, never an error.
+	gw := e.client(e.ca.Issue(t, advGateway), 0)
+	fp := svid.Fingerprint(aliceSVID.Certificates[0])
+	for _, forged := range []string{foreignTok, es(oursHdr, claims), tok[:len(tok)-1], parts[0] + "." + parts[1] + "."} {
+		body := fmt.Sprintf(`{"token":%q,"cnf":{"x5t#S256":%q}}`, forged, fp)
+		r, err := e.do(gw, http.MethodPost, api.PathIntrospect, strings.NewReader(body))
+		if err != nil || r.status != 200 || strings.TrimSpace(string(r.body)) != `{"active":false}` {
+			t.Fatalf("introspect forged: %v %d %s", err, r.status, r.body)
+		}
+	}
+	// And the genuine token still works: nothing above disturbed the session.
+	if r, err := e.do(alice, http.MethodGet, api.PathSessionsSelf, nil, bearer(tok)...); err != nil || r.status != 200 {
+		t.Fatalf("genuine token after the attacks: %v %d", err, r.status)
+	}
+}
+
+func mustJWK(t *testing.T, pub *ecdsa.PublicKey) []byte {
+	t.Helper()
+	b, err := jose.JSONWebKey{Key: pub}.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestAdversarialHandshakes: a peer without a valid X.509 SVID of a trusted
+// trust domain, or speaking TLS 1.2, never gets past the handshake: no HTTP
+// answer at all, and the handler (which would log a security event) never
+// runs.
+func TestAdversarialHandshakes(t *testing.T) {
+	e := newAdvEnv(t, advOpts{})
+	evil := testpki.NewCA(t, "evil.org")
+	now := time.Now()
+	for _, tc := range []struct {
+		name   string
+		svid   *x509svid.SVID
+		tlsMax uint16
+	}{
+		{"fail/expired-leaf", e.ca.Issue(t, advAlice, testpki.WithValidity(now.Add(-2*time.Hour), now.Add(-time.Hour))), 0},
+		{"fail/not-yet-valid-leaf", e.ca.Issue(t, advAlice, testpki.WithValidity(now.Add(time.Hour), now.Add(2*time.Hour))), 0},
+		{"fail/two-spiffe-ids", e.ca.Issue(t, advAlice, testpki.WithURIs(advAlice, advBob)), 0},
+		{"fail/no-spiffe-id", e.ca.Issue(t, advAlice, testpki.WithURIs()), 0},
+		{"fail/https-uri-not-spiffe", e.ca.Issue(t, advAlice, testpki.WithURIs("https://example.org/admin/alice")), 0},
+		{"fail/ca-certificate-as-leaf", e.ca.Issue(t, advAlice, testpki.AsCA()), 0},
+		{"fail/foreign-trust-domain", evil.Issue(t, "spiffe://evil.org/admin/alice"), 0},
+		{"fail/foreign-ca-claims-our-trust-domain", evil.Issue(t, advAlice), 0},
+		{"fail/tls-1.2-client", e.ca.Issue(t, advAlice), tls.VersionTLS12},
+		{"fail/no-client-certificate", nil, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := e.log.String()
+			var c *http.Client
+			if tc.svid == nil {
+				cfg := tlsconfig.TLSClientConfig(e.bundles, tlsconfig.AuthorizeID(spiffeid.RequireFromString(advServerID)))
+				cfg.MinVersion = tls.VersionTLS13
+				tr := &http.Transport{TLSClientConfig: cfg}
+				t.Cleanup(tr.CloseIdleConnections)
+				c = &http.Client{Transport: tr, Timeout: 20 * time.Second}
+			} else {
+				c = e.client(tc.svid, tc.tlsMax)
+			}
+			// A login, the call that needs no token: refused at the handshake.
+			r, err := e.do(c, http.MethodPost, api.PathSessions, nil)
+			if err == nil {
+				t.Fatalf("got an HTTP answer %d %s; want the handshake refused", r.status, r.body)
+			}
+			after := strings.TrimPrefix(e.log.String(), before)
+			for _, ev := range []string{"session.created", "login.denied", "session.rejected"} {
+				if strings.Contains(after, ev) {
+					t.Fatalf("the handler ran (%s logged)", ev)
+				}
+			}
+		})
+	}
+	if n := e.mgr.Len(); n != 0 {
+		t.Fatalf("%d sessions exist after refused handshakes", n)
+	}
+	if !strings.Contains(e.log.String(), "TLS handshake error") {
+		t.Fatal("the refused handshakes were not logged (debug http.server)")
+	}
+}
+
+// TestSlowClients: the server's header, read and handshake timeouts close
+// connections that send too slowly, whatever they send. The timeouts are
+// shortened here through the *http.Server that NewHTTPServer returns.
+func TestSlowClients(t *testing.T) {
+	const (
+		headerTimeout = 300 * time.Millisecond
+		readTimeout   = 800 * time.Millisecond
+		bound         = 5 * time.Second // far above the timeouts, far below a hang
+	)
+	if server.ReadHeaderTimeout <= 0 || server.ReadTimeout <= 0 || server.MaxHeaderBytes <= 0 {
+		t.Fatal("the production server has no header/read timeout or header limit")
+	}
+	e := newAdvEnv(t, advOpts{tweakSrv: func(s *http.Server) {
+		if s.ReadHeaderTimeout != server.ReadHeaderTimeout || s.ReadTimeout != server.ReadTimeout {
+			t.Errorf("NewHTTPServer does not set the package's timeouts")
+		}
+		s.ReadHeaderTimeout, s.ReadTimeout = headerTimeout, readTimeout
+	}})
+	aliceSVID := e.ca.Issue(t, advAlice)
+	gwSVID := e.ca.Issue(t, advGateway)
+	dialTLS := func(t *testing.T, s *x509svid.SVID) *tls.Conn {
+		t.Helper()
+		src := &svid.StaticSource{SVID: s, Bundles: e.bundles}
+		cfg := tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeID(spiffeid.RequireFromString(advServerID)))
+		cfg.MinVersion = tls.VersionTLS13
+		conn, err := tls.Dial("tcp", e.addr, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		return conn
+	}
+	// closedWithin reads until the server closes the connection and returns
+	// what it sent; the test fails if that takes longer than bound.
+	closedWithin := func(t *testing.T, conn net.Conn, start time.Time) string {
+		t.Helper()
+		_ = conn.SetReadDeadline(start.Add(bound))
+		b, err := io.ReadAll(conn)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("the server held the connection for more than %s", bound)
+		}
+		return string(b)
+	}
+
+	t.Run("fail/no-client-hello", func(t *testing.T) {
+		conn, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		start := time.Now()
+		closedWithin(t, conn, start)
+		if d := time.Since(start); d < headerTimeout/2 {
+			t.Fatalf("closed after %s, before the timeout", d)
+		}
+	})
+	t.Run("fail/headers-never-finished", func(t *testing.T) {
+		conn := dialTLS(t, aliceSVID)
+		start := time.Now()
+		if _, err := io.WriteString(conn, "GET /v1/sessions/self HTTP/1.1\r\nHost: tetherd\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		if got := closedWithin(t, conn, start); !netHTTPRefusal(got) {
+			t.Fatalf("answered %q", got)
+		}
+	})
+	t.Run("fail/headers-dripped", func(t *testing.T) {
+		// One byte every 50ms keeps the connection busy, but the header
+		// deadline is absolute: it is cut at headerTimeout all the same.
+		conn := dialTLS(t, aliceSVID)
+		start := time.Now()
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tick := time.NewTicker(50 * time.Millisecond)
+			defer tick.Stop()
+			msg := "GET /v1/sessions/self HTTP/1.1\r\nHost: tetherd\r\nX-Slow: " + strings.Repeat("a", 1000)
+			for i := 0; i < len(msg); i++ {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				if _, err := conn.Write([]byte{msg[i]}); err != nil {
+					return
+				}
+			}
+		}()
+		got := closedWithin(t, conn, start)
+		close(stop)
+		wg.Wait()
+		if !netHTTPRefusal(got) {
+			t.Fatalf("answered %q", got)
+		}
+		if d := time.Since(start); d > headerTimeout+2*time.Second {
+			t.Fatalf("a dripping client held the connection for %s", d)
+		}
+	})
+	t.Run("fail/body-never-finished", func(t *testing.T) {
+		// An introspector announces 100 bytes and sends 10: the read
+		// deadline ends it with a 400 (the body is not a JSON object) or a
+		// closed connection, never a handler blocked forever.
+		conn := dialTLS(t, gwSVID)
+		start := time.Now()
+		req := "POST /v1/introspect HTTP/1.1\r\nHost: tetherd\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"token\":"
+		if _, err := io.WriteString(conn, req); err != nil {
+			t.Fatal(err)
+		}
+		got := closedWithin(t, conn, start)
+		if got != "" {
+			resp, err := http.ReadResponse(bufio.NewReader(strings.NewReader(got)), nil)
+			if err != nil {
+				t.Fatalf("not an HTTP answer: %q", got)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusBadRequest || (advReply{body: b}).code() != api.CodeBadRequest {
+				t.Fatalf("answered %d %s", resp.StatusCode, b)
+			}
+		}
+		if d := time.Since(start); d < readTimeout/2 {
+			t.Fatalf("ended after %s, before the read timeout", d)
+		}
+	})
+	t.Run("ok/normal-client-unaffected", func(t *testing.T) {
+		c := e.client(aliceSVID, 0)
+		tok, _ := e.login(c)
+		if r, err := e.do(c, http.MethodGet, api.PathSessionsSelf, nil, "Authorization", "Bearer "+tok); err != nil || r.status != 200 {
+			t.Fatalf("%v %d", err, r.status)
+		}
+	})
+}
+
+// netHTTPRefusal reports whether a timed-out request got nothing, or only
+// net/http's own bare 4xx (it answers "400 Bad Request" in plain text when
+// the deadline cuts a header line in two, before any handler of ours runs).
+func netHTTPRefusal(got string) bool {
+	return got == "" || strings.HasPrefix(got, "HTTP/1.1 4") || strings.HasPrefix(got, "HTTP/1.0 4")
+}
+
+// TestLoginHammering: an admin identity, or many, logging in as fast as they
+// can cannot grow the store past the caps: exactly the caps succeed, the rest
+// are 429 session_limit, and the store's size and estimated bytes stay at
+// the caps. Non-admins never reach the store.
+func TestLoginHammering(t *testing.T) {
+	const perIdentity, total = 16, 40
+	e := newAdvEnv(t, advOpts{cfg: session.Config{MaxSessions: total, MaxSessionsPerIdentity: perIdentity, SweepInterval: time.Hour}})
+	hammer := func(c *http.Client, goroutines, each int) (created, limited int) {
+		var ok, lim atomic.Int64
+		var wg sync.WaitGroup
+		for range goroutines {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range each {
+					r, err := e.do(c, http.MethodPost, api.PathSessions, nil)
+					switch {
+					case err != nil:
+						t.Errorf("login: %v", err)
+					case r.status == http.StatusCreated:
+						var lr api.LoginResponse
+						_ = json.Unmarshal(r.body, &lr)
+						e.remember(lr.Token)
+						ok.Add(1)
+					case r.status == http.StatusTooManyRequests && r.code() == api.CodeSessionLimit:
+						lim.Add(1)
+					default:
+						t.Errorf("login: %d %s", r.status, r.body)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		return int(ok.Load()), int(lim.Load())
+	}
+
+	alice := e.client(e.ca.Issue(t, advAlice), 0)
+	created, limited := hammer(alice, 8, 25)
+	if created != perIdentity || limited != 200-perIdentity || e.mgr.Len() != perIdentity {
+		t.Fatalf("one admin, 200 logins: %d created, %d limited, %d live; want %d, %d, %d",
+			created, limited, e.mgr.Len(), perIdentity, 200-perIdentity, perIdentity)
+	}
+
+	// Many admin identities: the global cap.
+	var others []*http.Client
+	for i := range 6 {
+		others = append(others, e.client(e.ca.Issue(t, fmt.Sprintf("spiffe://example.org/admin/user%d", i)), 0))
+	}
+	created = 0
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, c := range others {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n, _ := hammer(c, 2, 10)
+			mu.Lock()
+			created += n
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if created != total-perIdentity || e.mgr.Len() != total {
+		t.Fatalf("many admins: %d more created, %d live; want %d and %d", created, e.mgr.Len(), total-perIdentity, total)
+	}
+
+	// Non-admins: 403, and the store does not move.
+	web := e.client(e.ca.Issue(t, "spiffe://example.org/workload/web"), 0)
+	for range 50 {
+		r, err := e.do(web, http.MethodPost, api.PathSessions, nil)
+		if err != nil || r.status != http.StatusForbidden || r.code() != api.CodeNotAdmin {
+			t.Fatalf("non-admin login: %v %d %s", err, r.status, r.body)
+		}
+	}
+	if n := e.mgr.Len(); n != total {
+		t.Fatalf("%d live after non-admin logins, want %d", n, total)
+	}
+	if s, ok := e.mgr.Store().(interface{ EstimatedBytes() int64 }); ok {
+		per := s.EstimatedBytes() / int64(total)
+		if per <= 0 || per > 4096 {
+			t.Fatalf("estimated %d bytes per session", per)
+		}
+		t.Logf("store at the cap: %d sessions, ~%d bytes estimated", total, s.EstimatedBytes())
+	}
+}
+
+// TestLoginRateLimited: beyond the burst, one identity's logins are 429
+// rate_limited with a Retry-After in whole seconds, no session is created
+// for them, and other identities are not affected.
+func TestLoginRateLimited(t *testing.T) {
+	e := newAdvEnv(t, advOpts{cfg: session.Config{LoginRate: 0.5, LoginBurst: 3, SweepInterval: time.Hour}})
+	alice := e.client(e.ca.Issue(t, advAlice), 0)
+	for range 3 {
+		e.login(alice)
+	}
+	for range 20 {
+		r, err := e.do(alice, http.MethodPost, api.PathSessions, nil)
+		if err != nil || r.status != http.StatusTooManyRequests || r.code() != api.CodeRateLimited {
+			t.Fatalf("past the burst: %v %d %s", err, r.status, r.body)
+		}
+		secs, err := strconv.Atoi(r.header.Get("Retry-After"))
+		if err != nil || secs < 1 || secs > 2 {
+			t.Fatalf("Retry-After %q, want 1 or 2 seconds at 0.5 logins/s", r.header.Get("Retry-After"))
+		}
+	}
+	if n := e.mgr.Len(); n != 3 {
+		t.Fatalf("%d sessions after rate-limited logins, want 3", n)
+	}
+	bob := e.client(e.ca.Issue(t, advBob), 0)
+	e.login(bob)
+	if !strings.Contains(e.log.String(), `"reason":"login_rate"`) {
+		t.Fatal("the refusals were not logged as login.denied with reason login_rate")
+	}
+}
