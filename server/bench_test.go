@@ -185,6 +185,19 @@ func BenchmarkRequestBaseline(b *testing.B) {
 	loop(b, func() { do(b, c, http.MethodGet, url, "", http.StatusOK) })
 }
 
+// BenchmarkRequestTokenBaseline is BenchmarkRequestBaseline with the
+// session's bearer token in the request, which the trivial handler ignores:
+// next to BenchmarkRequestBaseline it is the cost of carrying the token, next
+// to BenchmarkRequestWithSession the cost of checking it and answering.
+func BenchmarkRequestTokenBaseline(b *testing.B) {
+	e := newBenchEnv(b)
+	c := e.client(true)
+	tok := login(b, c, e.serve(b, e.api(b, e.manager(b, session.Config{})))).Token
+	url := e.serve(b, trivial(http.StatusOK)) + api.PathSessionsSelf
+	do(b, c, http.MethodGet, url, tok, http.StatusOK)
+	loop(b, func() { do(b, c, http.MethodGet, url, tok, http.StatusOK) })
+}
+
 // BenchmarkLogin is a fresh TLS 1.3 handshake plus POST /v1/sessions. The
 // login rate limit is off and the caps are out of reach; each session is
 // revoked in-process after its login (a few microseconds) so the store stays
