@@ -1,0 +1,670 @@
+package main
+
+// Fault tests of the real tetherd binary (built by TestMain), driven as an
+// operator would drive it: the Workload API absent at start, lost and back
+// later, rotating the SVID under a running tetherd; SVID files replaced with
+// garbage or half-written, and reloaded on SIGHUP; SIGTERM draining an
+// in-flight request. The Workload API is internal/fakeworkload. Every wait
+// polls an observable (a log event, /readyz, /metrics, the certificate the
+// server presents) against a deadline; nothing sleeps on a guess.
+
+import (
+	"bufio"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc/codes"
+
+	"github.com/tetherproject/tether/internal/fakeworkload"
+	"github.com/tetherproject/tether/internal/testpki"
+	"github.com/tetherproject/tether/pkg/api"
+	"github.com/tetherproject/tether/svid"
+)
+
+const (
+	ftServerID = "spiffe://example.org/tetherd"
+	ftAdminID  = "spiffe://example.org/admin/alice"
+)
+
+// ftProc is a running tetherd process and its JSON log.
+type ftProc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	log    *ftLog
+	done   chan struct{}
+	exit   int
+	api    string // host:port of the API
+	health string // host:port of /healthz, /readyz, /metrics
+}
+
+// ftLog collects the process's stderr (JSON lines).
+type ftLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *ftLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *ftLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// events returns the log's JSON events named msg, in order.
+func (l *ftLog) events(msg string) []map[string]any {
+	var out []map[string]any
+	for _, line := range strings.Split(l.String(), "\n") {
+		var ev map[string]any
+		if json.Unmarshal([]byte(line), &ev) == nil && ev["msg"] == msg {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// ftStart starts tetherd with args plus free loopback ports and JSON logs.
+// It does not wait for it to serve.
+func ftStart(t *testing.T, args ...string) *ftProc {
+	t.Helper()
+	p := &ftProc{t: t, log: &ftLog{}, done: make(chan struct{})}
+	args = append(args, "--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "debug")
+	p.cmd = exec.Command(tetherdBinary, args...)
+	p.cmd.Stderr = p.log
+	p.cmd.Stdout = io.Discard
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(p.done)
+		err := p.cmd.Wait()
+		var ee *exec.ExitError
+		switch {
+		case err == nil:
+			p.exit = 0
+		case errors.As(err, &ee):
+			p.exit = ee.ExitCode()
+		default:
+			p.exit = -1
+		}
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("tetherd log:\n%s", p.log)
+		}
+	})
+	return p
+}
+
+// ftServe starts tetherd and waits until it has logged tetherd.started.
+func ftServe(t *testing.T, args ...string) *ftProc {
+	t.Helper()
+	p := ftStart(t, args...)
+	ev := p.waitEvent("tetherd.started", 1, 20*time.Second)
+	p.api, _ = ev["listen"].(string)
+	p.health, _ = ev["health_listen"].(string)
+	if p.api == "" || p.health == "" {
+		t.Fatalf("tetherd.started without addresses: %v", ev)
+	}
+	return p
+}
+
+// ftWait polls cond every 20ms until it holds or within passes.
+func ftWait(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		<-tick.C
+	}
+}
+
+// waitEvent waits for the n-th event named msg and returns it.
+func (p *ftProc) waitEvent(msg string, n int, within time.Duration) map[string]any {
+	p.t.Helper()
+	var evs []map[string]any
+	ftWait(p.t, within, fmt.Sprintf("log event %s #%d", msg, n), func() bool {
+		evs = p.log.events(msg)
+		return len(evs) >= n || p.exited()
+	})
+	if len(evs) < n {
+		p.t.Fatalf("tetherd exited (%d) before logging %s", p.exit, msg)
+	}
+	return evs[n-1]
+}
+
+func (p *ftProc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// waitExit waits for the process to end and returns its exit code.
+func (p *ftProc) waitExit(within time.Duration) int {
+	p.t.Helper()
+	select {
+	case <-p.done:
+		return p.exit
+	case <-time.After(within):
+		p.t.Fatalf("tetherd still running after %s", within)
+		return -1
+	}
+}
+
+var ftHTTP = &http.Client{Timeout: 5 * time.Second}
+
+// readyz returns /readyz's status and body (0 if it does not answer).
+func (p *ftProc) readyz() (int, string) {
+	resp, err := ftHTTP.Get("http://" + p.health + api.PathReadyz)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func (p *ftProc) waitReady(want int, within time.Duration) string {
+	p.t.Helper()
+	var body string
+	ftWait(p.t, within, fmt.Sprintf("/readyz %d", want), func() bool {
+		var got int
+		got, body = p.readyz()
+		return got == want
+	})
+	return body
+}
+
+var ftMetricLine = regexp.MustCompile(`(?m)^tether_identity_reload_failures_total (\S+)$`)
+
+// reloadFailures reads tether_identity_reload_failures_total from /metrics.
+func (p *ftProc) reloadFailures() int {
+	p.t.Helper()
+	resp, err := ftHTTP.Get("http://" + p.health + api.PathMetrics)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	m := ftMetricLine.FindSubmatch(b)
+	if m == nil {
+		p.t.Fatalf("no tether_identity_reload_failures_total in /metrics")
+	}
+	v, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return int(v)
+}
+
+// servedLeaf connects to the API as client and returns the fingerprint of
+// the leaf the server presents ("" if the handshake fails). It does not
+// check the server's certificate: it observes which one is served, expired
+// ones included.
+func (p *ftProc) servedLeaf(client *x509svid.SVID) string {
+	cfg := &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		Certificates:       []tls.Certificate{testpki.TLSCertificate(client)},
+		InsecureSkipVerify: true, //nolint:gosec // G402: observes which certificate tetherd serves, expired ones included; nothing is sent
+	}
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	conn, err := tls.DialWithDialer(d, "tcp", p.api, cfg)
+	if err != nil {
+		return ""
+	}
+	defer conn.Close()
+	certs := conn.ConnectionState().PeerCertificates
+	if len(certs) == 0 {
+		return ""
+	}
+	return svid.Fingerprint(certs[0])
+}
+
+func (p *ftProc) waitServedLeaf(client, want *x509svid.SVID, within time.Duration) {
+	p.t.Helper()
+	fp := svid.Fingerprint(want.Certificates[0])
+	ftWait(p.t, within, "tetherd to serve leaf "+fp, func() bool { return p.servedLeaf(client) == fp })
+}
+
+// apiClient is an mTLS client of the API presenting s (it does not check
+// the server, whose SVID may be expired on purpose).
+func (p *ftProc) apiClient(s *x509svid.SVID) *http.Client {
+	tr := &http.Transport{TLSClientConfig: &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		Certificates:       []tls.Certificate{testpki.TLSCertificate(s)},
+		InsecureSkipVerify: true, //nolint:gosec // G402: the server's SVID is the subject of these tests, not the client's check
+	}}
+	p.t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+}
+
+func (p *ftProc) call(c *http.Client, method, path, token string) (int, []byte) {
+	p.t.Helper()
+	req, err := http.NewRequest(method, "https://"+p.api+path, nil)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		p.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+func (p *ftProc) login(c *http.Client) string {
+	p.t.Helper()
+	status, body := p.call(c, http.MethodPost, api.PathSessions, "")
+	if status != http.StatusCreated {
+		p.t.Fatalf("login: %d %s", status, body)
+	}
+	var lr api.LoginResponse
+	if err := json.Unmarshal(body, &lr); err != nil {
+		p.t.Fatal(err)
+	}
+	return lr.Token
+}
+
+// ftSocket returns a short unix socket path (they are limited to ~107 bytes).
+func ftSocket(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "tfw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return filepath.Join(dir, "api.sock")
+}
+
+// TestFaultWorkloadAPIAbsentAtStart: with no Workload API (no socket), or one
+// that issues this process no identity, tetherd exits non-zero within its
+// --startup-timeout with one clear line naming the address.
+func TestFaultWorkloadAPIAbsentAtStart(t *testing.T) {
+	denying := fakeworkload.New(ftSocket(t))
+	if err := denying.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(denying.Stop)
+	denying.SetError(codes.PermissionDenied, "no identity issued")
+
+	for name, addr := range map[string]string{
+		"fail/no-socket":           "unix://" + ftSocket(t),
+		"fail/permission-denied":   denying.Addr(),
+		"fail/nothing-on-tcp-port": "tcp://127.0.0.1:1",
+	} {
+		t.Run(name, func(t *testing.T) {
+			const timeout = 1500 * time.Millisecond
+			start := time.Now()
+			p := ftStart(t, "--workload-api", addr, "--startup-timeout", timeout.String(), "--admin", ftAdminID)
+			code := p.waitExit(timeout + 10*time.Second)
+			took := time.Since(start)
+			if code == 0 {
+				t.Fatal("exit 0 without an identity")
+			}
+			if took < timeout {
+				t.Fatalf("gave up after %s, before the %s startup timeout", took, timeout)
+			}
+			var last string
+			for _, line := range strings.Split(strings.TrimSpace(p.log.String()), "\n") {
+				last = line
+			}
+			want := "no X.509 SVID from the Workload API at " + addr
+			if !strings.HasPrefix(last, "tetherd: ") || !strings.Contains(last, want) {
+				t.Fatalf("last line %q, want one clear line containing %q", last, want)
+			}
+			t.Logf("exit %d after %s: %s", code, took.Round(time.Millisecond), last)
+		})
+	}
+}
+
+// TestFaultWorkloadAPIRotationLossAndReturn: tetherd follows a rotation of
+// its SVID without a restart (sessions survive it); when the Workload API
+// goes away it keeps serving on its current SVID, /readyz turns 503 when that
+// SVID expires and says so, and all recovers when the Workload API returns.
+func TestFaultWorkloadAPIRotationLossAndReturn(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for an SVID to expire and for go-spiffe to reconnect")
+	}
+	ca := testpki.NewCA(t, "example.org")
+	fw := fakeworkload.New(ftSocket(t))
+	first := ca.Issue(t, ftServerID)
+	if err := fw.SetSVID(first, ca.Bundle()); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fw.Stop)
+
+	p := ftServe(t, "--workload-api", fw.Addr(), "--startup-timeout", "10s", "--admin", "spiffe://example.org/admin/*")
+	pid := p.cmd.Process.Pid
+	p.waitReady(http.StatusOK, 10*time.Second)
+	alice := ca.Issue(t, ftAdminID)
+	p.waitServedLeaf(alice, first, 10*time.Second)
+	c := p.apiClient(alice)
+	tok := p.login(c)
+
+	// Rotation: the new SVID is served on new connections, same process,
+	// and the session lives on.
+	second := ca.Issue(t, ftServerID)
+	if err := fw.SetSVID(second, ca.Bundle()); err != nil {
+		t.Fatal(err)
+	}
+	p.waitServedLeaf(alice, second, 10*time.Second)
+	c.CloseIdleConnections()
+	if status, body := p.call(c, http.MethodGet, api.PathSessionsSelf, tok); status != http.StatusOK {
+		t.Fatalf("session after rotation: %d %s", status, body)
+	}
+	if p.exited() || p.cmd.Process.Pid != pid {
+		t.Fatal("tetherd restarted")
+	}
+
+	// An SVID about to expire, then the Workload API goes away.
+	const lifetime = 4 * time.Second
+	now := time.Now()
+	short := ca.Issue(t, ftServerID, testpki.WithValidity(now.Add(-time.Minute), now.Add(lifetime)))
+	if err := fw.SetSVID(short, ca.Bundle()); err != nil {
+		t.Fatal(err)
+	}
+	p.waitServedLeaf(alice, short, 10*time.Second)
+	fw.Stop()
+
+	// Still serving on the current SVID while it is valid.
+	if status, body := p.readyz(); status != http.StatusOK && time.Now().Before(now.Add(lifetime)) {
+		t.Fatalf("/readyz %d (%s) while the current SVID is still valid", status, body)
+	}
+	if fp := p.servedLeaf(alice); fp != svid.Fingerprint(short.Certificates[0]) {
+		t.Fatalf("serving leaf %q after the loss, want the current SVID", fp)
+	}
+	// Expired: /readyz says so.
+	body := p.waitReady(http.StatusServiceUnavailable, lifetime+10*time.Second)
+	if !strings.Contains(body, "expired") {
+		t.Fatalf("/readyz 503 says %q, want the SVID's expiry", body)
+	}
+	if status, _ := ftHTTPGet("http://" + p.health + api.PathHealthz); status != http.StatusOK {
+		t.Fatalf("/healthz %d: the process is alive and should say so", status)
+	}
+
+	// The Workload API returns with a fresh SVID: ready again, no restart.
+	back := ca.Issue(t, ftServerID)
+	if err := fw.SetSVID(back, ca.Bundle()); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p.waitReady(http.StatusOK, 45*time.Second) // go-spiffe retries with a linear backoff
+	p.waitServedLeaf(alice, back, 10*time.Second)
+	c.CloseIdleConnections()
+	if status, body := p.call(c, http.MethodGet, api.PathSessionsSelf, tok); status != http.StatusOK {
+		t.Fatalf("session after the Workload API returned: %d %s", status, body)
+	}
+	if p.exited() {
+		t.Fatal("tetherd exited")
+	}
+
+	// SIGTERM: a clean exit.
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.waitExit(15 * time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGTERM", code)
+	}
+}
+
+func ftHTTPGet(url string) (int, string) {
+	resp, err := ftHTTP.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// ftReplace writes data to path atomically (a temporary file, then a rename),
+// so that each step of a test is exactly one change of the files.
+func ftReplace(t *testing.T, path string, data []byte) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFaultSVIDFiles: garbage or half-written SVID files never replace the
+// last good identity; each bad change is logged and counted in
+// tether_identity_reload_failures_total; a good change is taken without a
+// restart; SIGHUP reloads (even a bad state the poll will not retry).
+func TestFaultSVIDFiles(t *testing.T) {
+	ca := testpki.NewCA(t, "example.org")
+	dir := t.TempDir()
+	first := ca.Issue(t, ftServerID)
+	files := ca.WriteFiles(t, dir, "tetherd", first)
+	p := ftServe(t, "--svid-cert", files.Cert, "--svid-key", files.Key, "--bundle", files.Bundle,
+		"--admin", "spiffe://example.org/admin/*")
+	p.waitReady(http.StatusOK, 10*time.Second)
+	alice := ca.Issue(t, ftAdminID)
+	p.waitServedLeaf(alice, first, 5*time.Second)
+	c := p.apiClient(alice)
+	tok := p.login(c)
+	if n := p.reloadFailures(); n != 0 {
+		t.Fatalf("%d reload failures at start", n)
+	}
+
+	stillFirst := func(step string) {
+		t.Helper()
+		if fp := p.servedLeaf(alice); fp != svid.Fingerprint(first.Certificates[0]) {
+			t.Fatalf("%s: serving %q, want the last good SVID", step, fp)
+		}
+		if status, body := p.readyz(); status != http.StatusOK {
+			t.Fatalf("%s: /readyz %d %s", step, status, body)
+		}
+		c.CloseIdleConnections()
+		if status, body := p.call(c, http.MethodGet, api.PathSessionsSelf, tok); status != http.StatusOK {
+			t.Fatalf("%s: session refused %d %s", step, status, body)
+		}
+	}
+
+	certPEM, err := os.ReadFile(files.Cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name string
+		data []byte
+	}{
+		{"garbage", []byte("this is not a PEM file\n")},
+		{"half-written", certPEM[:len(certPEM)/2]},
+		{"empty", nil},
+	}
+	for i, step := range steps {
+		ftReplace(t, files.Cert, step.data)
+		ev := p.waitEvent("identity.reload_failed", i+1, 10*time.Second)
+		if msg, _ := ev["error"].(string); !strings.Contains(msg, files.Cert) {
+			t.Fatalf("%s: reload_failed does not name the file: %v", step.name, ev)
+		}
+		ftWait(t, 5*time.Second, "the failure counted", func() bool { return p.reloadFailures() == i+1 })
+		stillFirst(step.name)
+	}
+
+	// SIGHUP retries the current (bad) files at once, although the poll
+	// does not try a state it already refused: one more failure, counted.
+	_ = p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitEvent("identity.reload_requested", 1, 5*time.Second)
+	p.waitEvent("identity.reload_failed", len(steps)+1, 5*time.Second)
+	ftWait(t, 5*time.Second, "the SIGHUP failure counted", func() bool { return p.reloadFailures() == len(steps)+1 })
+	stillFirst("sighup-bad")
+
+	// A good new SVID (key first, then certificate; spiffe-helper's order
+	// does not matter for the outcome) is taken without a restart, on
+	// SIGHUP or the poll, whichever comes first.
+	second := ca.Issue(t, ftServerID)
+	certPEM2, keyPEM2, err := second.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ftReplace(t, files.Key, keyPEM2)
+	ftReplace(t, files.Cert, certPEM2)
+	_ = p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitServedLeaf(alice, second, 10*time.Second)
+	p.waitEvent("identity.reloaded", 1, 5*time.Second)
+	if status, body := p.readyz(); status != http.StatusOK {
+		t.Fatalf("/readyz %d %s after a good reload", status, body)
+	}
+	c.CloseIdleConnections()
+	if status, body := p.call(c, http.MethodGet, api.PathSessionsSelf, tok); status != http.StatusOK {
+		t.Fatalf("session after the reload: %d %s", status, body)
+	}
+	if strings.Contains(p.log.String(), tok[:16]) {
+		t.Fatal("a token is in the log")
+	}
+
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.waitExit(15 * time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGTERM", code)
+	}
+}
+
+// TestFaultSIGTERMDrains: SIGTERM stops accepting connections at once, lets
+// a request that is in flight finish with its answer, and exits 0; a request
+// that does not finish is cut at --shutdown-timeout.
+func TestFaultSIGTERMDrains(t *testing.T) {
+	dir := t.TempDir()
+	p := ftServe(t, "dev", "--dir", dir, "--shutdown-timeout", "20s")
+	p.waitReady(http.StatusOK, 10*time.Second)
+
+	// The dev mode's non-admin is its introspector. It starts a request
+	// whose body it holds back; "Expect: 100-continue" makes the server
+	// say when the handler begins to read the body: in flight.
+	conn := ftInFlight(t, p, dir)
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	p.waitEvent("tetherd.stopping", 1, 10*time.Second)
+	ftWait(t, 10*time.Second, "the API listener to close", func() bool {
+		c, err := net.DialTimeout("tcp", p.api, time.Second)
+		if err != nil {
+			return true
+		}
+		_ = c.Close()
+		return false
+	})
+	if p.exited() {
+		t.Fatal("tetherd exited with a request in flight")
+	}
+
+	// Finish the request: it is answered, then tetherd exits 0.
+	if _, err := io.WriteString(conn, `"x","cnf":{"x5t#S256":"y"}}`); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("the in-flight request got no answer: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(b)) != `{"active":false}` {
+		t.Fatalf("in-flight request answered %d %s", resp.StatusCode, b)
+	}
+	if code := p.waitExit(15 * time.Second); code != 0 {
+		t.Fatalf("exit %d after draining", code)
+	}
+	p.waitEvent("tetherd.stopped", 1, time.Second)
+
+	t.Run("bounded", func(t *testing.T) {
+		dir := t.TempDir()
+		p := ftServe(t, "dev", "--dir", dir, "--shutdown-timeout", "1s")
+		p.waitReady(http.StatusOK, 10*time.Second)
+		conn := ftInFlight(t, p, dir) // never finished
+		defer conn.Close()
+		start := time.Now()
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		code := p.waitExit(10 * time.Second)
+		if took := time.Since(start); took > 6*time.Second {
+			t.Fatalf("took %s to exit with a 1s shutdown timeout", took)
+		}
+		// A drain cut short is reported: exit 1 and a line saying why.
+		if code != 1 || !strings.Contains(p.log.String(), "draining the API") {
+			t.Fatalf("exit %d; want 1 and the reason", code)
+		}
+	})
+}
+
+// ftInFlight opens a TLS connection as dev mode's introspector and starts a
+// POST /v1/introspect whose body it holds back, returning once the handler
+// is reading the body (the server sent 100 Continue).
+func ftInFlight(t *testing.T, p *ftProc, dir string) *tls.Conn {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "user.pem"), filepath.Join(dir, "user.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", p.api, &tls.Config{
+		MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert},
+		InsecureSkipVerify: true, //nolint:gosec // G402: the test drives tetherd's shutdown, not the client's check
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := `{"token":"x","cnf":{"x5t#S256":"y"}}`
+	_, err = io.WriteString(conn, "POST /v1/introspect HTTP/1.1\r\nHost: tetherd\r\nContent-Type: application/json\r\n"+
+		"Expect: 100-continue\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+`{"token":`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Read exactly the interim answer: its status line and the empty line.
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	status, err := br.ReadString('\n')
+	if err != nil || !strings.HasPrefix(status, "HTTP/1.1 100") {
+		t.Fatalf("no 100 Continue: %q %v", status, err)
+	}
+	if blank, err := br.ReadString('\n'); err != nil || blank != "\r\n" {
+		t.Fatalf("100 Continue not followed by an empty line: %q %v", blank, err)
+	}
+	if br.Buffered() != 0 {
+		t.Fatal("unexpected bytes after 100 Continue")
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	return conn
+}
