@@ -20,7 +20,7 @@ import (
 )
 
 func TestHealth(t *testing.T) {
-	var notReady error = errors.New("svid: SVID expired at 2026-11-25T00:00:00Z")
+	notReady := errors.New("svid: SVID expired at 2026-11-25T00:00:00Z")
 	var state error
 	reg := prometheus.NewRegistry()
 	srv := httptest.NewServer(server.Health(func() error { return state }, reg))
@@ -54,7 +54,7 @@ func TestMetrics(t *testing.T) {
 		LoginRate: rate.Inf, Metrics: metrics, Now: clk.Now, SweepInterval: time.Hour,
 	})
 	require.NoError(t, err)
-	defer m.Close()
+	defer func() { require.NoError(t, m.Close()) }()
 	session.RegisterStoreGauges(reg, m)
 	ctx := context.Background()
 	alice := session.Peer{ID: spiffeid.RequireFromString("spiffe://example.org/admin/alice"), Fingerprint: "fp1"}

@@ -83,7 +83,7 @@ func (k *tokenKeys) verify(token string, issuer string) (*claims, error) {
 	if len(token) > MaxTokenBytes || strings.Count(token, ".") != 2 {
 		return nil, reject(api.CodeInvalidToken, ReasonMalformed)
 	}
-	jws, err := jose.ParseSigned(token, []jose.SignatureAlgorithm{jose.ES256})
+	jws, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {
 		return nil, reject(api.CodeInvalidToken, ReasonMalformed)
 	}

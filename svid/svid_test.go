@@ -66,7 +66,7 @@ func TestFileSource(t *testing.T) {
 		Interval: 10 * time.Millisecond, OnReload: rl.record,
 	})
 	require.NoError(t, err)
-	defer src.Close()
+	t.Cleanup(func() { _ = src.Close() })
 
 	got, err := src.GetX509SVID()
 	require.NoError(t, err)

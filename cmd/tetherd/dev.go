@@ -95,7 +95,7 @@ func prepareDev(dir string) (*devSetup, error) {
 		admins:        admins,
 		introspectors: introspectors,
 		announce: func(w io.Writer, apiAddr string) {
-			fmt.Fprintf(w, `# tetherd dev: throwaway trust domain %s, files in %s
+			_, _ = fmt.Fprintf(w, `# tetherd dev: throwaway trust domain %s, files in %s
 # admin: %s   non-admin (introspector): %s
 export TETHER_SERVER=https://%s
 export TETHER_SERVER_ID=%s

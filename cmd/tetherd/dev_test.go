@@ -89,7 +89,7 @@ func TestDevMode(t *testing.T) {
 	post := func(c *http.Client) (int, []byte) {
 		resp, err := c.Post(exports["TETHER_SERVER"]+api.PathSessions, "application/json", nil)
 		require.NoError(t, err)
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		var buf bytes.Buffer
 		_, _ = buf.ReadFrom(resp.Body)
 		return resp.StatusCode, buf.Bytes()

@@ -63,7 +63,7 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintf(stderr, "tetherd: %v\n", err)
+	_, _ = fmt.Fprintf(stderr, "tetherd: %v\n", err)
 	var ue *usageError
 	if errors.As(err, &ue) || isCobraUsage(err) {
 		return 2

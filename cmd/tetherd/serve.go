@@ -86,7 +86,7 @@ func serve(cmd *cobra.Command, o *options, dev *devSetup) error {
 			return err
 		}
 	}
-	defer src.Close()
+	defer func() { _ = src.Close() }() // nothing to do about a failed close at exit
 	own, err := src.GetX509SVID()
 	if err != nil {
 		return fmt.Errorf("no SVID: %w", err)
@@ -103,7 +103,7 @@ func serve(cmd *cobra.Command, o *options, dev *devSetup) error {
 	if err != nil {
 		return err
 	}
-	defer mgr.Close()
+	defer func() { _ = mgr.Close() }()
 	session.RegisterStoreGauges(reg, mgr)
 
 	// Listeners.
