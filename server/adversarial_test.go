@@ -301,17 +301,16 @@ func signHS256(t *testing.T, key []byte, header, claims map[string]any) string {
 	return input + "." + b64(m.Sum(nil))
 }
 
-func with(m map[string]any, kv ...any) map[string]any {
+// with returns a copy of m with key set to value (deleted if value is nil).
+func with(m map[string]any, key string, value any) map[string]any {
 	out := make(map[string]any, len(m))
 	for k, v := range m {
 		out[k] = v
 	}
-	for i := 0; i+1 < len(kv); i += 2 {
-		if kv[i+1] == nil {
-			delete(out, kv[i].(string))
-			continue
-		}
-		out[kv[i].(string)] = kv[i+1]
+	if value == nil {
+		delete(out, key)
+	} else {
+		out[key] = value
 	}
 	return out
 }
@@ -362,7 +361,14 @@ func p256RecoverCandidates(t *testing.T, tok string) []*ecdsa.PublicKey {
 		if Q.x == nil {
 			continue
 		}
-		pub := &ecdsa.PublicKey{Curve: elliptic.P256(), X: Q.x, Y: Q.y}
+		uncompressed := make([]byte, 65)
+		uncompressed[0] = 4
+		Q.x.FillBytes(uncompressed[1:33])
+		Q.y.FillBytes(uncompressed[33:])
+		pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), uncompressed)
+		if err != nil {
+			continue
+		}
 		if ecdsa.Verify(pub, digest[:], r, s) {
 			out = append(out, pub)
 		}
@@ -454,7 +460,10 @@ func TestAdversarialTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	point := elliptic.Marshal(elliptic.P256(), ours.X, ours.Y) //nolint:staticcheck // SA1019: the uncompressed point is one of the encodings an HS256 confusion attack tries
+	point, err := ours.Bytes() // the uncompressed point
+	if err != nil {
+		t.Fatal(err)
+	}
 	hsKeys := map[string][]byte{
 		"pem":   pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spki}),
 		"der":   spki,
