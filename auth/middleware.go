@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -108,7 +109,8 @@ func (m *Middleware) peer(w http.ResponseWriter, r *http.Request) (*http.Request
 // reject logs, counts and answers a refusal decided by the middleware.
 func (m *Middleware) reject(w http.ResponseWriter, r *http.Request, p Peer, err error) {
 	reason := "peer"
-	if e, ok := err.(*api.Error); ok {
+	var e *api.Error
+	if errors.As(err, &e) {
 		reason = string(e.Code)
 	}
 	m.Metrics.Rejected(reason)
