@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -193,7 +194,8 @@ func (m *Manager) Login(ctx context.Context, peer Peer) (string, Info, error) {
 	r := NewRecord(id, peer.ID, now.UnixNano(), exp.UnixNano(), &Binding{Token: hashToken(tok), Fingerprint: peer.Fingerprint})
 	if err := m.store.Insert(r, m.limits); err != nil {
 		reason := ReasonLimitTotal
-		if se, ok := err.(*Error); ok {
+		var se *Error
+		if errors.As(err, &se) {
 			reason = se.Reason
 		}
 		m.event(ctx, slog.LevelWarn, "login.denied", peer, slog.String("reason", reason))
@@ -289,7 +291,10 @@ func (m *Manager) lookup(ctx context.Context, token string, peer Peer, now int64
 func (m *Manager) classifyUnknown(ctx context.Context, token string, peer Peer) error {
 	c, err := m.keys.verify(token, m.iss)
 	if err != nil {
-		se := err.(*Error)
+		var se *Error
+		if !errors.As(err, &se) { // verify returns only *Error; never panic if that changes
+			se = &Error{Code: api.CodeInvalidToken, Reason: ReasonMalformed}
+		}
 		return m.rejected(ctx, peer, "", se.Code, se.Reason)
 	}
 	if c.Subject != peer.ID.String() {
