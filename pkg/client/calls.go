@@ -146,7 +146,7 @@ func (c *Client) Introspect(ctx context.Context, token, fp string) (*api.Introsp
 		return nil, wrapf("introspect", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.send(req)
+	resp, err := c.send(req) //nolint:bodyclose // decode closes it
 	if err != nil {
 		return nil, wrapf("introspect", err)
 	}
@@ -171,7 +171,7 @@ func (c *Client) call(ctx context.Context, method, path, sub string, query url.V
 		return err
 	}
 	req.Header.Set("Accept", "application/json")
-	resp, err := c.roundTrip(req)
+	resp, err := c.roundTrip(req) //nolint:bodyclose // readError, drain or decode closes it below
 	if err != nil {
 		return err
 	}
