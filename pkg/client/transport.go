@@ -162,7 +162,7 @@ func (c *Client) rebind(ctx context.Context, token string) (string, *api.Session
 
 // issue sends a login or rebind request and stores the token it answers.
 func (c *Client) issue(req *http.Request) (string, *api.Session, error) {
-	resp, err := c.send(req)
+	resp, err := c.send(req) //nolint:bodyclose // decode closes it
 	if err != nil {
 		return "", nil, err
 	}
