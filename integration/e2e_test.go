@@ -285,7 +285,7 @@ func TestAgentOutage(t *testing.T) {
 		now := time.Now()
 		code, err := s.tetherd.readyz(ctx)
 		if err != nil {
-			return wait.Stop(fmt.Errorf("/readyz: %v", err))
+			return wait.Stop(fmt.Errorf("/readyz: %w", err))
 		}
 		switch code {
 		case http.StatusOK:
