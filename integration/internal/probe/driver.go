@@ -99,7 +99,7 @@ func Start(ctx context.Context, cfg Config) (*Probe, error) {
 	case r, ok := <-pr.results:
 		switch {
 		case !ok:
-			err = fmt.Errorf("probe as %s: exited before it was ready: %v", cfg.User, pr.readErr)
+			err = fmt.Errorf("probe as %s: exited before it was ready: %w", cfg.User, pr.readErr)
 		case r.Error != "":
 			err = fmt.Errorf("probe as %s: %s", cfg.User, r.Error)
 		case r.SVID == nil:
@@ -157,7 +157,7 @@ func (pr *Probe) Do(ctx context.Context, c Command) (Result, error) {
 		select {
 		case r, ok := <-pr.results:
 			if !ok {
-				return Result{}, fmt.Errorf("probe as %s: exited: %v", pr.user, pr.readErr)
+				return Result{}, fmt.Errorf("probe as %s: exited: %w", pr.user, pr.readErr)
 			}
 			if r.Seq != c.Seq {
 				continue // the answer to an earlier command that timed out
