@@ -303,7 +303,7 @@ func (c *Cluster) startServer(ctx context.Context) error {
 	defer cancel()
 	err = wait.Until(ctx, 100*time.Millisecond, func(ctx context.Context) error {
 		if p.Exited() {
-			return fmt.Errorf("spire-server exited: %v", p.WaitErr())
+			return fmt.Errorf("spire-server exited: %w", exitErr(p.WaitErr()))
 		}
 		_, err := c.serverCmd(ctx, "healthcheck")
 		return err
@@ -344,7 +344,7 @@ func (c *Cluster) startAgent(ctx context.Context, joinToken string) error {
 	defer cancel()
 	err = wait.Until(ctx, 100*time.Millisecond, func(ctx context.Context) error {
 		if p.Exited() {
-			return fmt.Errorf("spire-agent exited: %v", p.WaitErr())
+			return fmt.Errorf("spire-agent exited: %w", exitErr(p.WaitErr()))
 		}
 		_, err := c.run(ctx, "spire-agent", "healthcheck", "-socketPath", c.SocketPath())
 		return err
@@ -561,5 +561,17 @@ func FreePort() (int, error) {
 		return 0, fmt.Errorf("spire: free port: %w", err)
 	}
 	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	addr, ok := l.Addr().(*net.TCPAddr)
+	if !ok {
+		return 0, fmt.Errorf("spire: free port: %v is not a TCP address", l.Addr())
+	}
+	return addr.Port, nil
+}
+
+// exitErr is err, or "exit status 0" for a process that ended without error.
+func exitErr(err error) error {
+	if err == nil {
+		return errors.New("exit status 0")
+	}
+	return err
 }
