@@ -38,7 +38,7 @@ func Until(ctx context.Context, every time.Duration, cond func(context.Context) 
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait: %w; last: %v", ctx.Err(), err)
+			return fmt.Errorf("wait: %w; last: %w", ctx.Err(), err)
 		case <-t.C:
 		}
 	}
