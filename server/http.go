@@ -17,8 +17,16 @@ import (
 // limits: header size and read/write/idle timeouts (slow clients cannot hold
 // a connection), per-connection peer caching, and the TLS configuration.
 // Serve it with ServeTLS(listener, "", "").
+//
+// It speaks HTTP/1.1 only. Go's HTTP/2 server applies neither
+// ReadHeaderTimeout nor ReadTimeout to a header block in progress: a client
+// that sends half a HEADERS frame holds its connection until IdleTimeout,
+// which would make the header timeout a dead letter.
 func NewHTTPServer(h http.Handler, tlsConfig *tls.Config, logger *slog.Logger) *http.Server {
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
 	srv := &http.Server{
+		Protocols:         &protocols,
 		Handler:           h,
 		TLSConfig:         tlsConfig,
 		MaxHeaderBytes:    MaxHeaderBytes,
