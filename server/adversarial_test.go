@@ -772,6 +772,41 @@ func TestSlowClients(t *testing.T) {
 			t.Fatalf("ended after %s, before the read timeout", d)
 		}
 	})
+	t.Run("fail/http2-not-offered", func(t *testing.T) {
+		// Go's HTTP/2 server does not apply the header and read timeouts to
+		// a header block in progress (half a HEADERS frame holds the
+		// connection until IdleTimeout), so the API speaks HTTP/1.1 only.
+		for _, protos := range [][]string{{"h2", "http/1.1"}, {"h2"}} {
+			src := &svid.StaticSource{SVID: aliceSVID, Bundles: e.bundles}
+			cfg := tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeID(spiffeid.RequireFromString(advServerID)))
+			cfg.MinVersion, cfg.NextProtos = tls.VersionTLS13, protos
+			conn, err := tls.Dial("tcp", e.addr, cfg)
+			if err != nil {
+				continue // no protocol in common: refused, as wanted
+			}
+			got := conn.ConnectionState().NegotiatedProtocol
+			_ = conn.Close()
+			if got == "h2" {
+				t.Fatalf("client offering %v got HTTP/2", protos)
+			}
+		}
+		c := e.client(aliceSVID, 0)
+		c.Transport.(*http.Transport).ForceAttemptHTTP2 = true
+		tok, _ := e.login(c)
+		req, err := http.NewRequest(http.MethodGet, "https://"+e.addr+api.PathSessionsSelf, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.ProtoMajor != 1 || resp.StatusCode != http.StatusOK {
+			t.Fatalf("an HTTP/2-capable client got %s %d", resp.Proto, resp.StatusCode)
+		}
+	})
 	t.Run("ok/normal-client-unaffected", func(t *testing.T) {
 		c := e.client(aliceSVID, 0)
 		tok, _ := e.login(c)
