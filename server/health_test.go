@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/time/rate"
 
+	"github.com/tetherproject/tether/internal/testutil"
 	"github.com/tetherproject/tether/server"
 	"github.com/tetherproject/tether/session"
 )
@@ -48,7 +49,7 @@ func TestHealth(t *testing.T) {
 func TestMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	metrics := session.NewMetrics(reg)
-	clk := &clock{now: time.Now()}
+	clk := testutil.NewClock(time.Now())
 	m, err := session.NewManager(session.Config{
 		Issuer: spiffeid.RequireFromString("spiffe://example.org/tetherd"), IdleTimeout: time.Minute,
 		LoginRate: rate.Inf, Metrics: metrics, Now: clk.Now, SweepInterval: time.Hour,

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,48 +22,19 @@ import (
 
 	"github.com/tetherproject/tether/auth"
 	"github.com/tetherproject/tether/internal/testpki"
+	"github.com/tetherproject/tether/internal/testutil"
 	"github.com/tetherproject/tether/pkg/api"
 	"github.com/tetherproject/tether/server"
 	"github.com/tetherproject/tether/session"
 	"github.com/tetherproject/tether/svid"
 )
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 type env struct {
 	t      *testing.T
 	ca     *testpki.CA
 	url    string
-	log    *syncBuffer
-	clock  *clock
+	log    *testutil.Buffer
+	clock  *testutil.Clock
 	mgr    *session.Manager
 	tokens []string // every token handed out, for the log hygiene check
 }
@@ -85,7 +55,7 @@ const (
 // newEnv serves the API over real TLS on a loopback listener.
 func newEnv(t *testing.T, o envOpts) *env {
 	t.Helper()
-	e := &env{t: t, ca: testpki.NewCA(t, "example.org"), log: &syncBuffer{}, clock: &clock{now: time.Now()}}
+	e := &env{t: t, ca: testpki.NewCA(t, "example.org"), log: &testutil.Buffer{}, clock: testutil.NewClock(time.Now())}
 	logger := slog.New(slog.NewJSONHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	serverSVID := e.ca.Issue(t, "spiffe://example.org/tetherd")
 	if o.loginRate == 0 {

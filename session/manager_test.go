@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/time/rate"
 
+	"github.com/tetherproject/tether/internal/testutil"
 	"github.com/tetherproject/tether/pkg/api"
 	"github.com/tetherproject/tether/session"
 )
@@ -24,22 +24,9 @@ var (
 	bob    = session.Peer{ID: spiffeid.RequireFromString("spiffe://example.org/admin/bob"), Fingerprint: "fp-bob"}
 )
 
-// clock is a manual clock for expiry tests.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-func newManager(t *testing.T, mod func(*session.Config)) (*session.Manager, *clock) {
+func newManager(t *testing.T, mod func(*session.Config)) (*session.Manager, *testutil.Clock) {
 	t.Helper()
-	clk := &clock{now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	clk := testutil.NewClock(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))
 	cfg := session.Config{
 		Issuer: issuer, TTL: time.Hour, IdleTimeout: 10 * time.Minute,
 		LoginRate: rate.Inf, Now: clk.Now, SweepInterval: time.Hour,

@@ -10,52 +10,21 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tetherproject/tether/internal/testutil"
 	"github.com/tetherproject/tether/pkg/api"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// waitFor polls cond every 10ms until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		<-tick.C
-	}
-}
 
 // TestDevMode runs `tetherd dev` in-process: it writes the bundle and two
 // SVIDs, prints exports that point at its listener, lets the dev admin log
 // in and refuses the non-admin; cancelling it (as SIGTERM would) exits 0.
 func TestDevMode(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "dev")
-	stdout, stderr := &lockedBuffer{}, &lockedBuffer{}
+	stdout, stderr := &testutil.Buffer{}, &testutil.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {
@@ -65,7 +34,7 @@ func TestDevMode(t *testing.T) {
 
 	exports := map[string]string{}
 	re := regexp.MustCompile(`(?m)^export (TETHER_[A-Z_]+)=(\S+)$`)
-	waitFor(t, 10*time.Second, "the export lines", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the export lines", func() bool {
 		for _, m := range re.FindAllStringSubmatch(stdout.String(), -1) {
 			exports[m[1]] = m[2]
 		}
