@@ -416,12 +416,18 @@ func TestFaultWorkloadAPILossAndReturn(t *testing.T) {
 	}
 	ca := testpki.NewCA(t, "example.org")
 	alice := ca.Issue(t, ftAdminID)
+	fw, p := ftWorkload(t, ca, ca.Issue(t, ftServerID), alice)
+	c := p.apiClient(alice)
+	tok := p.login(c)
+
+	// An SVID about to expire, then the Workload API goes away.
 	const lifetime = 4 * time.Second
 	now := time.Now()
 	short := ca.Issue(t, ftServerID, testpki.WithValidity(now.Add(-time.Minute), now.Add(lifetime)))
-	fw, p := ftWorkload(t, ca, short, alice)
-	c := p.apiClient(alice)
-	tok := p.login(c)
+	if err := fw.SetSVID(short, ca.Bundle()); err != nil {
+		t.Fatal(err)
+	}
+	p.waitServedLeaf(alice, short, lifetime)
 	fw.Stop()
 
 	// Still serving on the current SVID while it is valid.
