@@ -31,7 +31,8 @@ type FileConfig struct {
 // FileSource serves an SVID and bundle read from PEM files, and re-reads
 // them when their content changes (polled) or when Reload is called. A
 // change that does not parse (garbage, a half-written file, a key that does
-// not match the certificate) leaves the last good identity in place.
+// not match the certificate) or whose certificate has already expired leaves
+// the last good identity in place.
 type FileSource struct {
 	cfg FileConfig
 
@@ -105,6 +106,13 @@ func (s *FileSource) Reload() error {
 			bundle *x509bundle.Bundle
 		)
 		svid, bundle, err = parseFiles(s.cfg, raw)
+		if err == nil && !time.Now().Before(svid.Certificates[0].NotAfter) {
+			// An SVID that has already expired is no better than garbage:
+			// taking it would make tetherd unusable until the next write.
+			err = fmt.Errorf("svid: %s: the certificate expired at %s", s.cfg.CertFile,
+				svid.Certificates[0].NotAfter.UTC().Format(time.RFC3339))
+			svid, bundle = nil, nil
+		}
 		if err == nil {
 			s.mu.Lock()
 			s.svid, s.bundle, s.digest = svid, bundle, digest
