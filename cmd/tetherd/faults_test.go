@@ -492,8 +492,8 @@ func ftReplace(t *testing.T, path string, data []byte) {
 	}
 }
 
-// TestFaultSVIDFiles: garbage or half-written SVID files never replace the
-// last good identity; each bad change is logged and counted in
+// TestFaultSVIDFiles: garbage, half-written or expired SVID files never
+// replace the last good identity; each bad change is logged and counted in
 // tether_identity_reload_failures_total; a good change is taken without a
 // restart; SIGHUP reloads (even a bad state the poll will not retry).
 func TestFaultSVIDFiles(t *testing.T) {
@@ -576,6 +576,36 @@ func TestFaultSVIDFiles(t *testing.T) {
 	if status, body := p.call(c, http.MethodGet, api.PathSessionsSelf, tok); status != http.StatusOK {
 		t.Fatalf("session after the reload: %d %s", status, body)
 	}
+
+	// An SVID that has already expired is refused like garbage: the one
+	// just taken stays.
+	failuresBefore := p.reloadFailures()
+	now := time.Now()
+	expired := ca.Issue(t, ftServerID, testpki.WithValidity(now.Add(-2*time.Hour), now.Add(-time.Hour)))
+	certPEM3, keyPEM3, err := expired.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ftReplace(t, files.Key, keyPEM3)
+	ftReplace(t, files.Cert, certPEM3)
+	ftWait(t, 10*time.Second, "the expired SVID refused", func() bool {
+		for _, ev := range p.log.events("identity.reload_failed") {
+			if msg, _ := ev["error"].(string); strings.Contains(msg, "expired") {
+				return true
+			}
+		}
+		return false
+	})
+	if n := p.reloadFailures(); n <= failuresBefore {
+		t.Fatalf("reload failures %d, want more than %d", n, failuresBefore)
+	}
+	if fp := p.servedLeaf(alice); fp != svid.Fingerprint(second.Certificates[0]) {
+		t.Fatalf("serving %q after an expired SVID was written, want the last good one", fp)
+	}
+	if status, body := p.readyz(); status != http.StatusOK {
+		t.Fatalf("/readyz %d %s after an expired SVID was written", status, body)
+	}
+
 	if strings.Contains(p.log.String(), tok[:16]) {
 		t.Fatal("a token is in the log")
 	}
