@@ -280,7 +280,7 @@ func (s *suite) register(ctx context.Context) error {
 	return nil
 }
 
-// build compiles tetherd and the probe into dir (0755: the probe runs as the
+// build compiles tetherd, the tether CLI and the probe into dir (0755: the probe runs as the
 // workload users). Under -race, both are built with -race. With
 // TETHER_IT_TETHERD set, that tetherd binary is tested instead of a fresh
 // build (e.g. a release build).
@@ -292,7 +292,7 @@ func build(ctx context.Context, dir string) error {
 	if raceEnabled {
 		args = append(args, "-race")
 	}
-	args = append(args, "github.com/tetherproject/tether/integration/internal/cmd/probe")
+	args = append(args, "github.com/tetherproject/tether/integration/internal/cmd/probe", "github.com/tetherproject/tether/cmd/tether")
 	if bin := os.Getenv("TETHER_IT_TETHERD"); bin != "" {
 		b, err := os.ReadFile(bin)
 		if err != nil {
