@@ -36,11 +36,12 @@ type FileConfig struct {
 type FileSource struct {
 	cfg FileConfig
 
-	mu      sync.RWMutex
-	svid    *x509svid.SVID
-	bundle  *x509bundle.Bundle
-	digest  [32]byte
-	updated chan struct{}
+	reloadMu sync.Mutex // one reload at a time (poller and SIGHUP)
+	mu       sync.RWMutex
+	svid     *x509svid.SVID
+	bundle   *x509bundle.Bundle
+	digest   [32]byte
+	updated  chan struct{}
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -91,15 +92,26 @@ func (s *FileSource) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509
 func (s *FileSource) Updated() <-chan struct{} { return s.updated }
 
 // Reload re-reads the files now if their content changed. It returns nil
-// when nothing changed or the new identity was taken.
+// when nothing changed or the new identity was taken; the outcome is also
+// reported to OnReload.
 func (s *FileSource) Reload() error {
+	_, err := s.reload(true)
+	return err
+}
+
+// reload reads and, if the files changed, parses them and takes the new
+// identity. It returns the digest it read; report says whether a failure goes
+// to OnReload (a success always does).
+func (s *FileSource) reload(report bool) ([32]byte, error) {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
 	raw, digest, err := s.read()
 	if err == nil {
 		s.mu.RLock()
 		same := digest == s.digest
 		s.mu.RUnlock()
 		if same {
-			return nil
+			return digest, nil
 		}
 		var (
 			svid   *x509svid.SVID
@@ -111,7 +123,6 @@ func (s *FileSource) Reload() error {
 			// taking it would make tetherd unusable until the next write.
 			err = fmt.Errorf("svid: %s: the certificate expired at %s", s.cfg.CertFile,
 				svid.Certificates[0].NotAfter.UTC().Format(time.RFC3339))
-			svid, bundle = nil, nil
 		}
 		if err == nil {
 			s.mu.Lock()
@@ -123,10 +134,10 @@ func (s *FileSource) Reload() error {
 			}
 		}
 	}
-	if s.cfg.OnReload != nil {
+	if s.cfg.OnReload != nil && (err == nil || report) {
 		s.cfg.OnReload(err)
 	}
-	return err
+	return digest, err
 }
 
 // Close stops watching. It is safe to call more than once.
@@ -142,15 +153,18 @@ func (s *FileSource) watch(ctx context.Context) {
 	defer s.wg.Done()
 	t := time.NewTicker(s.cfg.Interval)
 	defer t.Stop()
-	var lastBad [32]byte
+	// A writer such as spiffe-helper replaces the certificate and the key
+	// one after the other; between the two writes the pair does not match.
+	// So a failing state is reported only when it is still there, unchanged,
+	// one tick later (pending), and then once (lastBad) until the files
+	// change again.
+	var pending, lastBad [32]byte
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		// A change is tried once: a bad state is reported once, not at
-		// every tick, and tried again only when the files change again.
 		_, digest, _ := s.read()
 		s.mu.RLock()
 		current := s.digest
@@ -158,8 +172,15 @@ func (s *FileSource) watch(ctx context.Context) {
 		if digest == current || digest == lastBad {
 			continue
 		}
-		if err := s.Reload(); err != nil {
+		settled := digest == pending
+		got, err := s.reload(settled)
+		switch {
+		case err == nil:
+			pending = [32]byte{}
+		case settled && got == digest:
 			lastBad = digest
+		default:
+			pending = got
 		}
 	}
 }

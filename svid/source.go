@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -28,11 +29,17 @@ var (
 // NewWorkloadSource connects to the SPIFFE Workload API at addr
 // ("unix:///path" or "tcp://ip:port") and waits up to timeout for the first
 // SVID. Without a deadline go-spiffe would wait forever when no registration
-// entry matches this process, so the error says what to check.
-func NewWorkloadSource(ctx context.Context, addr string, timeout time.Duration) (*workloadapi.X509Source, error) {
+// entry matches this process, so the error says what to check. If log is not
+// nil, the Workload API client's own messages (losing the agent, retrying,
+// reconnecting) go to it as workloadapi events.
+func NewWorkloadSource(ctx context.Context, addr string, timeout time.Duration, log *slog.Logger) (*workloadapi.X509Source, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr(addr)))
+	opts := []workloadapi.ClientOption{workloadapi.WithAddr(addr)}
+	if log != nil {
+		opts = append(opts, workloadapi.WithLogger(slogAdapter{log}))
+	}
+	src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(opts...))
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return nil, fmt.Errorf("svid: no X.509 SVID from the Workload API at %s within %s: is the agent running there, and does a registration entry match this process (its uid, path...)?", addr, timeout)
@@ -78,3 +85,17 @@ func (s *StaticSource) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x5
 
 // Close implements Source.
 func (s *StaticSource) Close() error { return nil }
+
+// slogAdapter gives go-spiffe's logger interface an slog backend.
+type slogAdapter struct{ log *slog.Logger }
+
+func (a slogAdapter) Debugf(format string, args ...any) { a.emit(slog.LevelDebug, format, args) }
+func (a slogAdapter) Infof(format string, args ...any)  { a.emit(slog.LevelInfo, format, args) }
+func (a slogAdapter) Warnf(format string, args ...any)  { a.emit(slog.LevelWarn, format, args) }
+func (a slogAdapter) Errorf(format string, args ...any) { a.emit(slog.LevelError, format, args) }
+
+func (a slogAdapter) emit(level slog.Level, format string, args []any) {
+	if a.log.Enabled(context.Background(), level) {
+		a.log.Log(context.Background(), level, "workloadapi", slog.String("detail", fmt.Sprintf(format, args...)))
+	}
+}

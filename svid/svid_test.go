@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tetherproject/tether/internal/testpki"
+	"github.com/tetherproject/tether/internal/testutil"
 	"github.com/tetherproject/tether/svid"
 )
 
@@ -163,8 +165,11 @@ func TestUsable(t *testing.T) {
 func TestNewWorkloadSourceTimesOut(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "nobody.sock") // nothing listens here
 	start := time.Now()
-	_, err := svid.NewWorkloadSource(context.Background(), "unix://"+sock, 300*time.Millisecond)
+	var logs testutil.Buffer
+	_, err := svid.NewWorkloadSource(context.Background(), "unix://"+sock, 300*time.Millisecond,
+		slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	require.Error(t, err)
+	require.Contains(t, logs.String(), `"msg":"workloadapi"`, "go-spiffe's retries are logged, not silent")
 	require.Less(t, time.Since(start), 10*time.Second)
 	require.True(t, strings.Contains(err.Error(), "registration entry") || strings.Contains(err.Error(), sock), err.Error())
 }

@@ -60,6 +60,10 @@ func serve(cmd *cobra.Command, o *options, dev *devSetup) error {
 		cfg.admins = append(cfg.admins, dev.admins...)
 		cfg.introspectors = append(cfg.introspectors, dev.introspectors...)
 	case cfg.files:
+		// The callback may run before NewFileSource returns (it never does
+		// today: the first poll is an interval away), so it reads the source
+		// through a pointer published once the source exists.
+		var current atomic.Pointer[svid.FileSource]
 		fileSrc, err = svid.NewFileSource(svid.FileConfig{
 			CertFile: o.svidCert, KeyFile: o.svidKey, BundleFile: o.bundle,
 			OnReload: func(err error) {
@@ -68,7 +72,11 @@ func serve(cmd *cobra.Command, o *options, dev *devSetup) error {
 					log.Error("identity.reload_failed", slog.String("error", err.Error()), slog.String("kept", "last good SVID"))
 					return
 				}
-				if s, e := fileSrc.GetX509SVID(); e == nil {
+				fs := current.Load()
+				if fs == nil {
+					return
+				}
+				if s, e := fs.GetX509SVID(); e == nil {
 					log.Info("identity.reloaded", slog.String("spiffe_id", s.ID.String()),
 						slog.String("fingerprint", svid.Fingerprint(s.Certificates[0])),
 						slog.Time("not_after", s.Certificates[0].NotAfter))
@@ -78,10 +86,11 @@ func serve(cmd *cobra.Command, o *options, dev *devSetup) error {
 		if err != nil {
 			return usagef("--svid-cert: %v", err)
 		}
+		current.Store(fileSrc)
 		src = fileSrc
 	default:
 		log.Info("identity.waiting", slog.String("workload_api", cfg.workloadAPI), slog.Duration("timeout", o.startupTimeout))
-		src, err = svid.NewWorkloadSource(ctx, cfg.workloadAPI, o.startupTimeout)
+		src, err = svid.NewWorkloadSource(ctx, cfg.workloadAPI, o.startupTimeout, log)
 		if err != nil {
 			return err
 		}

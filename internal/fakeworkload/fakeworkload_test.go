@@ -70,7 +70,7 @@ func TestRotationLossAndReturn(t *testing.T) {
 	if err := fw.SetSVID(first, ca.Bundle()); err != nil {
 		t.Fatal(err)
 	}
-	src, err := svid.NewWorkloadSource(context.Background(), fw.Addr(), 5*time.Second)
+	src, err := svid.NewWorkloadSource(context.Background(), fw.Addr(), 5*time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestPermissionDeniedTimesOut(t *testing.T) {
 	fw := start(t)
 	fw.SetError(codes.PermissionDenied, "no identity issued")
 	begin := time.Now()
-	src, err := svid.NewWorkloadSource(context.Background(), fw.Addr(), 500*time.Millisecond)
+	src, err := svid.NewWorkloadSource(context.Background(), fw.Addr(), 500*time.Millisecond, nil)
 	if err == nil {
 		_ = src.Close()
 		t.Fatal("NewWorkloadSource succeeded without an SVID")
