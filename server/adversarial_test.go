@@ -48,6 +48,7 @@ import (
 
 	"github.com/tetherproject/tether/auth"
 	"github.com/tetherproject/tether/internal/testpki"
+	"github.com/tetherproject/tether/internal/testutil"
 	"github.com/tetherproject/tether/pkg/api"
 	"github.com/tetherproject/tether/server"
 	"github.com/tetherproject/tether/session"
@@ -61,24 +62,6 @@ const (
 	advGateway  = "spiffe://example.org/svc/gateway"
 )
 
-// advLog is the captured log, safe for concurrent writes.
-type advLog struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (l *advLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *advLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // advEnv is one tetherd API served over real TLS.
 type advEnv struct {
 	t       *testing.T
@@ -87,7 +70,7 @@ type advEnv struct {
 	mgr     *session.Manager
 	srv     *http.Server
 	addr    string
-	log     *advLog
+	log     *testutil.Buffer
 
 	mu     sync.Mutex
 	tokens []string // every token seen in the test: none may reach the log
@@ -100,7 +83,7 @@ type advOpts struct {
 
 func newAdvEnv(t *testing.T, o advOpts) *advEnv {
 	t.Helper()
-	e := &advEnv{t: t, ca: testpki.NewCA(t, "example.org"), log: &advLog{}}
+	e := &advEnv{t: t, ca: testpki.NewCA(t, "example.org"), log: &testutil.Buffer{}}
 	e.bundles = x509bundle.NewSet(e.ca.Bundle())
 	logger := slog.New(slog.NewJSONHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	serverSVID := e.ca.Issue(t, advServerID)

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/tetherproject/tether/internal/testpki"
+	"github.com/tetherproject/tether/internal/testutil"
 	"github.com/tetherproject/tether/pkg/api"
 )
 
@@ -77,7 +77,7 @@ type stack struct {
 	health string
 	proc   *exec.Cmd
 	exited chan struct{}
-	logs   *syncBuffer
+	logs   *testutil.Buffer
 }
 
 // newStack starts tetherd with file SVIDs, --admin spiffe://example.org/admin/*,
@@ -111,7 +111,7 @@ func (s *stack) URL() string { return "https://" + s.api }
 
 // start starts tetherd and waits until it is ready.
 func (s *stack) start() error {
-	s.logs = new(syncBuffer)
+	s.logs = new(testutil.Buffer)
 	s.proc = exec.Command(bin.tetherd, s.args...)
 	s.proc.Stdout, s.proc.Stderr = s.logs, s.logs
 	if err := s.proc.Start(); err != nil {
@@ -346,22 +346,4 @@ func decodeJSON(t *testing.T, s string, v any) {
 	if err := dec.Decode(v); err != nil {
 		t.Fatalf("output is not the API's JSON: %v\n%s", err, s)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's output and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

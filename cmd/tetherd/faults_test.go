@@ -23,7 +23,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -33,6 +32,7 @@ import (
 
 	"github.com/tetherproject/tether/internal/fakeworkload"
 	"github.com/tetherproject/tether/internal/testpki"
+	"github.com/tetherproject/tether/internal/testutil"
 	"github.com/tetherproject/tether/pkg/api"
 	"github.com/tetherproject/tether/svid"
 )
@@ -54,22 +54,7 @@ type ftProc struct {
 }
 
 // ftLog collects the process's stderr (JSON lines).
-type ftLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *ftLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *ftLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type ftLog struct{ testutil.Buffer }
 
 // events returns the log's JSON events named msg, in order.
 func (l *ftLog) events(msg string) []map[string]any {
