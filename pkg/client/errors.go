@@ -53,6 +53,9 @@ func (e *ServerCertificateError) Unwrap() error { return e.Err }
 // maxErrorBody bounds how much of an error answer is read.
 const maxErrorBody = api.MaxBodyBytes
 
+// maxRetryAfterSecs caps a Retry-After from the server (one day).
+const maxRetryAfterSecs = 24 * 60 * 60
+
 // maxBody bounds how much of a successful answer is read (a list of
 // --max-sessions sessions fits).
 const maxBody = 32 << 20
@@ -63,8 +66,10 @@ func readError(resp *http.Response) *api.Error {
 	defer drain(resp.Body)
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	e := parseError(resp.StatusCode, resp.Status, body)
+	// Retry-After in seconds; an absurd value (it would overflow a
+	// Duration) is capped at a day rather than trusted.
 	if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
-		e.RetryAfter = time.Duration(secs) * time.Second
+		e.RetryAfter = time.Duration(min(secs, maxRetryAfterSecs)) * time.Second
 	}
 	return e
 }
