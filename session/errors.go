@@ -40,22 +40,21 @@ var (
 
 // Reasons, the fixed vocabulary of the Reason field.
 const (
-	ReasonMalformed      = "malformed"            // not a compact JWS of ours, or too long
-	ReasonSignature      = "bad_signature"        // wrong key, algorithm or signature
-	ReasonClaims         = "bad_claims"           // iss, aud, types or required claims wrong
-	ReasonOtherIdentity  = "other_identity"       // a token of another SPIFFE ID
-	ReasonUnknown        = "unknown_session"      // genuine, but not live and not the caller's
-	ReasonEnded          = "ended"                // the caller's session is gone
-	ReasonSuperseded     = "superseded"           // replaced by a rebind
-	ReasonExpired        = "expired"              // past its absolute end
-	ReasonIdle           = "idle"                 // unused for the idle timeout
-	ReasonFingerprint    = "fingerprint_mismatch" // right identity, other leaf
-	ReasonSameLeaf       = "same_leaf"            // rebind over the bound leaf
-	ReasonLimitTotal     = "max_sessions"
-	ReasonLimitIdentity  = "max_sessions_per_identity"
-	ReasonRate           = "login_rate"
-	ReasonNoSuchSession  = "no_such_session"
-	ReasonLeafExpiryPast = "leaf_expired"
+	ReasonMalformed     = "malformed"            // not a compact JWS of ours, or too long
+	ReasonSignature     = "bad_signature"        // wrong key, algorithm or signature
+	ReasonClaims        = "bad_claims"           // iss, aud, types or required claims wrong
+	ReasonOtherIdentity = "other_identity"       // a token of another SPIFFE ID
+	ReasonUnknown       = "unknown_session"      // genuine, but not live and not the caller's
+	ReasonEnded         = "ended"                // the caller's session is gone
+	ReasonSuperseded    = "superseded"           // replaced by a rebind
+	ReasonExpired       = "expired"              // past its absolute end
+	ReasonIdle          = "idle"                 // unused for the idle timeout
+	ReasonFingerprint   = "fingerprint_mismatch" // right identity, other leaf
+	ReasonSameLeaf      = "same_leaf"            // rebind over the bound leaf
+	ReasonLimitTotal    = "max_sessions"
+	ReasonLimitIdentity = "max_sessions_per_identity"
+	ReasonRate          = "login_rate"
+	ReasonNoSuchSession = "no_such_session"
 )
 
 func reject(code api.Code, reason string) *Error { return &Error{Code: code, Reason: reason} }
