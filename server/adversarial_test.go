@@ -184,36 +184,21 @@ func (e *advEnv) client(s *x509svid.SVID, tlsMax uint16) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 20 * time.Second}
 }
 
-type advReply struct {
-	status int
-	header http.Header
-	body   []byte
-}
-
-func (r advReply) code() api.Code {
-	var er api.ErrorResponse
-	if json.Unmarshal(r.body, &er) != nil || er.Error == nil {
-		return ""
-	}
-	return er.Error.Code
-}
-
-// do sends one request; headers are name/value pairs (repeatable).
-func (e *advEnv) do(c *http.Client, method, path string, body io.Reader, headers ...string) (advReply, error) {
+func (e *advEnv) do(c *http.Client, method, path string, body io.Reader, headers ...string) (reply, error) {
 	req, err := http.NewRequest(method, "https://"+e.addr+path, body)
 	if err != nil {
-		return advReply{}, err
+		return reply{}, err
 	}
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Add(headers[i], headers[i+1])
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return advReply{}, err
+		return reply{}, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	return advReply{status: resp.StatusCode, header: resp.Header, body: b}, err
+	return reply{status: resp.StatusCode, header: resp.Header, body: b}, err
 }
 
 func (e *advEnv) login(c *http.Client) (string, api.Session) {
@@ -747,7 +732,7 @@ func TestSlowClients(t *testing.T) {
 			}
 			defer resp.Body.Close()
 			b, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != http.StatusBadRequest || (advReply{body: b}).code() != api.CodeBadRequest {
+			if resp.StatusCode != http.StatusBadRequest || (reply{body: b}).code() != api.CodeBadRequest {
 				t.Fatalf("answered %d %s", resp.StatusCode, b)
 			}
 		}

@@ -4,37 +4,17 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
-	"sync"
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tetherproject/tether/internal/testpki"
 	"github.com/tetherproject/tether/pkg/api"
 	"github.com/tetherproject/tether/pkg/client"
 	"github.com/tetherproject/tether/svid"
 )
-
-// swappableSource is an x509svid.Source that rotates in place, as a
-// workloadapi.X509Source does.
-type swappableSource struct {
-	mu   sync.Mutex
-	svid *x509svid.SVID
-}
-
-func (s *swappableSource) GetX509SVID() (*x509svid.SVID, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.svid, nil
-}
-
-func (s *swappableSource) set(v *x509svid.SVID) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.svid = v
-}
 
 // TestLibraryAgainstTetherd runs pkg/client in one process against the real
 // tetherd: rotation within a long-lived client (kept-alive connections
@@ -43,7 +23,7 @@ func TestLibraryAgainstTetherd(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, "--introspector", carolID)
 	ctx := t.Context()
-	src := &swappableSource{svid: s.ca.Issue(t, aliceID)}
+	src := testpki.NewSource(s.ca.Issue(t, aliceID))
 	c, err := client.New(s.URL(), spiffeid.RequireFromString(serverID), src, s.ca.Bundle())
 	require.NoError(t, err)
 	defer func() { _ = c.Close() }()
@@ -53,11 +33,11 @@ func TestLibraryAgainstTetherd(t *testing.T) {
 	_, err = c.List(ctx, spiffeid.ID{}) // keeps the connection alive
 	require.NoError(t, err)
 
-	src.set(s.ca.Issue(t, aliceID))
+	src.Set(s.ca.Issue(t, aliceID))
 	after, err := c.Whoami(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, first.SessionID, after.SessionID)
-	assert.Equal(t, svid.Fingerprint(src.svid.Certificates[0]), after.CNF.X5TS256)
+	assert.Equal(t, svid.Fingerprint(src.SVID().Certificates[0]), after.CNF.X5TS256)
 
 	// Do, with a relative URL.
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api.PathSessionsSelf, nil)
@@ -83,7 +63,7 @@ func TestLibraryAgainstTetherd(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, in.Active)
 	assert.Equal(t, aliceSession.SessionID, in.Session.SessionID)
-	in, err = carol.Introspect(ctx, cached.Token, svid.Fingerprint(src.svid.Certificates[0]))
+	in, err = carol.Introspect(ctx, cached.Token, svid.Fingerprint(src.SVID().Certificates[0]))
 	require.NoError(t, err)
 	assert.False(t, in.Active, "bound to another leaf")
 

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -125,4 +126,35 @@ func (ca *CA) WriteFiles(tb testing.TB, dir, prefix string, s *x509svid.SVID) Fi
 		}
 	}
 	return f
+}
+
+// Source is an x509svid.Source whose SVID a test replaces, as a
+// workloadapi.X509Source does when the agent rotates it.
+type Source struct {
+	mu   sync.Mutex
+	svid *x509svid.SVID
+}
+
+// NewSource returns a source serving s.
+func NewSource(s *x509svid.SVID) *Source { return &Source{svid: s} }
+
+// GetX509SVID implements x509svid.Source.
+func (s *Source) GetX509SVID() (*x509svid.SVID, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.svid, nil
+}
+
+// SVID returns the SVID served now.
+func (s *Source) SVID() *x509svid.SVID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.svid
+}
+
+// Set replaces the SVID served.
+func (s *Source) Set(v *x509svid.SVID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.svid = v
 }

@@ -31,29 +31,10 @@ const (
 	bobID    = "spiffe://example.org/admin/bob"
 )
 
-// rotatingSource is an x509svid.Source whose SVID the test replaces, as the
-// Workload API does when it rotates an SVID.
-type rotatingSource struct {
-	mu   sync.Mutex
-	svid *x509svid.SVID
-}
-
-func (s *rotatingSource) GetX509SVID() (*x509svid.SVID, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.svid, nil
-}
-
-func (s *rotatingSource) set(v *x509svid.SVID) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.svid = v
-}
-
 type fixture struct {
 	ca     *testpki.CA
 	server *fakeTetherd
-	source *rotatingSource
+	source *testpki.Source
 	client *client.Client
 }
 
@@ -61,7 +42,7 @@ func setup(t *testing.T, id string, opts ...client.Option) *fixture {
 	t.Helper()
 	ca := testpki.NewCA(t, "example.org")
 	f := &fixture{ca: ca, server: newFakeTetherd(t, ca, serverID)}
-	f.source = &rotatingSource{svid: ca.Issue(t, id)}
+	f.source = testpki.NewSource(ca.Issue(t, id))
 	f.client = f.newClient(t, f.source, opts...)
 	return f
 }
@@ -92,7 +73,7 @@ func TestCalls(t *testing.T) {
 	s, err := f.client.Login(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, aliceID, s.SPIFFEID)
-	assert.Equal(t, fingerprint(f.source.svid), s.CNF.X5TS256)
+	assert.Equal(t, fingerprint(f.source.SVID()), s.CNF.X5TS256)
 	token, _ := store.LoadToken()
 	require.NotEmpty(t, token, "login stores the token")
 
@@ -101,7 +82,7 @@ func TestCalls(t *testing.T) {
 	assert.Equal(t, s.SessionID, me.SessionID)
 
 	// bob logs in twice through his own client.
-	bobSource := &rotatingSource{svid: f.ca.Issue(t, bobID)}
+	bobSource := testpki.NewSource(f.ca.Issue(t, bobID))
 	bob := f.newClient(t, bobSource)
 	for range 2 {
 		_, err := bob.Login(ctx)
@@ -127,11 +108,11 @@ func TestCalls(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
 
-	in, err := f.client.Introspect(ctx, token, fingerprint(f.source.svid))
+	in, err := f.client.Introspect(ctx, token, fingerprint(f.source.SVID()))
 	require.NoError(t, err)
 	require.True(t, in.Active)
 	assert.Equal(t, s.SessionID, in.Session.SessionID)
-	in, err = f.client.Introspect(ctx, token, fingerprint(bobSource.svid))
+	in, err = f.client.Introspect(ctx, token, fingerprint(bobSource.SVID()))
 	require.NoError(t, err)
 	assert.False(t, in.Active, "bound to another certificate")
 
@@ -244,12 +225,12 @@ func TestRotationRebinds(t *testing.T) {
 	f := setup(t, aliceID)
 	first, err := f.client.Whoami(ctx) // logs in
 	require.NoError(t, err)
-	oldFP := fingerprint(f.source.svid)
+	oldFP := fingerprint(f.source.SVID())
 	assert.Equal(t, oldFP, first.CNF.X5TS256)
 
 	// The SVID rotates: same SPIFFE ID, new key and leaf.
 	rotated := f.ca.Issue(t, aliceID)
-	f.source.set(rotated)
+	f.source.Set(rotated)
 	newFP := fingerprint(rotated)
 
 	after, err := f.client.Whoami(ctx)
@@ -267,7 +248,7 @@ func TestRotationConcurrentRebindOnce(t *testing.T) {
 	f := setup(t, aliceID)
 	first, err := f.client.Whoami(ctx)
 	require.NoError(t, err)
-	f.source.set(f.ca.Issue(t, aliceID))
+	f.source.Set(f.ca.Issue(t, aliceID))
 
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
@@ -310,7 +291,7 @@ func TestInvalidTokenLogsInAgain(t *testing.T) {
 	ctx := t.Context()
 	f := setup(t, aliceID)
 	bobStore := new(client.MemoryStore)
-	bob := f.newClient(t, &rotatingSource{svid: f.ca.Issue(t, bobID)}, client.WithTokenStore(bobStore))
+	bob := f.newClient(t, testpki.NewSource(f.ca.Issue(t, bobID)), client.WithTokenStore(bobStore))
 	bobSession, err := bob.Login(ctx)
 	require.NoError(t, err)
 	bobToken, _ := bobStore.LoadToken()
@@ -369,7 +350,7 @@ func TestReplayableBodyIsRetried(t *testing.T) {
 	f := setup(t, aliceID)
 	_, err := f.client.Login(t.Context())
 	require.NoError(t, err)
-	f.source.set(f.ca.Issue(t, aliceID))
+	f.source.Set(f.ca.Issue(t, aliceID))
 
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, f.server.URL()+"/echo", strings.NewReader("twice"))
 	require.NoError(t, err)
@@ -394,7 +375,7 @@ func TestAutoLoginOff(t *testing.T) {
 	require.NoError(t, err)
 
 	// Rotation is still recovered: it keeps the session.
-	f.source.set(f.ca.Issue(t, aliceID))
+	f.source.Set(f.ca.Issue(t, aliceID))
 	_, err = f.client.Whoami(ctx)
 	require.NoError(t, err)
 
@@ -417,11 +398,11 @@ func TestExplicitRebind(t *testing.T) {
 	f := setup(t, aliceID)
 	s, err := f.client.Login(ctx)
 	require.NoError(t, err)
-	f.source.set(f.ca.Issue(t, aliceID))
+	f.source.Set(f.ca.Issue(t, aliceID))
 	r, err := f.client.Rebind(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, s.SessionID, r.SessionID)
-	assert.Equal(t, fingerprint(f.source.svid), r.CNF.X5TS256)
+	assert.Equal(t, fingerprint(f.source.SVID()), r.CNF.X5TS256)
 }
 
 func TestTokenGoesOnlyToTetherd(t *testing.T) {
