@@ -97,13 +97,12 @@ const shardCount = 256
 // read lock.
 type MemoryStore struct {
 	mu          sync.Mutex // serialises mutations; never taken by lookups
-	total       int
 	perIdentity map[spiffeid.ID]*identity
 
 	seed    maphash.Seed
 	byToken [shardCount]tokenShard
 	byID    [shardCount]idShard
-	count   atomic.Int64
+	count   atomic.Int64 // live records: changed under mu, read without it
 }
 
 // identity is the count of one SPIFFE ID's sessions and its canonical ID
@@ -147,7 +146,7 @@ func (s *MemoryStore) idShard(id string) *idShard {
 func (s *MemoryStore) Insert(r *Record, lim Limits) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if lim.Total > 0 && s.total >= lim.Total {
+	if lim.Total > 0 && s.count.Load() >= int64(lim.Total) {
 		return reject(ErrSessionLimit.Code, ReasonLimitTotal)
 	}
 	ident := s.perIdentity[r.Owner]
@@ -160,7 +159,6 @@ func (s *MemoryStore) Insert(r *Record, lim Limits) error {
 	}
 	ident.n++
 	r.Owner = ident.id // share the strings; r is not yet visible to others
-	s.total++
 	s.count.Add(1)
 	b := r.Binding()
 	ts := s.tokenShard(b.Token)
@@ -227,7 +225,6 @@ func (s *MemoryStore) Delete(r *Record) bool {
 	is.mu.Lock()
 	delete(is.m, r.ID)
 	is.mu.Unlock()
-	s.total--
 	s.count.Add(-1)
 	if ident := s.perIdentity[r.Owner]; ident != nil {
 		if ident.n--; ident.n <= 0 {
