@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -42,7 +43,7 @@ func NewWorkloadSource(ctx context.Context, addr string, timeout time.Duration, 
 	src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(opts...))
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, fmt.Errorf("svid: no X.509 SVID from the Workload API at %s within %s: is the agent running there, and does a registration entry match this process (its uid, path...)?", addr, timeout)
+			return nil, fmt.Errorf("svid: no X.509 SVID from the Workload API at %s within %s: most likely no registration entry matches this process (uid %d), or no agent listens there", addr, timeout, os.Getuid())
 		}
 		return nil, fmt.Errorf("svid: Workload API at %s: %w", addr, err)
 	}

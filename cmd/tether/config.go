@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/tetherproject/tether/pkg/client"
+	svidsource "github.com/tetherproject/tether/svid"
 )
 
 // Environment variables of the global flags.
@@ -161,14 +160,9 @@ func (g *globals) identitySource(cmd *cobra.Command) (workloadAPI string, files 
 // files is the trust domain of --server-id's.
 func (g *globals) loadIdentity(ctx context.Context, workloadAPI string, files [3]string, serverID spiffeid.ID) (*identity, error) {
 	if workloadAPI != "" {
-		ctx, cancel := context.WithTimeout(ctx, g.workloadAPITimeout)
-		defer cancel()
-		src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr(workloadAPI)))
+		src, err := svidsource.NewWorkloadSource(ctx, workloadAPI, g.workloadAPITimeout, nil)
 		if err != nil {
-			if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
-				return nil, failf("no X.509 SVID from the Workload API at %s within %s: most likely no registration entry matches this process (uid %d), or the agent socket is wrong (check --workload-api)", workloadAPI, g.workloadAPITimeout, os.Getuid())
-			}
-			return nil, failf("no X.509 SVID from the Workload API at %s: %v", workloadAPI, err)
+			return nil, failf("%s (check --workload-api)", strings.TrimPrefix(err.Error(), "svid: "))
 		}
 		svid, err := src.GetX509SVID()
 		if err != nil {

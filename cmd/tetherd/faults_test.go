@@ -120,25 +120,11 @@ func ftServe(t *testing.T, args ...string) *ftProc {
 	return p
 }
 
-// ftWait polls cond every 20ms until it holds or within passes.
-func ftWait(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		<-tick.C
-	}
-}
-
 // waitEvent waits for the n-th event named msg and returns it.
 func (p *ftProc) waitEvent(msg string, n int, within time.Duration) map[string]any {
 	p.t.Helper()
 	var evs []map[string]any
-	ftWait(p.t, within, fmt.Sprintf("log event %s #%d", msg, n), func() bool {
+	testutil.WaitFor(p.t, within, fmt.Sprintf("log event %s #%d", msg, n), func() bool {
 		evs = p.log.events(msg)
 		return len(evs) >= n || p.exited()
 	})
@@ -185,7 +171,7 @@ func (p *ftProc) readyz() (int, string) {
 func (p *ftProc) waitReady(want int, within time.Duration) string {
 	p.t.Helper()
 	var body string
-	ftWait(p.t, within, fmt.Sprintf("/readyz %d", want), func() bool {
+	testutil.WaitFor(p.t, within, fmt.Sprintf("/readyz %d", want), func() bool {
 		var got int
 		got, body = p.readyz()
 		return got == want
@@ -241,7 +227,7 @@ func (p *ftProc) servedLeaf(client *x509svid.SVID) string {
 func (p *ftProc) waitServedLeaf(client, want *x509svid.SVID, within time.Duration) {
 	p.t.Helper()
 	fp := svid.Fingerprint(want.Certificates[0])
-	ftWait(p.t, within, "tetherd to serve leaf "+fp, func() bool { return p.servedLeaf(client) == fp })
+	testutil.WaitFor(p.t, within, "tetherd to serve leaf "+fp, func() bool { return p.servedLeaf(client) == fp })
 }
 
 // apiClient is an mTLS client of the API presenting s (it does not check
@@ -529,7 +515,7 @@ func TestFaultSVIDFiles(t *testing.T) {
 		if msg, _ := ev["error"].(string); !strings.Contains(msg, files.Cert) {
 			t.Fatalf("%s: reload_failed does not name the file: %v", step.name, ev)
 		}
-		ftWait(t, 5*time.Second, "the failure counted", func() bool { return p.reloadFailures() == i+1 })
+		testutil.WaitFor(t, 5*time.Second, "the failure counted", func() bool { return p.reloadFailures() == i+1 })
 		stillFirst(step.name)
 	}
 
@@ -538,7 +524,7 @@ func TestFaultSVIDFiles(t *testing.T) {
 	_ = p.cmd.Process.Signal(syscall.SIGHUP)
 	p.waitEvent("identity.reload_requested", 1, 5*time.Second)
 	p.waitEvent("identity.reload_failed", len(steps)+1, 5*time.Second)
-	ftWait(t, 5*time.Second, "the SIGHUP failure counted", func() bool { return p.reloadFailures() == len(steps)+1 })
+	testutil.WaitFor(t, 5*time.Second, "the SIGHUP failure counted", func() bool { return p.reloadFailures() == len(steps)+1 })
 	stillFirst("sighup-bad")
 
 	// A good new SVID (key first, then certificate; spiffe-helper's order
@@ -573,7 +559,7 @@ func TestFaultSVIDFiles(t *testing.T) {
 	}
 	ftReplace(t, files.Key, keyPEM3)
 	ftReplace(t, files.Cert, certPEM3)
-	ftWait(t, 10*time.Second, "the expired SVID refused", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the expired SVID refused", func() bool {
 		for _, ev := range p.log.events("identity.reload_failed") {
 			if msg, _ := ev["error"].(string); strings.Contains(msg, "expired") {
 				return true
@@ -618,7 +604,7 @@ func TestFaultSIGTERMDrains(t *testing.T) {
 
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	p.waitEvent("tetherd.stopping", 1, 10*time.Second)
-	ftWait(t, 10*time.Second, "the API listener to close", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the API listener to close", func() bool {
 		c, err := net.DialTimeout("tcp", p.api, time.Second)
 		if err != nil {
 			return true
