@@ -24,7 +24,7 @@ import (
 const Version = "1.13.3"
 
 // DefaultBinDir is where scripts/spire-build puts the binaries:
-// $TETHER_SPIRE_BIN, else ${XDG_CACHE_HOME:-$HOME/.cache}/tether/spire-1.13.3/bin.
+// $TETHER_SPIRE_BIN, else ${XDG_CACHE_HOME:-$HOME/.cache}/tether-build/spire-1.13.3/bin.
 func DefaultBinDir() string {
 	if d := os.Getenv("TETHER_SPIRE_BIN"); d != "" {
 		return d
@@ -34,7 +34,7 @@ func DefaultBinDir() string {
 		home, _ := os.UserHomeDir()
 		cache = filepath.Join(home, ".cache")
 	}
-	return filepath.Join(cache, "tether", "spire-"+Version, "bin")
+	return filepath.Join(cache, "tether-build", "spire-"+Version, "bin")
 }
 
 // MissingBinaries names the SPIRE binaries not found (or not executable) in
