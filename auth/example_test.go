@@ -37,9 +37,9 @@ func Example_embedding() {
 
 	// 2. The service's routes: tether's login/logout/rebind API mounted as is,
 	// and the service's own handler behind RequireSession.
-	mw := &auth.Middleware{Sessions: sessions}
+	mw := &auth.Middleware{Sessions: sessions, Bundles: source}
 	mux := http.NewServeMux()
-	api := server.NewHandler(server.Config{Sessions: sessions, Admins: admins})
+	api := server.NewHandler(server.Config{Sessions: sessions, Bundles: source, Admins: admins})
 	mux.Handle("/v1/sessions", api)
 	mux.Handle("/v1/sessions/", api)
 	mux.Handle("/v1/secrets", mw.RequireSession(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -144,7 +144,7 @@ func FuzzRequireSession(f *testing.F) {
 		for _, leaf := range []*x509.Certificate{e.alice, e.bob} {
 			e.log.Reset()
 			req := httptest.NewRequest(http.MethodGet, "/v1/sessions/self", nil)
-			req.TLS = &tls.ConnectionState{Version: tls.VersionTLS13, PeerCertificates: []*x509.Certificate{leaf}}
+			req.TLS = &tls.ConnectionState{Version: tls.VersionTLS13, PeerCertificates: []*x509.Certificate{leaf}, VerifiedChains: [][]*x509.Certificate{{leaf}}}
 			req.Header["Authorization"] = values
 			rec := httptest.NewRecorder()
 			e.h.ServeHTTP(rec, req)

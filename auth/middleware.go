@@ -2,11 +2,15 @@ package auth
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 
 	"github.com/tetherproject/tether/internal/render"
 	"github.com/tetherproject/tether/pkg/api"
@@ -34,12 +38,24 @@ func CallerFrom(ctx context.Context) (*Caller, bool) {
 type Middleware struct {
 	// Sessions checks the tokens. Required.
 	Sessions *session.Manager
+	// Bundles are the trust bundles every caller's chain must verify
+	// against. The middleware verifies a connection's chain once, and again
+	// whenever the bundle of the caller's trust domain changes (a CA removed,
+	// a federated trust domain dropped), so an open connection is never
+	// trusted longer than its CA. With Bundles nil, the middleware accepts
+	// only peers that the TLS layer itself verified (tls.Config with
+	// RequireAndVerifyClientCert: Request.TLS.VerifiedChains non-empty) and
+	// refuses every other request, so that a server configured with
+	// RequireAnyClientCert cannot silently trust any certificate.
+	Bundles x509bundle.Source
 	// Logger receives session.rejected events decided here; default silent.
 	Logger *slog.Logger
 	// Metrics counts those refusals; optional.
 	Metrics *session.Metrics
 	// Now is the clock for the leaf expiry check; default time.Now.
 	Now func() time.Time
+
+	unverifiedOnce sync.Once
 }
 
 func (m *Middleware) now() time.Time {
@@ -95,7 +111,10 @@ func (m *Middleware) RequireSession(next http.Handler) http.Handler {
 
 // peer verifies the caller's leaf and puts a Caller in the request context.
 func (m *Middleware) peer(w http.ResponseWriter, r *http.Request) (*http.Request, *Caller, bool) {
-	p, err := PeerFromRequest(r, m.now())
+	p, chain, cp, err := peerFromRequest(r, m.now())
+	if err == nil {
+		err = m.verified(r, p, chain, cp)
+	}
 	if err != nil {
 		w.Header().Set("Connection", "close")
 		m.reject(w, r, p, err)
@@ -104,6 +123,22 @@ func (m *Middleware) peer(w http.ResponseWriter, r *http.Request) (*http.Request
 	c := &Caller{Peer: p}
 	ctx := session.WithLogAttrs(r.Context(), slog.String("remote_addr", r.RemoteAddr))
 	return r.WithContext(context.WithValue(ctx, callerKey{}, c)), c, true
+}
+
+// verified checks that the caller's chain is trusted now: against Bundles,
+// or, without them, by the TLS layer's own verification.
+func (m *Middleware) verified(r *http.Request, p Peer, chain []*x509.Certificate, cp *connPeer) error {
+	if m.Bundles != nil {
+		return verifyChain(cp, chain, p.ID.TrustDomain(), m.Bundles)
+	}
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		return nil
+	}
+	m.unverifiedOnce.Do(func() {
+		m.logger().LogAttrs(r.Context(), slog.LevelError, "auth.misconfigured",
+			slog.String("detail", "Middleware.Bundles is nil and the TLS layer did not verify the client chain: every request is refused"))
+	})
+	return &api.Error{Code: api.CodeInvalidToken, Message: "the client certificate was not verified"}
 }
 
 // reject logs, counts and answers a refusal decided by the middleware.

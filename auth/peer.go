@@ -2,12 +2,15 @@ package auth
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"net"
 	"net/http"
 	"sync"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
@@ -27,43 +30,111 @@ type connKey struct{}
 
 // connPeer caches the peer of one connection: TLS 1.3 has no renegotiation,
 // so the leaf of a connection never changes and its ID and fingerprint are
-// computed once. The expiry is still checked on every request.
+// computed once. The expiry is still checked on every request, and the chain
+// is verified again whenever the trust bundle changes.
 type connPeer struct {
-	once sync.Once
-	peer Peer
-	err  error
+	// state is the connection's TLS state, for servers that terminate TLS
+	// themselves (server.Listener) and so leave http.Request.TLS nil.
+	state func() tls.ConnectionState
+
+	once  sync.Once
+	peer  Peer
+	chain []*x509.Certificate
+	err   error
+
+	mu       sync.Mutex
+	verified *x509bundle.Bundle // the bundle the chain was last verified against
 }
 
 // ConnContext is for http.Server.ConnContext: it lets PeerFromRequest compute
-// a connection's peer once instead of at every request. Optional.
-func ConnContext(ctx context.Context, _ net.Conn) context.Context {
-	return context.WithValue(ctx, connKey{}, &connPeer{})
+// a connection's peer once instead of at every request, and lets the
+// Middleware verify a connection's chain again only when the bundle changes.
+// It also finds the TLS state of connections that are TLS without being a
+// *tls.Conn (they have a ConnectionState method). Optional for a server that
+// serves *tls.Conn connections; required for the others.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	cp := &connPeer{}
+	if s, ok := c.(interface{ ConnectionState() tls.ConnectionState }); ok {
+		if _, isTLS := c.(*tls.Conn); !isTLS {
+			cp.state = s.ConnectionState
+		}
+	}
+	return context.WithValue(ctx, connKey{}, cp)
 }
 
-// PeerFromRequest returns the verified peer of r. It refuses a request
-// without a client certificate and one whose leaf has expired since its
-// connection was opened (connections outlive certificates): the answer is
-// 401 invalid_token, and the connection should be closed so the client
-// reconnects with its current SVID.
+// PeerFromRequest returns the peer of r: the SPIFFE ID and fingerprint of its
+// client leaf. It refuses a request without a client certificate, a leaf
+// that cannot be an SVID client certificate (no single SPIFFE ID, a CA, no
+// digitalSignature key usage, or an extended key usage without clientAuth),
+// and one whose leaf has expired since its connection was opened
+// (connections outlive certificates): the answer is 401 invalid_token, and
+// the connection should be closed so the client reconnects with its current
+// SVID. It does not verify the chain: the TLS layer or Middleware.Bundles
+// does.
 func PeerFromRequest(r *http.Request, now time.Time) (Peer, error) {
-	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
-		return Peer{}, &api.Error{Code: api.CodeInvalidToken, Message: "a client X.509 SVID is required"}
+	p, _, _, err := peerFromRequest(r, now)
+	return p, err
+}
+
+func peerFromRequest(r *http.Request, now time.Time) (Peer, []*x509.Certificate, *connPeer, error) {
+	cp, _ := r.Context().Value(connKey{}).(*connPeer)
+	var certs []*x509.Certificate
+	switch {
+	case r.TLS != nil:
+		certs = r.TLS.PeerCertificates
+	case cp != nil && cp.state != nil:
+		cp.once.Do(func() {
+			cp.chain = cp.state().PeerCertificates
+			if len(cp.chain) > 0 {
+				cp.peer, cp.err = peerOf(cp.chain[0])
+			}
+		})
+		certs = cp.chain
+	}
+	if len(certs) == 0 {
+		return Peer{}, nil, cp, &api.Error{Code: api.CodeInvalidToken, Message: "a client X.509 SVID is required"}
 	}
 	var p Peer
 	var err error
-	if c, ok := r.Context().Value(connKey{}).(*connPeer); ok {
-		c.once.Do(func() { c.peer, c.err = peerOf(r.TLS.PeerCertificates[0]) })
-		p, err = c.peer, c.err
+	if cp != nil {
+		cp.once.Do(func() { cp.chain = certs; cp.peer, cp.err = peerOf(certs[0]) })
+		p, err = cp.peer, cp.err
 	} else {
-		p, err = peerOf(r.TLS.PeerCertificates[0])
+		p, err = peerOf(certs[0])
 	}
 	if err != nil {
-		return Peer{}, err
+		return Peer{}, nil, cp, err
 	}
 	if !now.Before(p.NotAfter) {
-		return Peer{}, &api.Error{Code: api.CodeInvalidToken, Message: "the client certificate has expired: reconnect with a current SVID"}
+		return Peer{}, nil, cp, &api.Error{Code: api.CodeInvalidToken, Message: "the client certificate has expired: reconnect with a current SVID"}
 	}
-	return p, nil
+	return p, certs, cp, nil
+}
+
+// verifyChain verifies chain against bundles, or reuses the verification of
+// cp's connection if the bundle of the peer's trust domain is the one it was
+// done against. A trust domain dropped from bundles, or a CA removed from
+// its bundle, fails here on connections that were opened before.
+func verifyChain(cp *connPeer, chain []*x509.Certificate, td spiffeid.TrustDomain, bundles x509bundle.Source) error {
+	refused := &api.Error{Code: api.CodeInvalidToken, Message: "the client certificate is no longer trusted: reconnect with a current SVID"}
+	b, err := bundles.GetX509BundleForTrustDomain(td)
+	if err != nil || b == nil {
+		return refused
+	}
+	if cp != nil {
+		cp.mu.Lock()
+		defer cp.mu.Unlock()
+		if cp.verified == b {
+			return nil
+		}
+	}
+	if _, _, err := x509svid.Verify(chain, bundles); err != nil {
+		return refused
+	}
+	if cp != nil {
+		cp.verified = b
+	}
+	return nil
 }
 
 func peerOf(leaf *x509.Certificate) (Peer, error) {
@@ -72,7 +143,36 @@ func peerOf(leaf *x509.Certificate) (Peer, error) {
 		// The handshake already refused such leaves; this is defence in depth.
 		return Peer{}, &api.Error{Code: api.CodeInvalidToken, Message: "the client certificate carries no single SPIFFE ID"}
 	}
+	if err := checkClientLeaf(leaf); err != nil {
+		return Peer{}, &api.Error{Code: api.CodeInvalidToken, Message: "the client certificate is not an X.509-SVID client certificate: " + err.Error()}
+	}
 	return Peer{Peer: session.Peer{ID: id, Fingerprint: svid.Fingerprint(leaf)}, NotAfter: leaf.NotAfter}, nil
+}
+
+// checkClientLeaf enforces what the X.509-SVID specification asks of a leaf
+// used as a TLS client certificate: not a CA, the digitalSignature key usage
+// (a MUST of the specification), and, if it lists extended key usages at
+// all, clientAuth among them (a server-only or code-signing certificate is
+// not a client SVID).
+func checkClientLeaf(leaf *x509.Certificate) error {
+	if leaf.IsCA {
+		return errors.New("it is a CA certificate")
+	}
+	if leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
+		return errors.New("it lacks the digitalSignature key usage")
+	}
+	if leaf.KeyUsage&(x509.KeyUsageCertSign|x509.KeyUsageCRLSign) != 0 {
+		return errors.New("it may sign certificates or CRLs")
+	}
+	if len(leaf.ExtKeyUsage) == 0 && len(leaf.UnknownExtKeyUsage) == 0 {
+		return nil
+	}
+	for _, u := range leaf.ExtKeyUsage {
+		if u == x509.ExtKeyUsageClientAuth || u == x509.ExtKeyUsageAny {
+			return nil
+		}
+	}
+	return errors.New("its extended key usage does not allow TLS client authentication")
 }
 
 // Identity is the caller's SPIFFE ID as the middleware verified it.

@@ -14,7 +14,8 @@ import (
 // certificate is read from svids at every handshake (so rotation needs no
 // restart); a client certificate is required and must be an X.509 SVID that
 // chains to a bundle of bundles for its own trust domain, unexpired, with
-// exactly one SPIFFE ID and not a CA.
+// exactly one SPIFFE ID, not a CA, with the digitalSignature key usage and,
+// if it lists extended key usages, clientAuth among them.
 //
 // The check runs in VerifyConnection, which Go calls on every handshake,
 // resumed ones included (VerifyPeerCertificate is skipped on resumption), so
@@ -32,6 +33,9 @@ func ServerTLSConfig(svids x509svid.Source, bundles x509bundle.Source) *tls.Conf
 				return errors.New("auth: client certificate required")
 			}
 			if _, _, err := x509svid.Verify(cs.PeerCertificates, bundles); err != nil {
+				return fmt.Errorf("auth: client certificate refused: %w", err)
+			}
+			if err := checkClientLeaf(cs.PeerCertificates[0]); err != nil {
 				return fmt.Errorf("auth: client certificate refused: %w", err)
 			}
 			return nil

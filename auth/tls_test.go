@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
@@ -15,10 +16,12 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tetherproject/tether/auth"
 	"github.com/tetherproject/tether/internal/testpki"
+	"github.com/tetherproject/tether/internal/testutil"
 	"github.com/tetherproject/tether/svid"
 )
 
@@ -54,7 +57,7 @@ func newTLSEnv(t *testing.T) *tlsEnv {
 	e := &tlsEnv{ca: testpki.NewCA(t, "example.org"), bundles: &bundles{}}
 	e.bundles.replace(e.ca.Bundle())
 	serverSVID := e.ca.Issue(t, "spiffe://example.org/tetherd")
-	mw := &auth.Middleware{Now: func() time.Time {
+	mw := &auth.Middleware{Bundles: e.bundles, Now: func() time.Time {
 		if p := e.now.Load(); p != nil {
 			return *p
 		}
@@ -216,4 +219,142 @@ func TestLeafExpiryOnOpenConnection(t *testing.T) {
 	require.Contains(t, body, `"invalid_token"`)
 	require.Contains(t, body, "expired")
 	require.True(t, resp.Close, "the server closes the connection")
+}
+
+// TestOpenConnectionLosesTrust: once the trust bundle no longer holds the CA
+// of a kept-alive connection's leaf (the CA rotated out, or the trust domain
+// dropped), the next request on that very connection is refused and the
+// connection closed: a connection is never trusted longer than its CA.
+func TestOpenConnectionLosesTrust(t *testing.T) {
+	for name, replace := range map[string]func(e *tlsEnv){
+		"ca-removed":        func(e *tlsEnv) { e.bundles.replace(testpki.NewCA(t, "example.org").Bundle()) },
+		"trust-domain-gone": func(e *tlsEnv) { e.bundles.replace(testpki.NewCA(t, "other.org").Bundle()) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newTLSEnv(t)
+			alice := e.ca.Issue(t, "spiffe://example.org/admin/alice")
+			c := e.client(testpki.TLSCertificate(alice))
+			resp, _, err := get(t, c, e.srv.URL)
+			require.NoError(t, err)
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+
+			replace(e)
+			var reused bool
+			req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+				GotConn: func(info httptrace.GotConnInfo) { reused = info.Reused },
+			}), http.MethodGet, e.srv.URL, nil)
+			require.NoError(t, err)
+			resp, err = c.Do(req)
+			require.NoError(t, err)
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			require.NoError(t, err)
+			require.True(t, reused, "the request must travel on the already open connection")
+			require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+			require.Contains(t, string(b), `"invalid_token"`)
+			require.True(t, resp.Close, "the server closes the connection")
+		})
+	}
+}
+
+// TestMiddlewareNeedsVerifiedPeers: an embedder whose TLS layer accepts any
+// client certificate (RequireAnyClientCert) cannot get a trusting middleware
+// by mistake: without Bundles it refuses peers the TLS layer did not verify,
+// and with Bundles it verifies the chain itself.
+func TestMiddlewareNeedsVerifiedPeers(t *testing.T) {
+	ca := testpki.NewCA(t, "example.org")
+	rogue := testpki.NewCA(t, "example.org") // same trust domain, not trusted
+	serverSVID := ca.Issue(t, "spiffe://example.org/svc")
+	trusted := &bundles{}
+	trusted.replace(ca.Bundle())
+	serve := func(t *testing.T, mw *auth.Middleware, tlsCfg *tls.Config) *httptest.Server {
+		srv := httptest.NewUnstartedServer(mw.RequirePeer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c, _ := auth.CallerFrom(r.Context())
+			_, _ = io.WriteString(w, c.Peer.ID.String())
+		})))
+		srv.TLS = tlsCfg
+		srv.Config.ConnContext = auth.ConnContext
+		srv.StartTLS()
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	anyCert := func() *tls.Config {
+		return &tls.Config{
+			MinVersion: tls.VersionTLS13, ClientAuth: tls.RequireAnyClientCert,
+			Certificates: []tls.Certificate{testpki.TLSCertificate(serverSVID)},
+		}
+	}
+	e := &tlsEnv{ca: ca}
+	mallory := rogue.Issue(t, "spiffe://example.org/admin/mallory")
+	alice := ca.Issue(t, "spiffe://example.org/admin/alice")
+
+	t.Run("no-bundles-any-cert", func(t *testing.T) {
+		logs := &testutil.Buffer{}
+		srv := serve(t, &auth.Middleware{Logger: slog.New(slog.NewJSONHandler(logs, nil))}, anyCert())
+		for _, who := range []*x509svid.SVID{mallory, alice} {
+			resp, body, err := get(t, e.client(testpki.TLSCertificate(who)), srv.URL)
+			require.NoError(t, err)
+			require.Equal(t, http.StatusUnauthorized, resp.StatusCode, body)
+		}
+		require.Contains(t, logs.String(), "auth.misconfigured")
+	})
+	t.Run("bundles-any-cert", func(t *testing.T) {
+		srv := serve(t, &auth.Middleware{Bundles: trusted}, anyCert())
+		resp, body, err := get(t, e.client(testpki.TLSCertificate(mallory)), srv.URL)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusUnauthorized, resp.StatusCode, body)
+		resp, body, err = get(t, e.client(testpki.TLSCertificate(alice)), srv.URL)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		require.Equal(t, "spiffe://example.org/admin/alice", body)
+	})
+	t.Run("no-bundles-verified-by-tls", func(t *testing.T) {
+		cfg := anyCert()
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+		cfg.ClientCAs = x509.NewCertPool()
+		cfg.ClientCAs.AddCert(ca.Cert)
+		srv := serve(t, &auth.Middleware{}, cfg)
+		resp, body, err := get(t, e.client(testpki.TLSCertificate(alice)), srv.URL)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode, body)
+	})
+}
+
+// TestClientLeafUsage: a leaf that is not an X.509-SVID client certificate is
+// refused at the handshake, and by the middleware too when a TLS layer let it
+// through: no digitalSignature key usage, or an extended key usage without
+// clientAuth (server-only, code signing).
+func TestClientLeafUsage(t *testing.T) {
+	e := newTLSEnv(t)
+	usage := func(ku x509.KeyUsage, eku ...x509.ExtKeyUsage) testpki.Option {
+		return func(c *x509.Certificate) { c.KeyUsage, c.ExtKeyUsage = ku, eku }
+	}
+	cases := map[string]testpki.Option{
+		"no-digital-signature": usage(x509.KeyUsageKeyEncipherment, x509.ExtKeyUsageClientAuth),
+		"no-key-usage":         usage(0, x509.ExtKeyUsageClientAuth),
+		"server-auth-only":     usage(x509.KeyUsageDigitalSignature, x509.ExtKeyUsageServerAuth),
+		"code-signing-only":    usage(x509.KeyUsageDigitalSignature, x509.ExtKeyUsageCodeSigning),
+	}
+	for name, opt := range cases {
+		t.Run(name, func(t *testing.T) {
+			leaf := e.ca.Issue(t, "spiffe://example.org/admin/alice", opt)
+			_, _, err := get(t, e.client(testpki.TLSCertificate(leaf)), e.srv.URL)
+			require.Error(t, err, "the handshake must fail")
+
+			// Behind a TLS layer that verified the chain only.
+			mw := &auth.Middleware{}
+			h := mw.RequirePeer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }))
+			req := httptest.NewRequest(http.MethodGet, "https://tetherd/", nil)
+			req.TLS = &tls.ConnectionState{Version: tls.VersionTLS13, PeerCertificates: leaf.Certificates, VerifiedChains: [][]*x509.Certificate{leaf.Certificates}}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			require.Equal(t, http.StatusUnauthorized, rec.Code, rec.Body.String())
+		})
+	}
+	t.Run("digital-signature-and-no-eku", func(t *testing.T) {
+		leaf := e.ca.Issue(t, "spiffe://example.org/admin/alice", usage(x509.KeyUsageDigitalSignature))
+		resp, _, err := get(t, e.client(testpki.TLSCertificate(leaf)), e.srv.URL)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+	})
 }

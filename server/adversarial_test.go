@@ -78,6 +78,7 @@ type advEnv struct {
 
 type advOpts struct {
 	cfg      session.Config
+	conns    server.ConnLimits
 	tweakSrv func(*http.Server) // before it serves
 }
 
@@ -105,9 +106,10 @@ func newAdvEnv(t *testing.T, o advOpts) *advEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := server.NewHandler(server.Config{Sessions: e.mgr, Admins: admins, Introspectors: intros, Logger: logger})
 	src := &svid.StaticSource{SVID: serverSVID, Bundles: e.bundles}
-	e.srv = server.NewHTTPServer(h, auth.ServerTLSConfig(src, src), logger)
+	h := server.NewHandler(server.Config{Sessions: e.mgr, Bundles: src, Admins: admins, Introspectors: intros, Logger: logger})
+	tlsCfg := auth.ServerTLSConfig(src, src)
+	e.srv = server.NewHTTPServer(h, tlsCfg, logger)
 	if o.tweakSrv != nil {
 		o.tweakSrv(e.srv)
 	}
@@ -119,7 +121,7 @@ func newAdvEnv(t *testing.T, o advOpts) *advEnv {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = e.srv.ServeTLS(ln, "", "")
+		_ = e.srv.Serve(server.NewListener(ln, tlsCfg, o.conns, logger, nil))
 	}()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -477,8 +479,10 @@ func TestAdversarialTokens(t *testing.T) {
 		{"fail/truncated-half", alice, bearer(tok[:len(tok)/2]), 401, api.CodeInvalidToken},
 		{"fail/truncated-no-signature", alice, bearer(parts[0] + "." + parts[1]), 401, api.CodeInvalidToken},
 		{"fail/signature-of-another-token", alice, bearer(parts[0] + "." + parts[1] + "." + strings.Split(tok2, ".")[2]), 401, api.CodeInvalidToken},
-		{"fail/one-megabyte", alice, bearer(megabyte), 401, api.CodeInvalidToken},
-		{"fail/one-megabyte-after-genuine", alice, bearer(tok + megabyte), 401, api.CodeInvalidToken},
+		{"fail/over-4KiB", alice, bearer(tok + megabyte[:5000]), 401, api.CodeInvalidToken},
+		{"fail/one-megabyte", alice, bearer(megabyte), 431, api.CodeHeadersTooLarge},
+		{"fail/one-megabyte-after-genuine", alice, bearer(tok + megabyte), 431, api.CodeHeadersTooLarge},
+		{"fail/many-small-headers", alice, manyHeaders(tok, 400), 431, api.CodeHeadersTooLarge},
 		{"fail/two-authorization-headers", alice, append(bearer(tok), bearer(tok)...), 400, api.CodeBadRequest},
 		{"fail/two-authorization-headers-one-empty", alice, append(bearer(tok), "Authorization", ""), 400, api.CodeBadRequest},
 		{"fail/iss-number", alice, bearer(es(oursHdr, with(claims, "iss", 1))), 401, api.CodeInvalidToken},
@@ -608,14 +612,15 @@ func TestAdversarialHandshakes(t *testing.T) {
 	if n := e.mgr.Len(); n != 0 {
 		t.Fatalf("%d sessions exist after refused handshakes", n)
 	}
-	if !strings.Contains(e.log.String(), "TLS handshake error") {
-		t.Fatal("the refused handshakes were not logged (debug http.server)")
+	if !strings.Contains(e.log.String(), "connection.handshake_failed") {
+		t.Fatal("the refused handshakes were not logged (debug connection.handshake_failed)")
 	}
 }
 
 // TestSlowClients: the server's header, read and handshake timeouts close
 // connections that send too slowly, whatever they send. The timeouts are
-// shortened here through the *http.Server that NewHTTPServer returns.
+// shortened here through the *http.Server that NewHTTPServer returns and the
+// Listener's ConnLimits.
 func TestSlowClients(t *testing.T) {
 	const (
 		headerTimeout = 300 * time.Millisecond
@@ -625,7 +630,7 @@ func TestSlowClients(t *testing.T) {
 	if server.ReadHeaderTimeout <= 0 || server.ReadTimeout <= 0 || server.MaxHeaderBytes <= 0 {
 		t.Fatal("the production server has no header/read timeout or header limit")
 	}
-	e := newAdvEnv(t, advOpts{tweakSrv: func(s *http.Server) {
+	e := newAdvEnv(t, advOpts{conns: server.ConnLimits{HandshakeTimeout: headerTimeout}, tweakSrv: func(s *http.Server) {
 		if s.ReadHeaderTimeout != server.ReadHeaderTimeout || s.ReadTimeout != server.ReadTimeout {
 			t.Errorf("NewHTTPServer does not set the package's timeouts")
 		}
@@ -905,4 +910,13 @@ func TestLoginRateLimited(t *testing.T) {
 	if !strings.Contains(e.log.String(), `"reason":"login_rate"`) {
 		t.Fatal("the refusals were not logged as login.denied with reason login_rate")
 	}
+}
+
+// manyHeaders is a genuine bearer header plus n headers of 40 bytes each.
+func manyHeaders(tok string, n int) []string {
+	h := []string{"Authorization", "Bearer " + tok}
+	for i := range n {
+		h = append(h, fmt.Sprintf("X-Pad-%04d", i), strings.Repeat("p", 28))
+	}
+	return h
 }

@@ -94,7 +94,7 @@ func (a *fzAPI) alicePeer() session.Peer {
 }
 
 func (a *fzAPI) serve(req *http.Request, leaf *x509.Certificate) *httptest.ResponseRecorder {
-	req.TLS = &tls.ConnectionState{Version: tls.VersionTLS13, PeerCertificates: []*x509.Certificate{leaf}}
+	req.TLS = &tls.ConnectionState{Version: tls.VersionTLS13, PeerCertificates: []*x509.Certificate{leaf}, VerifiedChains: [][]*x509.Certificate{{leaf}}}
 	req.RemoteAddr = "192.0.2.1:4242"
 	rec := httptest.NewRecorder()
 	a.log.Reset()

@@ -1,10 +1,13 @@
 package server
 
 import (
+	"context"
 	"crypto/tls"
 	"log"
 	"log/slog"
+	"net"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -16,7 +19,9 @@ import (
 // NewHTTPServer wraps the API handler in an http.Server with the API's
 // limits: header size and read/write/idle timeouts (slow clients cannot hold
 // a connection), per-connection peer caching, and the TLS configuration.
-// Serve it with ServeTLS(listener, "", "").
+// tetherd serves it with Serve on a Listener, which terminates TLS itself and
+// enforces the connection caps (tlsConfig is then unused); ServeTLS on a
+// plain listener works too, without those caps.
 //
 // It speaks HTTP/1.1 only. Go's HTTP/2 server applies neither
 // ReadHeaderTimeout nor ReadTimeout to a header block in progress: a client
@@ -27,20 +32,33 @@ func NewHTTPServer(h http.Handler, tlsConfig *tls.Config, logger *slog.Logger) *
 	protocols.SetHTTP1(true)
 	srv := &http.Server{
 		Protocols:         &protocols,
-		Handler:           h,
+		Handler:           closeOld(h),
 		TLSConfig:         tlsConfig,
 		MaxHeaderBytes:    MaxHeaderBytes,
 		ReadHeaderTimeout: ReadHeaderTimeout,
 		ReadTimeout:       ReadTimeout,
 		WriteTimeout:      WriteTimeout,
 		IdleTimeout:       IdleTimeout,
-		ConnContext:       auth.ConnContext,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return connContext(auth.ConnContext(ctx, c), c)
+		},
 	}
 	if logger != nil {
 		// TLS handshake failures and the like: worth a debug line, no more.
 		srv.ErrorLog = log.New(&slogWriter{logger}, "", 0)
 	}
 	return srv
+}
+
+// closeOld asks the client to reconnect (Connection: close) once its
+// connection is older than the listener's MaxAge.
+func closeOld(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if tooOld(r, time.Now()) {
+			w.Header().Set("Connection", "close")
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 type slogWriter struct{ log *slog.Logger }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/tetherproject/tether/auth"
@@ -22,6 +23,10 @@ import (
 type Config struct {
 	// Sessions is the session manager. Required.
 	Sessions *session.Manager
+	// Bundles are the trust bundles every caller's chain is verified
+	// against, again whenever they change (see auth.Middleware.Bundles).
+	// Required unless the TLS layer verifies client chains itself.
+	Bundles x509bundle.Source
 	// Admins may log in; Introspectors may call /v1/introspect. An empty
 	// policy allows nobody.
 	Admins, Introspectors auth.Policy
@@ -35,14 +40,16 @@ type Config struct {
 
 // Limits of the API's HTTP server.
 const (
-	// MaxHeaderBytes bounds a request's headers. It is large enough that an
-	// oversized token still reaches the middleware and gets the contract's
-	// 401 invalid_token instead of a bare 431.
-	MaxHeaderBytes    = 1 << 20
+	// MaxHeaderBytes bounds a request's headers: a token is at most 4 KiB
+	// (session.MaxTokenBytes), and no valid request needs more than twice
+	// that. net/http reads up to MaxHeaderBytes+4096 bytes before it answers
+	// 431 (in the JSON error format when served on a Listener).
+	MaxHeaderBytes    = 8 << 10
 	ReadHeaderTimeout = 10 * time.Second
 	ReadTimeout       = 30 * time.Second
 	WriteTimeout      = 30 * time.Second
-	IdleTimeout       = 2 * time.Minute
+	// IdleTimeout closes a kept-alive connection unused for this long.
+	IdleTimeout = time.Minute
 )
 
 type handler struct {
@@ -65,16 +72,27 @@ func NewHandler(cfg Config) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &handler{cfg: cfg, log: log, mw: &auth.Middleware{Sessions: cfg.Sessions, Logger: log, Metrics: cfg.Metrics, Now: cfg.Now}}
-	peer, sess := a.mw.RequirePeer, a.mw.RequireSession
+	a := &handler{cfg: cfg, log: log, mw: &auth.Middleware{Sessions: cfg.Sessions, Bundles: cfg.Bundles, Logger: log, Metrics: cfg.Metrics, Now: cfg.Now}}
+	peer := a.mw.RequirePeer
+	// Calls with a session take no body; its bound is enforced once the
+	// session is checked (authorization before any body is read).
+	sess := func(h http.HandlerFunc) http.Handler {
+		return a.mw.RequireSession(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if err := discardBody(w, r); err != nil {
+				a.fail(w, r, err)
+				return
+			}
+			h(w, r)
+		}))
+	}
 	routes := []route{
 		{http.MethodPost, api.PathSessions, peer(http.HandlerFunc(a.login))},
-		{http.MethodGet, api.PathSessions, sess(http.HandlerFunc(a.list))},
-		{http.MethodDelete, api.PathSessions, sess(http.HandlerFunc(a.revokeIdentity))},
-		{http.MethodGet, api.PathSessionsSelf, sess(http.HandlerFunc(a.self))},
-		{http.MethodDelete, api.PathSessionsSelf, sess(http.HandlerFunc(a.logout))},
+		{http.MethodGet, api.PathSessions, sess(a.list)},
+		{http.MethodDelete, api.PathSessions, sess(a.revokeIdentity)},
+		{http.MethodGet, api.PathSessionsSelf, sess(a.self)},
+		{http.MethodDelete, api.PathSessionsSelf, sess(a.logout)},
 		{http.MethodPost, api.PathRebind, peer(http.HandlerFunc(a.rebind))},
-		{http.MethodDelete, api.PathSessions + "/{id}", sess(http.HandlerFunc(a.revoke))},
+		{http.MethodDelete, api.PathSessions + "/{id}", sess(a.revoke)},
 		{http.MethodPost, api.PathIntrospect, peer(http.HandlerFunc(a.introspect))},
 	}
 	return &router{routes: routes, log: log}
@@ -147,6 +165,10 @@ func (a *handler) login(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, &api.Error{Code: api.CodeNotAdmin, Message: c.Peer.ID.String() + " matches no --admin pattern"})
 		return
 	}
+	if err := discardBody(w, r); err != nil {
+		a.fail(w, r, err)
+		return
+	}
 	tok, info, err := a.cfg.Sessions.Login(r.Context(), c.Peer.Peer)
 	if err != nil {
 		a.fail(w, r, err)
@@ -173,6 +195,10 @@ func (a *handler) rebind(w http.ResponseWriter, r *http.Request) {
 	c := a.caller(r)
 	token, err := auth.BearerToken(r)
 	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if err := discardBody(w, r); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -244,19 +270,40 @@ func (a *handler) introspect(w http.ResponseWriter, r *http.Request) {
 	render.JSON(w, http.StatusOK, api.IntrospectResponse{Active: true, Session: &s})
 }
 
+// discardBody enforces the body bound on calls that take no body: after
+// authorization, a body over api.MaxBodyBytes is 413; a smaller one is read
+// and ignored.
+func discardBody(w http.ResponseWriter, r *http.Request) error {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil
+	}
+	if r.ContentLength > api.MaxBodyBytes {
+		return errTooBig
+	}
+	if _, err := io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, api.MaxBodyBytes)); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return errTooBig
+		}
+		return &api.Error{Code: api.CodeBadRequest, Message: "the body could not be read"}
+	}
+	return nil
+}
+
+var errTooBig = &api.Error{Code: api.CodePayloadTooLarge, Message: "the body is over 64 KiB"}
+
 // decodeBody reads one JSON object of at most api.MaxBodyBytes: a larger
 // body is 413 whatever it holds, anything else that is not one JSON object of
 // the expected shape is 400.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
-	tooBig := &api.Error{Code: api.CodePayloadTooLarge, Message: "the body is over 64 KiB"}
 	if r.ContentLength > api.MaxBodyBytes {
-		return tooBig
+		return errTooBig
 	}
 	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, api.MaxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return tooBig
+			return errTooBig
 		}
 		return &api.Error{Code: api.CodeBadRequest, Message: "the body could not be read"}
 	}

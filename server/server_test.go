@@ -73,12 +73,13 @@ func newEnv(t *testing.T, o envOpts) *env {
 	require.NoError(t, err)
 	intro, err := auth.ParsePolicy([]string{introID})
 	require.NoError(t, err)
-	h := server.NewHandler(server.Config{Sessions: e.mgr, Admins: admins, Introspectors: intro, Logger: logger, Now: e.clock.Now})
 	src := &svid.StaticSource{SVID: serverSVID, Bundles: x509bundle.NewSet(e.ca.Bundle())}
-	srv := server.NewHTTPServer(h, auth.ServerTLSConfig(src, src), logger)
+	h := server.NewHandler(server.Config{Sessions: e.mgr, Bundles: src, Admins: admins, Introspectors: intro, Logger: logger, Now: e.clock.Now})
+	tlsCfg := auth.ServerTLSConfig(src, src)
+	srv := server.NewHTTPServer(h, tlsCfg, logger)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	go func() { _ = srv.ServeTLS(ln, "", "") }()
+	go func() { _ = srv.Serve(server.NewListener(ln, tlsCfg, server.ConnLimits{}, logger, nil)) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

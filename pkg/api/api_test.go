@@ -57,6 +57,7 @@ func TestCodes(t *testing.T) {
 		api.CodeSessionEnded: 401, api.CodeCertificateRotated: 401, api.CodeNotAdmin: 403,
 		api.CodeForbidden: 403, api.CodeNotFound: 404, api.CodeMethodNotAllowed: 405,
 		api.CodePayloadTooLarge: 413, api.CodeSessionLimit: 429, api.CodeRateLimited: 429,
+		api.CodeHeadersTooLarge: 431, api.CodeUnavailable: 503,
 		api.CodeInternal: 500, api.Code("unknown"): 500,
 	} {
 		require.Equal(t, status, code.Status(), code)

@@ -21,9 +21,11 @@ const (
 	CodeNotFound           Code = "not_found"
 	CodeMethodNotAllowed   Code = "method_not_allowed"
 	CodePayloadTooLarge    Code = "payload_too_large"
+	CodeHeadersTooLarge    Code = "headers_too_large"
 	CodeSessionLimit       Code = "session_limit"
 	CodeRateLimited        Code = "rate_limited"
 	CodeInternal           Code = "internal"
+	CodeUnavailable        Code = "unavailable"
 )
 
 // Status is the HTTP status that goes with the code; 500 for unknown codes.
@@ -41,6 +43,10 @@ func (c Code) Status() int {
 		return http.StatusMethodNotAllowed
 	case CodePayloadTooLarge:
 		return http.StatusRequestEntityTooLarge
+	case CodeHeadersTooLarge:
+		return http.StatusRequestHeaderFieldsTooLarge
+	case CodeUnavailable:
+		return http.StatusServiceUnavailable
 	case CodeSessionLimit, CodeRateLimited:
 		return http.StatusTooManyRequests
 	default:
