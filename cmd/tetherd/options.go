@@ -13,6 +13,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/tetherproject/tether/auth"
+	"github.com/tetherproject/tether/internal/logthrottle"
 	"github.com/tetherproject/tether/session"
 )
 
@@ -154,18 +155,28 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// logThrottle is the throttle newLogger puts on refusal log lines; the zero
+// value is internal/logthrottle's defaults. Tests set a manual clock here.
+var logThrottle logthrottle.Config
+
+// newLogger returns tetherd's logger. Refusal events (session.rejected,
+// login.denied, ...) go through logthrottle: metrics still count every one,
+// but their lines are bounded per message, reason and peer, with a
+// log.suppressed summary, so a client cannot choose the log volume.
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, usagef("--log-level: %q is not debug, info, warn or error", level)
 	}
 	opts := &slog.HandlerOptions{Level: lv}
+	var h slog.Handler
 	switch format {
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		h = slog.NewJSONHandler(w, opts)
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		h = slog.NewTextHandler(w, opts)
 	default:
 		return nil, usagef("--log-format: %q is not json or text", format)
 	}
+	return slog.New(logthrottle.New(h, logThrottle)), nil
 }

@@ -1,0 +1,278 @@
+package server_test
+
+// Tests of the API's connection limits (server.Listener) and of the bounds
+// every request meets (headers, bodies, connection age), through real TLS on
+// a loopback port.
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/tetherproject/tether/internal/testutil"
+	"github.com/tetherproject/tether/pkg/api"
+	"github.com/tetherproject/tether/server"
+	"github.com/tetherproject/tether/svid"
+)
+
+// dialAPI opens one TLS connection to the API as s.
+func (e *advEnv) dialAPI(t *testing.T, s *x509svid.SVID) (*tls.Conn, error) {
+	t.Helper()
+	src := &svid.StaticSource{SVID: s, Bundles: e.bundles}
+	cfg := tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeID(spiffeid.RequireFromString(advServerID)))
+	cfg.MinVersion = tls.VersionTLS13
+	c, err := tls.Dial("tcp", e.addr, cfg)
+	if err == nil {
+		t.Cleanup(func() { _ = c.Close() })
+	}
+	return c, err
+}
+
+// roundTrip writes a raw request on c and reads one answer.
+func roundTrip(t *testing.T, c net.Conn, raw string) (*http.Response, []byte, error) {
+	t.Helper()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, raw); err != nil {
+		return nil, nil, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp, b, err
+}
+
+// closedByServer reports whether the server closed c (a read gets EOF or a
+// reset before the deadline).
+func closedByServer(c net.Conn, within time.Duration) bool {
+	_ = c.SetReadDeadline(time.Now().Add(within))
+	_, err := c.Read(make([]byte, 1))
+	var ne net.Error
+	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
+}
+
+const selfRequest = "GET /v1/sessions/self HTTP/1.1\r\nHost: tetherd\r\n\r\n"
+
+// TestConnectionCapPerIdentity: one SPIFFE ID holds at most MaxPerIdentity
+// connections; the next one is closed right after its handshake; another
+// identity is not affected, and a freed slot is usable again.
+func TestConnectionCapPerIdentity(t *testing.T) {
+	e := newAdvEnv(t, advOpts{conns: server.ConnLimits{MaxPerIdentity: 3}})
+	gw := e.ca.Issue(t, advGateway)
+	var held []*tls.Conn
+	for range 3 {
+		c, err := e.dialAPI(t, gw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp, _, err := roundTrip(t, c, selfRequest); err != nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("a connection within the cap: %v %v", resp, err)
+		}
+		held = append(held, c)
+	}
+	c, err := e.dialAPI(t, gw)
+	if err == nil {
+		if _, _, err := roundTrip(t, c, selfRequest); err == nil {
+			t.Fatal("a 4th connection of the same identity was served")
+		}
+	}
+	testutil.WaitFor(t, 5*time.Second, "the refusal logged", func() bool {
+		return strings.Contains(e.log.String(), `"reason":"max_connections_per_identity"`)
+	})
+	// alice is another identity: she logs in.
+	alice := e.client(e.ca.Issue(t, advAlice), 0)
+	e.login(alice)
+	// A freed slot serves again.
+	_ = held[0].Close()
+	testutil.WaitFor(t, 5*time.Second, "a slot freed", func() bool {
+		c, err := e.dialAPI(t, gw)
+		if err != nil {
+			return false
+		}
+		resp, _, err := roundTrip(t, c, selfRequest)
+		return err == nil && resp.StatusCode == http.StatusUnauthorized
+	})
+}
+
+// TestConnectionCapTotal: beyond MaxConnections a new connection is closed as
+// soon as it is accepted.
+func TestConnectionCapTotal(t *testing.T) {
+	e := newAdvEnv(t, advOpts{conns: server.ConnLimits{MaxConnections: 4}})
+	alice := e.ca.Issue(t, advAlice)
+	for range 4 {
+		c, err := e.dialAPI(t, alice)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp, _, err := roundTrip(t, c, selfRequest); err != nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("a connection within the cap: %v %v", resp, err)
+		}
+	}
+	if c, err := e.dialAPI(t, alice); err == nil {
+		if _, _, err := roundTrip(t, c, selfRequest); err == nil {
+			t.Fatal("a 5th connection was served over a cap of 4")
+		}
+	}
+	if !strings.Contains(e.log.String(), `"reason":"max_connections"`) {
+		t.Fatal("the refusal was not logged")
+	}
+}
+
+// TestStalledHandshakesPushedOut: connections that never finish their
+// handshake fill MaxHandshakes; a new connection pushes out the oldest, so a
+// real client still gets in at once, long before the handshake timeout.
+func TestStalledHandshakesPushedOut(t *testing.T) {
+	e := newAdvEnv(t, advOpts{conns: server.ConnLimits{MaxHandshakes: 4, HandshakeTimeout: time.Minute}})
+	var stalled []net.Conn
+	for range 8 {
+		c, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		stalled = append(stalled, c)
+	}
+	// The first four were pushed out by the next four.
+	for i, c := range stalled[:4] {
+		if !closedByServer(c, 5*time.Second) {
+			t.Fatalf("stalled connection %d is still open", i)
+		}
+	}
+	alice := e.client(e.ca.Issue(t, advAlice), 0)
+	start := time.Now()
+	e.login(alice)
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("the login waited %s", d)
+	}
+}
+
+// TestMaxConnectionAge: a request on a connection older than MaxAge is
+// answered with Connection: close.
+func TestMaxConnectionAge(t *testing.T) {
+	e := newAdvEnv(t, advOpts{conns: server.ConnLimits{MaxAge: time.Nanosecond}})
+	c, err := e.dialAPI(t, e.ca.Issue(t, advAlice))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, _, err := roundTrip(t, c, selfRequest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !resp.Close {
+		t.Fatal("an old connection was kept open")
+	}
+	if !closedByServer(c, 5*time.Second) {
+		t.Fatal("the server did not close the old connection")
+	}
+}
+
+// TestNetHTTPAnswersInJSON: what net/http answers by itself (headers over the
+// bound, a malformed request, plain HTTP on the TLS port) comes in the API's
+// JSON error format.
+func TestNetHTTPAnswersInJSON(t *testing.T) {
+	e := newAdvEnv(t, advOpts{})
+	alice := e.ca.Issue(t, advAlice)
+	check := func(t *testing.T, resp *http.Response, body []byte, status int, code api.Code) {
+		t.Helper()
+		var er api.ErrorResponse
+		if resp.StatusCode != status || json.Unmarshal(body, &er) != nil || er.Error == nil || er.Error.Code != code {
+			t.Fatalf("got %d %q, want %d %s", resp.StatusCode, body, status, code)
+		}
+		if resp.Header.Get("Content-Type") != "application/json" || !resp.Close {
+			t.Fatalf("headers %v", resp.Header)
+		}
+	}
+	t.Run("headers-too-large", func(t *testing.T) {
+		c, err := e.dialAPI(t, alice)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, body, err := roundTrip(t, c, "GET /v1/sessions/self HTTP/1.1\r\nHost: tetherd\r\nX-Big: "+strings.Repeat("a", 64<<10)+"\r\n\r\n")
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, resp, body, http.StatusRequestHeaderFieldsTooLarge, api.CodeHeadersTooLarge)
+	})
+	t.Run("malformed-request-line", func(t *testing.T) {
+		c, err := e.dialAPI(t, alice)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, body, err := roundTrip(t, c, "GET\r\n\r\n")
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, resp, body, http.StatusBadRequest, api.CodeBadRequest)
+	})
+	t.Run("plain-http-on-tls-port", func(t *testing.T) {
+		c, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		resp, body, err := roundTrip(t, c, selfRequest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, resp, body, http.StatusBadRequest, api.CodeBadRequest)
+	})
+}
+
+// TestBodyBoundEveryEndpoint: a body over 64 KiB is 413 payload_too_large on
+// every call, once the caller is authorized (login included, whose body is
+// otherwise ignored), whether its length is declared or chunked; nothing
+// happens (no session is created).
+func TestBodyBoundEveryEndpoint(t *testing.T) {
+	e := newAdvEnv(t, advOpts{})
+	alice := e.client(e.ca.Issue(t, advAlice), 0)
+	tok, s := e.login(alice)
+	big := bytes.Repeat([]byte("x"), 70<<10)
+	auth := []string{"Authorization", "Bearer " + tok}
+	calls := []struct {
+		method, path string
+		headers      []string
+	}{
+		{http.MethodPost, api.PathSessions, nil},
+		{http.MethodGet, api.PathSessionsSelf, auth},
+		{http.MethodGet, api.PathSessions, auth},
+		{http.MethodDelete, api.PathSessions + "/" + s.SessionID, auth},
+		{http.MethodDelete, api.PathSessions + "?spiffe_id=" + advAlice, auth},
+		{http.MethodDelete, api.PathSessionsSelf, auth},
+		{http.MethodPost, api.PathRebind, auth},
+	}
+	for _, c := range calls {
+		for _, chunked := range []bool{false, true} {
+			var body io.Reader = bytes.NewReader(big)
+			if chunked {
+				body = io.MultiReader(bytes.NewReader(big)) // no length: sent chunked
+			}
+			r, err := e.do(alice, c.method, c.path, body, c.headers...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.status != http.StatusRequestEntityTooLarge || r.code() != api.CodePayloadTooLarge {
+				t.Fatalf("%s %s (chunked %v): %d %s", c.method, c.path, chunked, r.status, r.body)
+			}
+		}
+	}
+	if n := e.mgr.Len(); n != 1 {
+		t.Fatalf("%d sessions, want alice's one: a refused call changed state", n)
+	}
+	if _, ok := e.mgr.Get(s.SessionID); !ok {
+		t.Fatal("a refused call ended the session")
+	}
+}
