@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -93,4 +95,34 @@ func TestMetrics(t *testing.T) {
 	require.Contains(t, out, `tether_sessions_ended_total{cause="idle"} 1`)
 	require.Contains(t, out, "tether_sessions_live 0")
 	require.True(t, strings.Contains(out, "tether_session_store_bytes 0"))
+}
+
+// TestHealthServerServes: the health handler behind NewHealthServer and
+// LimitListener, wired as tetherd wires them, answers probes.
+func TestHealthServerServes(t *testing.T) {
+	srv := server.NewHealthServer(server.Health(func() error { return nil }, prometheus.NewRegistry()), nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var shed atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		done <- srv.Serve(server.LimitListener(ln, server.HealthMaxConnections, func() { shed.Add(1) }))
+	}()
+	defer func() {
+		require.NoError(t, srv.Close())
+		require.ErrorIs(t, <-done, http.ErrServerClosed)
+	}()
+
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		resp, err := hc.Get("http://" + ln.Addr().String() + path)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		require.NoError(t, resp.Body.Close())
+		require.Equal(t, http.StatusOK, resp.StatusCode, path)
+		require.Equal(t, 1, resp.ProtoMajor, "HTTP/1.1 only")
+	}
+	require.Zero(t, shed.Load())
 }
