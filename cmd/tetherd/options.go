@@ -14,6 +14,7 @@ import (
 
 	"github.com/tetherproject/tether/auth"
 	"github.com/tetherproject/tether/internal/logthrottle"
+	"github.com/tetherproject/tether/server"
 	"github.com/tetherproject/tether/session"
 )
 
@@ -30,6 +31,7 @@ type options struct {
 	logLevel, logFormat         string
 	startupTimeout              time.Duration
 	shutdownTimeout             time.Duration
+	conns                       server.ConnLimits
 }
 
 func (o *options) register(cmd *cobra.Command) {
@@ -52,6 +54,11 @@ func (o *options) register(cmd *cobra.Command) {
 	f.StringVar(&o.logFormat, "log-format", "json", "json, or text for people")
 	f.DurationVar(&o.startupTimeout, "startup-timeout", 30*time.Second, "how long to wait for a first SVID from the Workload API")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight requests may take to finish on SIGTERM")
+	f.IntVar(&o.conns.MaxConnections, "max-connections", server.DefaultMaxConnections, "open API connections in all; more are closed at once")
+	f.IntVar(&o.conns.MaxPerIdentity, "max-connections-per-identity", server.DefaultMaxPerIdentity, "open API connections of one SPIFFE ID; more are closed after the handshake")
+	f.IntVar(&o.conns.MaxHandshakes, "max-handshakes", server.DefaultMaxHandshakes, "API connections in their TLS handshake at once; a new one pushes out the oldest")
+	f.DurationVar(&o.conns.HandshakeTimeout, "handshake-timeout", server.DefaultHandshakeTimeout, "how long a TLS handshake on the API may take")
+	f.DurationVar(&o.conns.MaxAge, "max-connection-age", server.DefaultMaxAge, "an API connection older than this is closed after its next answer")
 }
 
 // config is the checked form of the options.
@@ -122,6 +129,11 @@ func (o *options) check(cmd *cobra.Command, dev bool) (*config, error) {
 		{"--login-burst", o.loginBurst > 0},
 		{"--startup-timeout", o.startupTimeout > 0},
 		{"--shutdown-timeout", o.shutdownTimeout > 0},
+		{"--max-connections", o.conns.MaxConnections > 0},
+		{"--max-connections-per-identity", o.conns.MaxPerIdentity > 0},
+		{"--max-handshakes", o.conns.MaxHandshakes > 0},
+		{"--handshake-timeout", o.conns.HandshakeTimeout > 0},
+		{"--max-connection-age", o.conns.MaxAge > 0},
 	}
 	for _, p := range positive {
 		if !p.ok {

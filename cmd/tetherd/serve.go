@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"sync/atomic"
@@ -126,10 +125,12 @@ func serve(cmd *cobra.Command, o *options, dev *devSetup) error {
 		return fmt.Errorf("--health-listen: %w", err)
 	}
 	handler := server.NewHandler(server.Config{
-		Sessions: mgr, Admins: cfg.admins, Introspectors: cfg.introspectors,
+		Sessions: mgr, Bundles: src, Admins: cfg.admins, Introspectors: cfg.introspectors,
 		Logger: log, Metrics: metrics,
 	})
-	apiSrv := server.NewHTTPServer(handler, auth.ServerTLSConfig(src, src), log)
+	apiTLS := auth.ServerTLSConfig(src, src)
+	apiConns := server.NewListener(apiLn, apiTLS, o.conns, log, reg)
+	apiSrv := server.NewHTTPServer(handler, apiTLS, log)
 	var serving atomic.Bool
 	ready := func() error {
 		if !serving.Load() {
@@ -137,16 +138,22 @@ func serve(cmd *cobra.Command, o *options, dev *devSetup) error {
 		}
 		return svid.Usable(src, time.Now())
 	}
-	healthSrv := &http.Server{Handler: server.Health(ready, reg), ReadHeaderTimeout: 5 * time.Second}
+	healthSrv := server.NewHealthServer(server.Health(ready, reg), log)
+	healthShed := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tether_health_connections_refused_total",
+		Help: "Connections to --health-listen closed at once because the listener's connection cap was reached.",
+	})
+	reg.MustRegister(healthShed)
+	healthConns := server.LimitListener(healthLn, server.HealthMaxConnections, healthShed.Inc)
 
 	errc := make(chan error, 2)
 	go func() {
 		serving.Store(true)
-		err := apiSrv.ServeTLS(apiLn, "", "")
+		err := apiSrv.Serve(apiConns)
 		serving.Store(false)
 		errc <- err
 	}()
-	go func() { errc <- healthSrv.Serve(healthLn) }()
+	go func() { errc <- healthSrv.Serve(healthConns) }()
 
 	log.Info("tetherd.started",
 		slog.String("version", versionString()),
@@ -155,7 +162,10 @@ func serve(cmd *cobra.Command, o *options, dev *devSetup) error {
 		slog.String("health_listen", healthLn.Addr().String()),
 		slog.Any("admins", cfg.admins.Strings()),
 		slog.Any("introspectors", cfg.introspectors.Strings()),
-		slog.Duration("session_ttl", o.sessionTTL), slog.Duration("idle_timeout", o.idleTimeout))
+		slog.Duration("session_ttl", o.sessionTTL), slog.Duration("idle_timeout", o.idleTimeout),
+		slog.Int("max_connections", o.conns.MaxConnections), slog.Int("max_connections_per_identity", o.conns.MaxPerIdentity),
+		slog.Int("max_handshakes", o.conns.MaxHandshakes))
+	warnDescriptors(log, o.conns.MaxConnections+server.HealthMaxConnections)
 	if dev != nil {
 		dev.announce(cmd.OutOrStdout(), apiLn.Addr().String())
 	}
@@ -196,4 +206,19 @@ loop:
 	}
 	log.Info("tetherd.stopped", slog.Int("sessions_dropped", mgr.Len()))
 	return errors.Join(errs...)
+}
+
+// warnDescriptors logs a warning when the open-file limit is too low for the
+// connection caps: the caps would then not be what runs out first.
+func warnDescriptors(log *slog.Logger, conns int) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return
+	}
+	const reserve = 64 // listeners, files, the Workload API, logs
+	if lim.Cur < uint64(conns+reserve) {
+		log.Warn("tetherd.descriptors_low", slog.Uint64("open_file_limit", lim.Cur),
+			slog.Int("needed", conns+reserve),
+			slog.String("fix", "raise the open-file limit (ulimit -n, LimitNOFILE=) or lower --max-connections"))
+	}
 }
