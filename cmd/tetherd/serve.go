@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tetherproject/tether/auth"
+	"github.com/tetherproject/tether/internal/logthrottle"
 	"github.com/tetherproject/tether/server"
 	"github.com/tetherproject/tether/session"
 	"github.com/tetherproject/tether/svid"
@@ -205,6 +206,9 @@ loop:
 		errs = append(errs, fmt.Errorf("stopping health: %w", err))
 	}
 	log.Info("tetherd.stopped", slog.Int("sessions_dropped", mgr.Len()))
+	if h, ok := log.Handler().(*logthrottle.Handler); ok {
+		_ = h.Flush(context.Background()) // report the last window's suppressed lines before exit
+	}
 	return errors.Join(errs...)
 }
 
