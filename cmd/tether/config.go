@@ -192,8 +192,9 @@ type env struct {
 	close  func()
 }
 
-// newEnv checks the global flags, loads the identity and makes the client
-// and its token cache. autoLogin says whether requests log in by themselves.
+// newEnv checks the global flags, loads the identity, checks the token cache
+// (making its folder if autoLogin) and makes the client. autoLogin says
+// whether requests log in by themselves.
 func (g *globals) newEnv(cmd *cobra.Command, autoLogin bool) (*env, error) {
 	format, err := g.outputFormat(cmd)
 	if err != nil {
@@ -224,6 +225,13 @@ func (g *globals) newEnv(cmd *cobra.Command, autoLogin bool) (*env, error) {
 	}
 	e := &env{ctx: ctx, out: &printer{w: cmd.OutOrStdout(), json: format == "json"}, id: ident.id}
 	e.store = newFileStore(dir, t.server, ident.id)
+	// Before any call to tetherd: a command that may log in must be able to
+	// keep the session, and no command reads a token from a folder or file
+	// that someone else could write.
+	if err := e.store.prepare(autoLogin); err != nil {
+		cleanup()
+		return nil, err
+	}
 	e.client, err = client.New(t.server, t.serverID, ident.svids, ident.bundles,
 		client.WithTokenStore(e.store), client.WithAutoLogin(autoLogin))
 	if err != nil {

@@ -239,7 +239,7 @@ func TestWrongServerIDRefused(t *testing.T) {
 	alice := s.user(t, aliceID)
 	args := []string{"--server-id", "spiffe://example.org/not-tetherd", "login"}
 	alice.fail(1, args, "refusing to talk to "+s.URL(), "presented "+serverID, "spiffe://example.org/not-tetherd")
-	assert.NoDirExists(t, alice.cache, "nothing was cached")
+	assert.NoFileExists(t, alice.cacheFile(), "nothing was cached")
 
 	// The same, from the environment, for a command that already holds a
 	// session for the right server.
@@ -358,9 +358,132 @@ func TestCacheFallbacks(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o700), fi.Mode().Perm())
 
-	// A cache folder others may enter is refused.
-	open := filepath.Join(alice.dir, "open")
-	require.NoError(t, os.Mkdir(open, 0o700))
-	require.NoError(t, os.Chmod(open, 0o755))
-	alice.failEnv(map[string]string{"TETHER_CACHE_DIR": open}, 1, []string{"login"}, "open to other users", "chmod 700")
+	// A folder of the user's that others may enter but not write is
+	// accepted, as ssh accepts such a ~/.ssh: the files in it are 0600.
+	readable := filepath.Join(alice.dir, "readable")
+	require.NoError(t, os.Mkdir(readable, 0o700))
+	require.NoError(t, os.Chmod(readable, 0o755))
+	alice.runEnv(map[string]string{"TETHER_CACHE_DIR": readable}, "login")
+	fi, err = os.Stat(filepath.Join(readable, name))
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+}
+
+// openFolder makes dir (if missing) and gives it mode perm, whatever the
+// umask.
+func openFolder(t *testing.T, dir string, perm os.FileMode) {
+	t.Helper()
+	require.NoError(t, os.MkdirAll(dir, 0o700))
+	require.NoError(t, os.Chmod(dir, perm))
+}
+
+// aliceSessions is alice's live sessions as tetherd (asked by bob) sees
+// them.
+func aliceSessions(bob *user) []string {
+	bob.t.Helper()
+	var ids []string
+	for _, s := range bob.list("--spiffe-id", aliceID) {
+		ids = append(ids, s.SessionID)
+	}
+	return ids
+}
+
+// TestCacheFolderCheckedBeforeLogin: a cache folder that others can write
+// (or that is not the user's, or is a symbolic link) is refused before
+// tether talks to tetherd: login exits 1 without having started a session,
+// which repeated would fill the per-identity cap.
+func TestCacheFolderCheckedBeforeLogin(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	alice := s.user(t, aliceID)
+	bob := s.user(t, bobID)
+	bob.ok("login")
+
+	for _, perm := range []os.FileMode{0o777, 0o770, 0o707, 0o1777} {
+		openFolder(t, alice.cache, perm)
+		for _, args := range [][]string{{"login"}, {"sessions", "list"}, {"sessions", "revoke", "--spiffe-id", bobID}, {"whoami"}, {"logout"}} {
+			r := alice.run(args...)
+			require.Empty(t, aliceSessions(bob), "%04o: tether %v started no session for alice", perm, args)
+			checkFailure(t, r, 1, args, "token cache folder "+alice.cache+" is writable by other users", "chmod 700 "+alice.cache)
+			assert.Empty(t, r.stdout)
+		}
+	}
+	require.Len(t, bob.list("--spiffe-id", bobID), 1, "alice revoked nothing")
+	assert.NoFileExists(t, alice.cacheFile())
+
+	// A symbolic link to a good folder is not followed.
+	target := filepath.Join(alice.dir, "target")
+	openFolder(t, target, 0o700)
+	link := filepath.Join(alice.dir, "link")
+	require.NoError(t, os.Symlink(target, link))
+	alice.failEnv(map[string]string{"TETHER_CACHE_DIR": link}, 1, []string{"login"}, "token cache folder "+link+" is a symbolic link")
+	assert.Empty(t, aliceSessions(bob))
+
+	// Not the user's folder (only root can give a folder away).
+	t.Run("foreign-owner", func(t *testing.T) {
+		if os.Getuid() != 0 {
+			t.Skip("needs root to chown a folder to another user")
+		}
+		theirs := filepath.Join(alice.dir, "theirs")
+		openFolder(t, theirs, 0o700)
+		require.NoError(t, os.Chown(theirs, 4242, -1))
+		alice.failEnv(map[string]string{"TETHER_CACHE_DIR": theirs}, 1, []string{"login"}, "token cache folder "+theirs+" belongs to uid 4242, not to you (uid 0)")
+		assert.Empty(t, aliceSessions(bob))
+	})
+
+	// Fixed as the message says, login works.
+	require.NoError(t, os.Chmod(alice.cache, 0o700))
+	alice.ok("login")
+	assert.Len(t, aliceSessions(bob), 1)
+}
+
+// TestCachedTokenNeverReadFromAnOpenPlace: a token cached in a folder that
+// others have since been allowed to write, or in a file others may read or
+// write, is not read: whoami and logout fail before talking to tetherd, and
+// the session stays as it was.
+func TestCachedTokenNeverReadFromAnOpenPlace(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	alice := s.user(t, aliceID)
+	bob := s.user(t, bobID)
+	me := alice.session("login")
+
+	check := func(want ...string) {
+		t.Helper()
+		for _, args := range [][]string{{"whoami"}, {"logout"}, {"login"}, {"sessions", "list"}} {
+			r := alice.fail(1, args, want...)
+			assert.NotContains(t, r.stdout+r.stderr, me.SessionID, "the cached session was not shown")
+		}
+		assert.Equal(t, []string{me.SessionID}, aliceSessions(bob), "the session was neither ended nor replaced")
+	}
+
+	openFolder(t, alice.cache, 0o777)
+	check("token cache folder "+alice.cache+" is writable by other users", "chmod 700 "+alice.cache)
+	require.NoError(t, os.Chmod(alice.cache, 0o700))
+
+	for _, perm := range []os.FileMode{0o644, 0o640, 0o660, 0o602} {
+		require.NoError(t, os.Chmod(alice.cacheFile(), perm))
+		check("token cache file "+alice.cacheFile()+" is open to other users", "chmod 600 "+alice.cacheFile())
+	}
+	require.NoError(t, os.Chmod(alice.cacheFile(), 0o600))
+
+	// A symbolic link to a good file is not followed.
+	elsewhere := filepath.Join(alice.dir, "token.json")
+	require.NoError(t, os.Rename(alice.cacheFile(), elsewhere))
+	require.NoError(t, os.Symlink(elsewhere, alice.cacheFile()))
+	check("token cache file "+alice.cacheFile()+" is a symbolic link", "rm "+alice.cacheFile())
+	require.NoError(t, os.Remove(alice.cacheFile()))
+	require.NoError(t, os.Rename(elsewhere, alice.cacheFile()))
+
+	t.Run("foreign-owner", func(t *testing.T) {
+		if os.Getuid() != 0 {
+			t.Skip("needs root to chown a file to another user")
+		}
+		require.NoError(t, os.Chown(alice.cacheFile(), 4242, -1))
+		check("token cache file "+alice.cacheFile()+" belongs to uid 4242", "rm "+alice.cacheFile())
+		require.NoError(t, os.Chown(alice.cacheFile(), 0, -1))
+	})
+
+	// Put right, the same session is there.
+	assert.Equal(t, me.SessionID, alice.session("whoami").SessionID)
 }

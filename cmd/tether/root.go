@@ -24,7 +24,9 @@ func newRootCmd(getenv func(string) string) *cobra.Command {
 (--workload-api) or from PEM files (--svid-cert, --svid-key, --bundle), and
 manages admin sessions. The session token is bound to your SVID's leaf
 certificate; it is cached per server and SPIFFE ID in $TETHER_CACHE_DIR, else
-$XDG_RUNTIME_DIR/tether, else ~/.cache/tether (folder 0700, files 0600). A
+$XDG_RUNTIME_DIR/tether, else ~/.cache/tether (folder 0700, files 0600).
+Before talking to tetherd, tether refuses a cache folder that is not yours or
+that others can write, and a cache file that others can read or write. A
 copied token or cache file is worth nothing without the SVID's private key.
 
 Commands that need a session log in by themselves, rebind the session when

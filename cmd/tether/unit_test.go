@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -119,4 +120,130 @@ func TestCacheDir(t *testing.T) {
 	d, err = cacheDir(env(nil))
 	require.NoError(t, err)
 	assert.Equal(t, filepath.Join(home, ".cache", "tether"), d)
+}
+
+// TestCacheFolderChecks: the token cache folder must be a folder of the
+// user's (not a symbolic link) that group and others cannot write; a token
+// in any other is never read, and none is written there.
+func TestCacheFolderChecks(t *testing.T) {
+	id := spiffeid.RequireFromString("spiffe://example.org/admin/alice")
+	store := func(t *testing.T, perm os.FileMode) *fileStore {
+		t.Helper()
+		dir := filepath.Join(t.TempDir(), "cache")
+		require.NoError(t, os.Mkdir(dir, 0o700))
+		s := newFileStore(dir, "https://127.0.0.1:8443", id)
+		require.NoError(t, os.WriteFile(s.path, []byte(`{"token":"planted"}`), 0o600))
+		require.NoError(t, os.Chmod(dir, perm))
+		return s
+	}
+	for _, perm := range []os.FileMode{0o700, 0o750, 0o755, 0o711, 0o500} {
+		s := store(t, perm)
+		require.NoError(t, s.prepare(false), "%04o", perm)
+		tok, err := s.LoadToken()
+		require.NoError(t, err, "%04o", perm)
+		assert.Equal(t, "planted", tok, "%04o", perm)
+	}
+	for _, perm := range []os.FileMode{0o720, 0o702, 0o770, 0o777, 0o1777} {
+		s := store(t, perm)
+		for _, create := range []bool{false, true} {
+			err := s.prepare(create)
+			require.Error(t, err, "%04o", perm)
+			assert.Equal(t, fmt.Sprintf("the token cache folder %s is writable by other users (mode %04o): chmod 700 %s, or set TETHER_CACHE_DIR", s.dir, perm&0o777, s.dir), err.Error())
+			assertFailure(t, err)
+		}
+		tok, err := s.LoadToken()
+		require.Error(t, err, "%04o", perm)
+		assert.Empty(t, tok, "%04o: the token is not read", perm)
+		require.Error(t, s.SaveToken("t"), "%04o", perm)
+	}
+
+	// Not the user's: the owner it must have is a parameter, so that this
+	// runs as any user (and as root, who owns every folder it makes).
+	s := store(t, 0o700)
+	s.uid = os.Getuid() + 1
+	tok, err := s.LoadToken()
+	require.ErrorContains(t, err, fmt.Sprintf("belongs to uid %d, not to you (uid %d): set TETHER_CACHE_DIR to a folder of your own", os.Getuid(), s.uid))
+	assert.Empty(t, tok)
+	require.Error(t, s.prepare(true))
+
+	// A symbolic link to a good folder is not followed; nor is a file a
+	// folder.
+	s = store(t, 0o700)
+	link := filepath.Join(filepath.Dir(s.dir), "link")
+	require.NoError(t, os.Symlink(s.dir, link))
+	viaLink := newFileStore(link, "https://127.0.0.1:8443", id)
+	tok, err = viaLink.LoadToken()
+	require.ErrorContains(t, err, "token cache folder "+link+" is a symbolic link")
+	assert.Empty(t, tok)
+	require.Error(t, viaLink.prepare(true))
+	require.Error(t, viaLink.SaveToken("t"))
+	notDir := newFileStore(s.path, "https://127.0.0.1:8443", id)
+	require.ErrorContains(t, notDir.prepare(false), "is not a folder")
+
+	// Missing: made 0700 with its parents when a command may log in, left
+	// alone otherwise.
+	deep := newFileStore(filepath.Join(t.TempDir(), "a", "b", "cache"), "https://127.0.0.1:8443", id)
+	require.NoError(t, deep.prepare(false))
+	assert.NoDirExists(t, deep.dir)
+	require.NoError(t, deep.prepare(true))
+	fi, err := os.Lstat(deep.dir)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o700), fi.Mode().Perm())
+}
+
+// TestCacheFileChecks: a cache file must be a regular file of the user's
+// that group and others can neither read nor write; any other is not read.
+func TestCacheFileChecks(t *testing.T) {
+	id := spiffeid.RequireFromString("spiffe://example.org/admin/alice")
+	s := newFileStore(filepath.Join(t.TempDir(), "cache"), "https://127.0.0.1:8443", id)
+	require.NoError(t, s.SaveToken("mine"))
+	load := func() (string, error) {
+		t.Helper()
+		require.Equal(t, s.prepare(true), s.prepare(false), "prepare checks the file as LoadToken does")
+		return s.LoadToken()
+	}
+	for _, perm := range []os.FileMode{0o640, 0o644, 0o604, 0o660, 0o602, 0o666} {
+		require.NoError(t, os.Chmod(s.path, perm))
+		tok, err := load()
+		require.Error(t, err, "%04o", perm)
+		assert.Equal(t, fmt.Sprintf("the token cache file %s is open to other users (mode %04o): chmod 600 %s", s.path, perm, s.path), err.Error())
+		assertFailure(t, err)
+		assert.Empty(t, tok)
+	}
+	for _, perm := range []os.FileMode{0o600, 0o400} {
+		require.NoError(t, os.Chmod(s.path, perm))
+		tok, err := load()
+		require.NoError(t, err)
+		assert.Equal(t, "mine", tok)
+	}
+
+	// Not the user's: the owner it must have is a parameter, so that this
+	// runs as any user (the folder's owner is checked first, so checkFile is
+	// called by itself here).
+	fi, err := os.Lstat(s.path)
+	require.NoError(t, err)
+	err = checkFile(s.path, fi, os.Getuid()+1)
+	require.ErrorContains(t, err, fmt.Sprintf("the token cache file %s belongs to uid %d, not to you (uid %d): remove it (rm %s)", s.path, os.Getuid(), os.Getuid()+1, s.path))
+	assertFailure(t, err)
+
+	// A symbolic link, even to a good file of the user's, is not followed;
+	// nor is a folder read as a file.
+	elsewhere := filepath.Join(t.TempDir(), "token.json")
+	require.NoError(t, os.Rename(s.path, elsewhere))
+	require.NoError(t, os.Symlink(elsewhere, s.path))
+	tok, err := load()
+	require.ErrorContains(t, err, "token cache file "+s.path+" is a symbolic link")
+	assert.Empty(t, tok)
+	require.NoError(t, os.Remove(s.path))
+	require.NoError(t, os.Mkdir(s.path, 0o700))
+	_, err = load()
+	require.ErrorContains(t, err, "is not a regular file")
+}
+
+// assertFailure: err is a failure (exit 1), not a usage error.
+func assertFailure(t *testing.T, err error) {
+	t.Helper()
+	var ee *exitError
+	require.ErrorAs(t, err, &ee)
+	assert.Equal(t, exitFailure, ee.code)
 }

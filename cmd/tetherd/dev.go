@@ -1,10 +1,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -47,8 +50,50 @@ Nothing it makes is usable outside this machine, or after it stops.`,
 			return serve(cmd, o, setup)
 		},
 	}
-	cmd.Flags().StringVar(&dir, "dir", "", "folder for the PEM files (default: a new temporary folder)")
+	cmd.Flags().StringVar(&dir, "dir", "", "folder for the PEM files: yours, not writable by others, made 0700 if missing (default: a new temporary folder)")
 	return cmd
+}
+
+// devDir makes dir 0700 (and its missing parents), or checks the folder that
+// is there: it gets an admin's private key and the bundle tether trusts, so
+// it must be a folder of uid's, not a symbolic link (which its owner could
+// point elsewhere later), and not writable by group or others (who could
+// replace the files).
+func devDir(dir string, uid int) error {
+	fi, err := os.Lstat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return usagef("--dir: %v", err)
+		}
+		fi, err = os.Lstat(dir)
+	}
+	if err != nil {
+		return usagef("--dir: %v", err)
+	}
+	switch {
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return usagef("--dir: %s is a symbolic link: give the folder itself", dir)
+	case !fi.IsDir():
+		return usagef("--dir: %s is not a folder", dir)
+	}
+	// fi.Sys() is a *syscall.Stat_t on Unix; its Uid is read without naming
+	// the type so that this builds on Windows too, where there is no Unix
+	// owner or mode to check.
+	sys := reflect.Indirect(reflect.ValueOf(fi.Sys()))
+	if sys.Kind() != reflect.Struct {
+		return nil
+	}
+	owner := sys.FieldByName("Uid")
+	if !owner.IsValid() || !owner.CanUint() {
+		return nil
+	}
+	if owner.Uint() != uint64(uid) { //nolint:gosec // G115: a uid is >= 0 on Unix
+		return usagef("--dir: %s belongs to uid %d, not to you (uid %d): give a folder of your own", dir, owner.Uint(), uid)
+	}
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+		return usagef("--dir: %s is writable by other users (mode %04o): chmod 700 %s, or give another folder", dir, perm, dir)
+	}
+	return nil
 }
 
 func prepareDev(dir string) (*devSetup, error) {
@@ -57,8 +102,8 @@ func prepareDev(dir string) (*devSetup, error) {
 		if dir, err = os.MkdirTemp("", "tether-dev-"); err != nil {
 			return nil, fmt.Errorf("dev: %w", err)
 		}
-	} else if err = os.MkdirAll(dir, 0o700); err != nil {
-		return nil, usagef("--dir: %v", err)
+	} else if err = devDir(dir, os.Getuid()); err != nil {
+		return nil, err
 	}
 	if dir, err = filepath.Abs(dir); err != nil {
 		return nil, usagef("--dir: %v", err)
