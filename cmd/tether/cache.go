@@ -14,6 +14,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/tetherproject/tether/internal/fileowner"
 	"github.com/tetherproject/tether/pkg/client"
 )
 
@@ -125,7 +126,7 @@ func (s *fileStore) load() (string, error) {
 	if err := checkFile(s.path, fi, s.uid); err != nil {
 		return "", err
 	}
-	f, err := openNoFollow(s.path)
+	f, err := fileowner.OpenNoFollow(s.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", nil
 	}
@@ -225,7 +226,7 @@ func checkDir(dir string, fi fs.FileInfo, uid int) error {
 	case !fi.IsDir():
 		return failf("the token cache folder %s is not a folder: remove it, or set %s to another folder", dir, envCacheDir)
 	}
-	owner, ok := ownerOf(fi)
+	owner, ok := fileowner.Of(fi)
 	if !ok {
 		return nil // no owner or Unix modes to check (Windows)
 	}
@@ -248,7 +249,7 @@ func checkFile(path string, fi fs.FileInfo, uid int) error {
 	if !fi.Mode().IsRegular() {
 		return failf("the token cache file %s is not a regular file: remove it (rm %s) and run 'tether login'", path, path)
 	}
-	owner, ok := ownerOf(fi)
+	owner, ok := fileowner.Of(fi)
 	if !ok {
 		return nil
 	}

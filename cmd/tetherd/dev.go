@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"reflect"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/tetherproject/tether/auth"
+	"github.com/tetherproject/tether/internal/fileowner"
 	"github.com/tetherproject/tether/svid"
 )
 
@@ -76,19 +76,8 @@ func devDir(dir string, uid int) error {
 	case !fi.IsDir():
 		return usagef("--dir: %s is not a folder", dir)
 	}
-	// fi.Sys() is a *syscall.Stat_t on Unix; its Uid is read without naming
-	// the type so that this builds on Windows too, where there is no Unix
-	// owner or mode to check.
-	sys := reflect.Indirect(reflect.ValueOf(fi.Sys()))
-	if sys.Kind() != reflect.Struct {
-		return nil
-	}
-	owner := sys.FieldByName("Uid")
-	if !owner.IsValid() || !owner.CanUint() {
-		return nil
-	}
-	if owner.Uint() != uint64(uid) { //nolint:gosec // G115: a uid is >= 0 on Unix
-		return usagef("--dir: %s belongs to uid %d, not to you (uid %d): give a folder of your own", dir, owner.Uint(), uid)
+	if owner, ok := fileowner.Of(fi); ok && owner != uid {
+		return usagef("--dir: %s belongs to uid %d, not to you (uid %d): give a folder of your own", dir, owner, uid)
 	}
 	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
 		return usagef("--dir: %s is writable by other users (mode %04o): chmod 700 %s, or give another folder", dir, perm, dir)

@@ -220,7 +220,7 @@ func warnDescriptors(log *slog.Logger, conns int) {
 		return
 	}
 	const reserve = 64 // listeners, files, the Workload API, logs
-	if lim.Cur < uint64(conns+reserve) {
+	if lim.Cur < uint64(conns+reserve) { //nolint:gosec // G115: conns is a sum of flags checked positive
 		log.Warn("tetherd.descriptors_low", slog.Uint64("open_file_limit", lim.Cur),
 			slog.Int("needed", conns+reserve),
 			slog.String("fix", "raise the open-file limit (ulimit -n, LimitNOFILE=) or lower --max-connections"))
