@@ -23,6 +23,9 @@ import (
 // CA is a trust domain's certificate authority.
 type CA struct {
 	*svid.DevCA
+
+	mu            sync.Mutex
+	lastNotBefore time.Time // of the last leaf Issue made
 }
 
 // NewCA makes a CA for the trust domain name td (for example "example.org").
@@ -73,10 +76,17 @@ func AsCA() Option {
 // Issue signs a leaf X.509 SVID for the SPIFFE ID id (e.g.
 // "spiffe://example.org/admin/alice"), valid for an hour unless an option says
 // otherwise. Options may make it an invalid SVID on purpose.
+//
+// Each leaf's NotBefore is a whole second strictly after the previous leaf's
+// of the same CA (unless an option sets it), as an SVID issued later by SPIRE
+// has: tetherd rebinds a session only to a newer leaf, and tests rotate SVIDs
+// faster than once a second. NotBefore is backdated up to notBeforeSlack to
+// leave room for that without ever lying in the future.
 func (ca *CA) Issue(tb testing.TB, id string, opts ...Option) *x509svid.SVID {
 	tb.Helper()
 	tmpl := svid.LeafTemplate(spiffeid.RequireFromString("spiffe://"+ca.TD.Name()+"/placeholder"), time.Hour)
 	tmpl.Subject.Organization = []string{"tether test"}
+	tmpl.NotBefore = ca.nextNotBefore(tb)
 	WithURIs(id)(tmpl)
 	for _, o := range opts {
 		o(tmpl)
@@ -90,6 +100,30 @@ func (ca *CA) Issue(tb testing.TB, id string, opts ...Option) *x509svid.SVID {
 		s.ID = parsed
 	}
 	return s
+}
+
+// notBeforeSlack is how far back NotBefore may start: a CA can issue this
+// many leaves (one per second of it) in a burst before NotBefore would pass
+// the present.
+const notBeforeSlack = 10 * time.Minute
+
+// nextNotBefore is the NotBefore of the next leaf: the later of now minus
+// notBeforeSlack and a second after the previous leaf's, in whole seconds
+// (an X.509 time has no finer resolution).
+func (ca *CA) nextNotBefore(tb testing.TB) time.Time {
+	tb.Helper()
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	now := time.Now().Truncate(time.Second)
+	nb := now.Add(-notBeforeSlack)
+	if !ca.lastNotBefore.IsZero() && !nb.After(ca.lastNotBefore) {
+		nb = ca.lastNotBefore.Add(time.Second)
+	}
+	if nb.After(now) {
+		tb.Fatalf("testpki: more than %d leaves issued within %s: the next NotBefore would be in the future", int(notBeforeSlack/time.Second), notBeforeSlack)
+	}
+	ca.lastNotBefore = nb
+	return nb
 }
 
 // TLSCertificate turns an SVID into a tls.Certificate for a client or server.
