@@ -88,6 +88,59 @@ func BenchmarkValidate(b *testing.B) {
 	}
 }
 
+// BenchmarkCheckCommit is the same check split as the HTTP layer does it:
+// Check before the handler, Commit once it answered 2xx.
+func BenchmarkCheckCommit(b *testing.B) {
+	m := benchManager(b, Config{})
+	toks, peers := benchLogin(b, m, benchAdmin, 1)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		u, err := m.Check(ctx, toks[0], peers[0])
+		if err != nil {
+			b.Fatal(err)
+		}
+		u.Commit()
+	}
+}
+
+// BenchmarkValidateRefused times the refusals a token holder can provoke:
+// a stranger presenting a stolen live or ended token, the owner presenting
+// an ended one, and a token never minted. They should cost alike (finding
+// 9): none checks a signature.
+func BenchmarkValidateRefused(b *testing.B) {
+	m := benchManager(b, Config{})
+	ctx := context.Background()
+	toks, peers := benchLogin(b, m, benchAdmin, 2)
+	ended, err := m.Validate(ctx, toks[1], peers[1])
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := m.Logout(ctx, ended.ID); err != nil {
+		b.Fatal(err)
+	}
+	mallory := Peer{ID: spiffeid.RequireFromString("spiffe://example.org/admin/mallory"), Fingerprint: benchFingerprint(b)}
+	for _, c := range []struct {
+		name  string
+		token string
+		peer  Peer
+	}{
+		{"stranger-live", toks[0], mallory},
+		{"stranger-ended", toks[1], mallory},
+		{"owner-ended", toks[1], peers[1]},
+		{"unknown", toks[0][:len(toks[0])-8] + "AAAAAAAA", peers[0]},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := m.Validate(ctx, c.token, c.peer); err == nil {
+					b.Fatal("accepted")
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkValidateParallel validates from every P at once, each goroutine
 // its own session (as concurrent admins would); run with -cpu 1,2.
 func BenchmarkValidateParallel(b *testing.B) {

@@ -13,5 +13,25 @@
 // validations only take a read lock on one shard and never wait behind logins,
 // rebinds or revocations. Only the SHA-256 of each token is stored.
 //
+// Tokens are recognised by their hash alone; no signature is ever verified.
+// When a session ends (logout, revocation, idle) or a rebind replaces its
+// token, the Manager keeps a tombstone of the old token's hash (owner, session
+// ID, why) until the token's exp. A token that opens no live session is
+// session_ended for its tombstone's owner and invalid_token for anyone else,
+// as is a token without a tombstone. Every refusal is thus a hash and a map
+// lookup or two: a stranger holding a stolen token cannot time whether its
+// session is live. Tombstones are capped per SPIFFE ID and in all
+// (Config.MaxTombstonesPerIdentity, MaxTombstones): beyond a cap the oldest
+// is forgotten, and its token, still refused, gets invalid_token. So does a
+// token past its exp once its session is swept.
+//
+// Rebind moves a session only to a leaf whose NotBefore is strictly after the
+// bound leaf's (Peer.NotBefore), so once rotated away, an older leaf can
+// never take the session back.
+//
+// Check and Use.Commit separate checking a token from counting a use of its
+// session: an HTTP layer commits only a request that succeeded, so failed
+// requests do not keep a session alive. Validate is both at once.
+//
 // The package speaks no HTTP; package auth binds it to TLS peers and requests.
 package session

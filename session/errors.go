@@ -40,21 +40,28 @@ var (
 
 // Reasons, the fixed vocabulary of the Reason field.
 const (
-	ReasonMalformed     = "malformed"            // not a compact JWS of ours, or too long
-	ReasonSignature     = "bad_signature"        // wrong key, algorithm or signature
-	ReasonClaims        = "bad_claims"           // iss, aud, types or required claims wrong
-	ReasonOtherIdentity = "other_identity"       // a token of another SPIFFE ID
-	ReasonUnknown       = "unknown_session"      // genuine, but not live and not the caller's
-	ReasonEnded         = "ended"                // the caller's session is gone
+	ReasonMalformed     = "malformed"            // too long, or not shaped as a compact JWS
+	ReasonOtherIdentity = "other_identity"       // a token (live or tombstoned) of another SPIFFE ID
+	ReasonUnknown       = "unknown_session"      // neither live nor tombstoned: never ours, forgotten, or past its exp
+	ReasonEnded         = "ended"                // the caller's session was logged out or revoked
 	ReasonSuperseded    = "superseded"           // replaced by a rebind
 	ReasonExpired       = "expired"              // past its absolute end
 	ReasonIdle          = "idle"                 // unused for the idle timeout
 	ReasonFingerprint   = "fingerprint_mismatch" // right identity, other leaf
 	ReasonSameLeaf      = "same_leaf"            // rebind over the bound leaf
+	ReasonOlderLeaf     = "older_leaf"           // rebind over a leaf not newer than the bound one
 	ReasonLimitTotal    = "max_sessions"
 	ReasonLimitIdentity = "max_sessions_per_identity"
 	ReasonRate          = "login_rate"
 	ReasonNoSuchSession = "no_such_session"
+)
+
+// Reasons the Manager no longer gives: it checks no token signature since
+// refusals are answered from tombstones. Kept so that code naming them still
+// builds.
+const (
+	ReasonSignature = "bad_signature"
+	ReasonClaims    = "bad_claims"
 )
 
 func reject(code api.Code, reason string) *Error { return &Error{Code: code, Reason: reason} }

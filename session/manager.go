@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,6 +25,11 @@ const (
 	DefaultLoginRate              = rate.Limit(1)
 	DefaultLoginBurst             = 10
 	DefaultSweepInterval          = time.Second
+	// DefaultTombstonesPerSession is how many tombstones are kept per
+	// session of the caps, when Config does not say: MaxTombstones defaults
+	// to this times MaxSessions, MaxTombstonesPerIdentity to this times
+	// MaxSessionsPerIdentity (64 with the defaults).
+	DefaultTombstonesPerSession = 4
 )
 
 // Causes of a session's end, as logged and counted.
@@ -44,6 +50,11 @@ type Config struct {
 	TTL, IdleTimeout time.Duration
 	// MaxSessions and MaxSessionsPerIdentity cap live sessions.
 	MaxSessions, MaxSessionsPerIdentity int
+	// MaxTombstones and MaxTombstonesPerIdentity cap the tombstones of
+	// ended and replaced tokens (see the package doc); beyond a cap the
+	// oldest is forgotten. Default DefaultTombstonesPerSession times the
+	// session caps.
+	MaxTombstones, MaxTombstonesPerIdentity int
 	// LoginRate and LoginBurst limit logins per SPIFFE ID; rate.Inf turns
 	// the limit off.
 	LoginRate  rate.Limit
@@ -60,11 +71,16 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Peer is the authenticated caller: its SPIFFE ID and the x5t#S256
-// fingerprint of the leaf certificate it connected with.
+// Peer is the authenticated caller: its SPIFFE ID, the x5t#S256
+// fingerprint of the leaf certificate it connected with, and that leaf's
+// NotBefore.
 type Peer struct {
 	ID          spiffeid.ID
 	Fingerprint string
+	// NotBefore is the leaf certificate's NotBefore; zero means unknown.
+	// Rebind moves a session only to a leaf strictly newer than the bound
+	// one, so a caller should always set it.
+	NotBefore time.Time
 }
 
 // Info is the public view of a session. It holds no token.
@@ -87,6 +103,7 @@ type Manager struct {
 	idle    time.Duration
 	limits  Limits
 	store   Store
+	tombs   *tombstones
 	keys    *tokenKeys
 	log     *slog.Logger
 	metrics *Metrics
@@ -96,6 +113,12 @@ type Manager struct {
 	loginBurst int
 	limMu      sync.Mutex
 	limiters   map[spiffeid.ID]*rate.Limiter
+
+	// endMu serialises the Manager's ends and rebinds of sessions, so that
+	// a token's hash is a tombstone before it leaves the store's live index
+	// and the binding tombstoned is the one removed: a lookup that misses
+	// the live index finds the tombstone. Validations never take it.
+	endMu sync.Mutex
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -107,7 +130,8 @@ func NewManager(cfg Config) (*Manager, error) {
 	if cfg.Issuer.IsZero() {
 		return nil, fmt.Errorf("session: an issuer SPIFFE ID is required")
 	}
-	if cfg.TTL < 0 || cfg.IdleTimeout < 0 || cfg.MaxSessions < 0 || cfg.MaxSessionsPerIdentity < 0 || cfg.LoginRate < 0 || cfg.LoginBurst < 0 {
+	if cfg.TTL < 0 || cfg.IdleTimeout < 0 || cfg.MaxSessions < 0 || cfg.MaxSessionsPerIdentity < 0 ||
+		cfg.MaxTombstones < 0 || cfg.MaxTombstonesPerIdentity < 0 || cfg.LoginRate < 0 || cfg.LoginBurst < 0 {
 		return nil, fmt.Errorf("session: negative limit in config")
 	}
 	keys, err := newTokenKeys()
@@ -129,6 +153,10 @@ func NewManager(cfg Config) (*Manager, error) {
 		loginBurst: orDefault(cfg.LoginBurst, DefaultLoginBurst),
 		limiters:   make(map[spiffeid.ID]*rate.Limiter),
 	}
+	m.tombs = newTombstones(
+		orDefault(cfg.MaxTombstones, DefaultTombstonesPerSession*m.limits.Total),
+		orDefault(cfg.MaxTombstonesPerIdentity, DefaultTombstonesPerSession*m.limits.PerIdentity),
+	)
 	if m.store == nil {
 		m.store = NewMemoryStore()
 	}
@@ -191,7 +219,7 @@ func (m *Manager) Login(ctx context.Context, peer Peer) (string, Info, error) {
 	if err != nil {
 		return "", Info{}, err
 	}
-	r := NewRecord(id, peer.ID, now.UnixNano(), exp.UnixNano(), &Binding{Token: hashToken(tok), Fingerprint: peer.Fingerprint})
+	r := NewRecord(id, peer.ID, now.UnixNano(), exp.UnixNano(), &Binding{Token: hashToken(tok), Fingerprint: peer.Fingerprint, NotBefore: peer.NotBefore})
 	if err := m.store.Insert(r, m.limits); err != nil {
 		reason := ReasonLimitTotal
 		var se *Error
@@ -230,30 +258,63 @@ func (m *Manager) allowLogin(id spiffeid.ID) *Error {
 	return nil
 }
 
-// Validate is the check behind every request with a token: the token must be
-// bound to a live session of peer's SPIFFE ID and to peer's leaf. On success
-// the session's idle clock restarts. Refusals (errors.Is): ErrInvalidToken
-// for anything not attributable to the caller's own session, ErrSessionEnded
-// for the caller's genuine token whose session is over, ErrCertificateRotated
-// for the caller's live session over another leaf.
+// Use is a token accepted by Check whose use is not yet recorded. Info is
+// the session as it will be once Commit records the use (LastUsedAt is the
+// time of the check). A Use is a small value: passing it allocates nothing.
+type Use struct {
+	Info Info
+
+	r  *Record
+	at int64 // the time of the check, Unix nanoseconds
+}
+
+// Commit records the use: the session's idle clock restarts from the time
+// of the check. It is a no-op on the zero Use and once the session has
+// ended; committing twice is harmless.
+func (u Use) Commit() {
+	if u.r != nil && !u.r.Ended() {
+		u.r.Touch(u.at)
+	}
+}
+
+// Check is the check behind every request with a token: the token must be
+// bound to a live session of peer's SPIFFE ID and to peer's leaf. It does not
+// count as a use of the session until the Use is committed: an HTTP layer
+// commits only when the request succeeds (the contract: only a 2xx moves
+// last_used_at). Refusals (errors.Is): ErrInvalidToken for anything not
+// attributable to the caller's own session, ErrSessionEnded for the caller's
+// genuine token whose session is over, ErrCertificateRotated for the caller's
+// live session over another leaf.
 //
-// The hot path hashes the token and finds the session by that hash, so a
-// token that is found was minted here; only tokens that are not found are
-// parsed and their signature checked, to pick the right refusal.
-func (m *Manager) Validate(ctx context.Context, token string, peer Peer) (Info, error) {
-	now := m.now().UnixNano() // one clock read for the checks and the touch
+// The session is found by the token's SHA-256; a token not found among live
+// sessions is answered from its tombstone, if any (see the package doc). No
+// path checks a signature, so a refusal costs about what an acceptance does
+// whatever the token's story.
+func (m *Manager) Check(ctx context.Context, token string, peer Peer) (Use, error) {
+	now := m.now().UnixNano() // one clock read for the checks and the use
 	r, b, err := m.lookup(ctx, token, peer, now)
+	if err != nil {
+		return Use{}, err
+	}
+	if subtle.ConstantTimeCompare([]byte(b.Fingerprint), []byte(peer.Fingerprint)) != 1 {
+		return Use{}, m.rejected(ctx, peer, r.ID, ErrCertificateRotated.Code, ReasonFingerprint)
+	}
+	if r.Ended() { // revoked while we looked: a revocation that returned wins
+		return Use{}, m.rejected(ctx, peer, r.ID, ErrSessionEnded.Code, ReasonEnded)
+	}
+	return Use{Info: m.infoAt(r, b, max(r.LastUsed(), now)), r: r, at: now}, nil
+}
+
+// Validate is Check followed at once by Commit: every accepted token counts
+// as a use. It is for embedders that have no response status to wait for;
+// an HTTP middleware should Check, then Commit only on success.
+func (m *Manager) Validate(ctx context.Context, token string, peer Peer) (Info, error) {
+	u, err := m.Check(ctx, token, peer)
 	if err != nil {
 		return Info{}, err
 	}
-	if subtle.ConstantTimeCompare([]byte(b.Fingerprint), []byte(peer.Fingerprint)) != 1 {
-		return Info{}, m.rejected(ctx, peer, r.ID, ErrCertificateRotated.Code, ReasonFingerprint)
-	}
-	r.Touch(now)
-	if r.Ended() { // revoked while we looked: a revocation that returned wins
-		return Info{}, m.rejected(ctx, peer, r.ID, ErrSessionEnded.Code, ReasonEnded)
-	}
-	return m.info(r), nil
+	u.Commit()
+	return u.Info, nil
 }
 
 // lookup finds the live record of token for peer's identity, or the refusal.
@@ -266,13 +327,16 @@ func (m *Manager) lookup(ctx context.Context, token string, peer Peer, now int64
 	h := hashToken(token)
 	r := m.store.ByToken(h)
 	if r == nil {
-		return nil, nil, m.classifyUnknown(ctx, token, peer)
+		return nil, nil, m.refuseNotLive(ctx, token, h, peer, now)
 	}
 	b := r.Binding()
-	if b.Token != h { // rebound between the two loads
-		return nil, nil, m.classifyUnknown(ctx, token, peer)
+	if b.Token != h { // rebound between the two loads: h is a tombstone now
+		return nil, nil, m.refuseNotLive(ctx, token, h, peer, now)
 	}
 	if r.Owner != peer.ID {
+		// A stranger with a live token: probe the tombstones as for an
+		// ended one (a miss), so that both refusals cost two lookups.
+		m.tombs.get(h, now)
 		return nil, nil, m.rejected(ctx, peer, r.ID, api.CodeInvalidToken, ReasonOtherIdentity)
 	}
 	if now >= r.ExpiresAt {
@@ -286,32 +350,36 @@ func (m *Manager) lookup(ctx context.Context, token string, peer Peer, now int64
 	return r, b, nil
 }
 
-// classifyUnknown tells a genuine token of the caller whose session is no
-// longer live (session_ended) from everything else (invalid_token).
-func (m *Manager) classifyUnknown(ctx context.Context, token string, peer Peer) error {
-	c, err := m.keys.verify(token, m.iss)
-	if err != nil {
-		var se *Error
-		if !errors.As(err, &se) { // verify returns only *Error; never panic if that changes
-			se = &Error{Code: api.CodeInvalidToken, Reason: ReasonMalformed}
+// refuseNotLive answers a token that opens no live session, from its
+// tombstone alone: session_ended to the owner of an ended or replaced token,
+// invalid_token to anyone else and for a token without a tombstone. It
+// checks no signature and allocates nothing but the error, so it costs about
+// what the refusal of a live token to a stranger does.
+func (m *Manager) refuseNotLive(ctx context.Context, token string, h TokenHash, peer Peer, now int64) error {
+	t := m.tombs.get(h, now)
+	switch {
+	case t == nil:
+		reason := ReasonUnknown
+		if strings.Count(token, ".") != 2 { // not even a compact JWS
+			reason = ReasonMalformed
 		}
-		return m.rejected(ctx, peer, "", se.Code, se.Reason)
+		return m.rejected(ctx, peer, "", api.CodeInvalidToken, reason)
+	case t.owner != peer.ID:
+		return m.rejected(ctx, peer, t.id, api.CodeInvalidToken, ReasonOtherIdentity)
+	default:
+		return m.rejected(ctx, peer, t.id, api.CodeSessionEnded, t.reason)
 	}
-	if c.Subject != peer.ID.String() {
-		return m.rejected(ctx, peer, c.ID, api.CodeInvalidToken, ReasonOtherIdentity)
-	}
-	reason := ReasonEnded
-	if r := m.store.ByID(c.ID); r != nil {
-		reason = ReasonSuperseded
-	}
-	return m.rejected(ctx, peer, c.ID, api.CodeSessionEnded, reason)
 }
 
 // Rebind moves the caller's live session to the leaf it now presents (its
 // SVID rotated) and returns a new token. The session keeps its ID and
-// absolute end; the old token stops working. The caller must be the
-// session's own SPIFFE ID; rebinding over the already bound leaf is refused
-// (ErrBadRequest).
+// absolute end; the old token becomes a tombstone (superseded) and the old
+// leaf can never take the session back. The caller must be the session's own
+// SPIFFE ID. Refused with ErrBadRequest: rebinding over the bound leaf
+// (reason same_leaf), or over a leaf that is not strictly newer than it
+// (reason older_leaf: its NotBefore is not after the bound leaf's, or is
+// unknown while the bound leaf's is known). Ordering is not enforced for a
+// session whose bound leaf's NotBefore is unknown (Peer.NotBefore zero).
 func (m *Manager) Rebind(ctx context.Context, token string, peer Peer) (string, Info, error) {
 	now := m.now()
 	r, b, err := m.lookup(ctx, token, peer, now.UnixNano())
@@ -321,6 +389,9 @@ func (m *Manager) Rebind(ctx context.Context, token string, peer Peer) (string, 
 	if subtle.ConstantTimeCompare([]byte(b.Fingerprint), []byte(peer.Fingerprint)) == 1 {
 		return "", Info{}, m.rejected(ctx, peer, r.ID, api.CodeBadRequest, ReasonSameLeaf)
 	}
+	if !newerLeaf(b.NotBefore, peer.NotBefore) {
+		return "", Info{}, m.rejected(ctx, peer, r.ID, api.CodeBadRequest, ReasonOlderLeaf)
+	}
 	tok, err := m.keys.mint(&claims{
 		Issuer: m.iss, Audience: m.iss, Subject: r.Owner.String(), ID: r.ID,
 		IssuedAt: now.Unix(), Expiry: r.ExpiresAt / int64(time.Second), CNF: api.CNF{X5TS256: peer.Fingerprint},
@@ -328,14 +399,37 @@ func (m *Manager) Rebind(ctx context.Context, token string, peer Peer) (string, 
 	if err != nil {
 		return "", Info{}, err
 	}
-	next := &Binding{Token: hashToken(tok), Fingerprint: peer.Fingerprint}
-	if !m.store.Rebind(r, b, next) {
-		return "", Info{}, m.rejected(ctx, peer, r.ID, api.CodeSessionEnded, ReasonSuperseded)
+	next := &Binding{Token: hashToken(tok), Fingerprint: peer.Fingerprint, NotBefore: peer.NotBefore}
+	m.endMu.Lock()
+	reason := ""
+	switch {
+	case r.Ended():
+		reason = ReasonEnded
+	case r.Binding() != b: // a concurrent rebind won
+		reason = ReasonSuperseded
+	default:
+		m.tombs.add(b.Token, r.Owner, r.ID, ReasonSuperseded, r.ExpiresAt, now.UnixNano())
+		if !m.store.Rebind(r, b, next) {
+			reason = ReasonSuperseded
+		}
+	}
+	m.endMu.Unlock()
+	if reason != "" {
+		return "", Info{}, m.rejected(ctx, peer, r.ID, api.CodeSessionEnded, reason)
 	}
 	r.Touch(now.UnixNano())
 	m.metrics.rebound()
 	m.event(ctx, slog.LevelInfo, "session.rebound", peer, slog.String("session_id", r.ID), slog.String("previous_fingerprint", b.Fingerprint))
 	return tok, m.info(r), nil
+}
+
+// newerLeaf reports whether a leaf with NotBefore next may replace the bound
+// leaf with NotBefore bound: strictly newer, or anything if bound is unknown.
+func newerLeaf(bound, next time.Time) bool {
+	if bound.IsZero() {
+		return true
+	}
+	return !next.IsZero() && next.After(bound)
 }
 
 // Introspect reports whether token belongs to a live session bound to the
@@ -421,6 +515,9 @@ func (m *Manager) List(filter *spiffeid.ID) []Info {
 // Len is the number of sessions held, including expired ones not yet swept.
 func (m *Manager) Len() int { return m.store.Len() }
 
+// Tombstones is the number of tombstones held (see the package doc).
+func (m *Manager) Tombstones() int { return m.tombs.len() }
+
 // live returns r if it is neither ended nor expired.
 func (m *Manager) live(r *Record) *Record {
 	if r == nil || r.Ended() {
@@ -433,37 +530,69 @@ func (m *Manager) live(r *Record) *Record {
 	return r
 }
 
-// end removes r and logs why; false if another call already ended it.
+// end removes r and logs why; false if another call already ended it. The
+// token it was bound to becomes a tombstone first (see endMu).
 func (m *Manager) end(ctx context.Context, r *Record, cause string) bool {
-	if !m.store.Delete(r) {
+	now := m.now().UnixNano()
+	m.endMu.Lock()
+	if r.Ended() {
+		m.endMu.Unlock()
+		return false
+	}
+	b := r.Binding() // stays current: rebinds wait for endMu
+	m.tombs.add(b.Token, r.Owner, r.ID, causeReason(cause), r.ExpiresAt, now)
+	ok := m.store.Delete(r)
+	m.endMu.Unlock()
+	if !ok {
 		return false
 	}
 	m.metrics.ended(cause)
 	level := slog.LevelInfo
+	peer := Peer{ID: r.Owner, Fingerprint: b.Fingerprint}
 	if cause == CauseRevoked {
-		m.event(ctx, level, "session.revoked", Peer{ID: r.Owner, Fingerprint: r.Binding().Fingerprint}, slog.String("session_id", r.ID))
+		m.event(ctx, level, "session.revoked", peer, slog.String("session_id", r.ID))
 	}
-	m.event(ctx, level, "session.ended", Peer{ID: r.Owner, Fingerprint: r.Binding().Fingerprint}, slog.String("session_id", r.ID), slog.String("cause", cause))
+	m.event(ctx, level, "session.ended", peer, slog.String("session_id", r.ID), slog.String("cause", cause))
 	return true
 }
 
-// rejected logs and counts a refusal and returns it as an error.
+// causeReason is the refusal reason a tombstone gives for a session's end.
+func causeReason(cause string) string {
+	switch cause {
+	case CauseExpired:
+		return ReasonExpired
+	case CauseIdle:
+		return ReasonIdle
+	default:
+		return ReasonEnded
+	}
+}
+
+// rejected logs and counts a refusal and returns it as an error. With the
+// log off, the error is its only allocation.
 func (m *Manager) rejected(ctx context.Context, peer Peer, sessionID string, code api.Code, reason string) error {
 	m.metrics.rejected(reason)
-	attrs := []slog.Attr{slog.String("code", string(code)), slog.String("reason", reason)}
-	if sessionID != "" {
-		attrs = append(attrs, slog.String("session_id", sessionID))
+	if ctx == nil {
+		ctx = context.Background()
 	}
-	m.event(ctx, slog.LevelWarn, "session.rejected", peer, attrs...)
+	if m.log.Enabled(ctx, slog.LevelWarn) {
+		attrs := []slog.Attr{slog.String("code", string(code)), slog.String("reason", reason)}
+		if sessionID != "" {
+			attrs = append(attrs, slog.String("session_id", sessionID))
+		}
+		m.event(ctx, slog.LevelWarn, "session.rejected", peer, attrs...)
+	}
 	return &Error{Code: code, Reason: reason}
 }
 
-func (m *Manager) info(r *Record) Info {
-	last := r.LastUsed()
+func (m *Manager) info(r *Record) Info { return m.infoAt(r, r.Binding(), r.LastUsed()) }
+
+// infoAt is the view of r bound by b and last used at last (Unix nanoseconds).
+func (m *Manager) infoAt(r *Record, b *Binding, last int64) Info {
 	return Info{
 		ID:            r.ID,
 		SPIFFEID:      r.Owner,
-		Fingerprint:   r.Binding().Fingerprint,
+		Fingerprint:   b.Fingerprint,
 		CreatedAt:     time.Unix(0, r.CreatedAt).UTC(),
 		LastUsedAt:    time.Unix(0, last).UTC(),
 		ExpiresAt:     time.Unix(0, r.ExpiresAt).UTC(),
@@ -486,10 +615,11 @@ func (m *Manager) sweepLoop(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// Sweep ends every expired or idle session now and forgets rate limiters
-// that are full again. The sweeper calls it every SweepInterval; each record
-// is removed under the store's locks for a moment only, so validations of
-// other sessions go on meanwhile.
+// Sweep ends every expired or idle session now, forgets the tombstones of
+// tokens past their exp and the rate limiters that are full again, and
+// returns how many sessions it ended. The sweeper calls it every
+// SweepInterval; each record is removed under the store's locks for a moment
+// only, so validations of other sessions go on meanwhile.
 func (m *Manager) Sweep(ctx context.Context) int {
 	var n int
 	m.store.Range(func(r *Record) bool {
@@ -506,6 +636,7 @@ func (m *Manager) Sweep(ctx context.Context) int {
 		}
 		return ctx.Err() == nil
 	})
+	m.tombs.sweep(m.now().UnixNano())
 	m.limMu.Lock()
 	now := m.now()
 	for id, lim := range m.limiters {

@@ -347,3 +347,140 @@ func TestStoreKeepsNoToken(t *testing.T) {
 	require.NotContains(t, found.Binding().Fingerprint, tok)
 	require.Len(t, found.Binding().Token, 32)
 }
+
+// TestRebindOnlyToNewerLeaf (finding 4): once a session is rebound to a new
+// leaf, the previous leaf can never take it back, not even with the new
+// token; only a strictly newer leaf may rebind it.
+func TestRebindOnlyToNewerLeaf(t *testing.T) {
+	m, clk := newManager(t, nil)
+	ctx := context.Background()
+	t0 := clk.Now().Add(-time.Minute).Truncate(time.Second)
+	leafA := session.Peer{ID: alice.ID, Fingerprint: "fp-a", NotBefore: t0}
+	leafB := session.Peer{ID: alice.ID, Fingerprint: "fp-b", NotBefore: t0.Add(time.Minute)}
+	tokA, info := login(t, m, leafA)
+
+	tokB, _, err := m.Rebind(ctx, tokA, leafB)
+	require.NoError(t, err)
+
+	// The old leaf with the new token: refused, and the session stays on B.
+	_, _, err = m.Rebind(ctx, tokB, leafA)
+	requireRefusal(t, err, api.CodeBadRequest, session.ReasonOlderLeaf)
+	// The old leaf with its old token: that token is superseded.
+	_, _, err = m.Rebind(ctx, tokA, leafA)
+	requireRefusal(t, err, api.CodeSessionEnded, session.ReasonSuperseded)
+	got, err := m.Validate(ctx, tokB, leafB)
+	require.NoError(t, err)
+	require.Equal(t, leafB.Fingerprint, got.Fingerprint)
+	_, err = m.Validate(ctx, tokB, leafA)
+	requireCode(t, err, api.CodeCertificateRotated)
+
+	for _, tc := range []struct {
+		name string
+		peer session.Peer
+	}{
+		{"fail/same-not-before", session.Peer{ID: alice.ID, Fingerprint: "fp-tie", NotBefore: leafB.NotBefore}},
+		{"fail/older-than-bound", session.Peer{ID: alice.ID, Fingerprint: "fp-old", NotBefore: t0.Add(30 * time.Second)}},
+		{"fail/unknown-not-before", session.Peer{ID: alice.ID, Fingerprint: "fp-unknown"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := m.Rebind(ctx, tokB, tc.peer)
+			requireRefusal(t, err, api.CodeBadRequest, session.ReasonOlderLeaf)
+			_, err = m.Validate(ctx, tokB, leafB)
+			require.NoError(t, err, "a refused rebind leaves the session as it was")
+		})
+	}
+	_, _, err = m.Rebind(ctx, tokB, leafB)
+	requireRefusal(t, err, api.CodeBadRequest, session.ReasonSameLeaf)
+
+	leafC := session.Peer{ID: alice.ID, Fingerprint: "fp-c", NotBefore: leafB.NotBefore.Add(time.Second)}
+	tokC, gotC, err := m.Rebind(ctx, tokB, leafC)
+	require.NoError(t, err)
+	require.Equal(t, info.ID, gotC.ID)
+	_, err = m.Validate(ctx, tokC, leafC)
+	require.NoError(t, err)
+	for _, p := range []session.Peer{leafA, leafB} {
+		_, _, err = m.Rebind(ctx, tokC, p)
+		requireRefusal(t, err, api.CodeBadRequest, session.ReasonOlderLeaf)
+	}
+	require.Equal(t, 1, m.Len())
+}
+
+// TestRebindUnknownNotBefore: a session whose leaf's NotBefore is unknown
+// (an embedder that does not set Peer.NotBefore) rebinds to any other leaf;
+// once bound to a leaf with a known NotBefore, ordering holds from then on.
+func TestRebindUnknownNotBefore(t *testing.T) {
+	m, clk := newManager(t, nil)
+	ctx := context.Background()
+	tok, _ := login(t, m, alice) // NotBefore unknown
+	tok, _, err := m.Rebind(ctx, tok, alice2)
+	require.NoError(t, err)
+	known := session.Peer{ID: alice.ID, Fingerprint: "fp-known", NotBefore: clk.Now()}
+	tok, _, err = m.Rebind(ctx, tok, known)
+	require.NoError(t, err)
+	_, _, err = m.Rebind(ctx, tok, alice)
+	requireRefusal(t, err, api.CodeBadRequest, session.ReasonOlderLeaf)
+}
+
+// TestCheckCommit (finding 7): Check does not count as a use of the session;
+// only Commit does, at the time of the check. A session whose checks are
+// never committed (every request failed) idles out on schedule.
+func TestCheckCommit(t *testing.T) {
+	m, clk := newManager(t, nil) // idle timeout 10m
+	ctx := context.Background()
+	tok, info := login(t, m, alice)
+
+	clk.Add(4 * time.Minute)
+	checked := clk.Now()
+	u, err := m.Check(ctx, tok, alice)
+	require.NoError(t, err)
+	require.Equal(t, info.ID, u.Info.ID)
+	require.Equal(t, checked, u.Info.LastUsedAt, "Info shows the use as committed")
+	require.Equal(t, checked.Add(10*time.Minute), u.Info.IdleExpiresAt)
+	got, _ := m.Get(info.ID)
+	require.Equal(t, info.CreatedAt, got.LastUsedAt, "not used until committed")
+
+	clk.Add(time.Minute)
+	u.Commit() // late: records the time of the check, not of the commit
+	got, _ = m.Get(info.ID)
+	require.Equal(t, checked, got.LastUsedAt)
+	u.Commit()
+	got, _ = m.Get(info.ID)
+	require.Equal(t, checked, got.LastUsedAt, "a second commit changes nothing")
+
+	// Failed requests only: checked every minute, never committed. The
+	// session ends ten minutes after its last committed use.
+	for range 8 {
+		clk.Add(time.Minute)
+		_, err := m.Check(ctx, tok, alice)
+		require.NoError(t, err)
+	}
+	clk.Add(time.Minute) // 10m after the committed use
+	_, err = m.Check(ctx, tok, alice)
+	requireRefusal(t, err, api.CodeSessionEnded, session.ReasonIdle)
+
+	// Committing after the session ended does not bring it back.
+	tok2, info2 := login(t, m, alice)
+	u, err = m.Check(ctx, tok2, alice)
+	require.NoError(t, err)
+	require.NoError(t, m.Revoke(ctx, info2.ID))
+	u.Commit()
+	_, ok := m.Get(info2.ID)
+	require.False(t, ok)
+	_, err = m.Check(ctx, tok2, alice)
+	requireCode(t, err, api.CodeSessionEnded)
+
+	session.Use{}.Commit() // the zero Use: nothing to do
+}
+
+// TestValidateCommits: Validate is Check and Commit at once.
+func TestValidateCommits(t *testing.T) {
+	m, clk := newManager(t, nil)
+	ctx := context.Background()
+	tok, info := login(t, m, alice)
+	clk.Add(3 * time.Minute)
+	v, err := m.Validate(ctx, tok, alice)
+	require.NoError(t, err)
+	got, _ := m.Get(info.ID)
+	require.Equal(t, clk.Now(), got.LastUsedAt)
+	require.Equal(t, got, v)
+}

@@ -41,8 +41,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return mt
 }
 
-// RegisterStoreGauges registers the live-session gauge and the estimated
-// memory of the manager's store with reg.
+// RegisterStoreGauges registers the live-session gauge, the estimated
+// memory of the manager's store and the tombstone count with reg.
 func RegisterStoreGauges(reg prometheus.Registerer, m *Manager) {
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -56,6 +56,9 @@ func RegisterStoreGauges(reg prometheus.Registerer, m *Manager) {
 			}
 			return 0
 		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tether_session_tombstones", Help: "Tombstones of ended and replaced tokens held until their exp (capped).",
+		}, func() float64 { return float64(m.Tombstones()) }),
 	)
 }
 

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -15,10 +16,12 @@ import (
 type TokenHash [32]byte
 
 // Binding is what a token is bound to: the hash of the token itself and the
-// fingerprint of the leaf certificate it may be presented over.
+// fingerprint of the leaf certificate it may be presented over, with that
+// leaf's NotBefore (zero if unknown), which orders rebinds.
 type Binding struct {
 	Token       TokenHash
 	Fingerprint string
+	NotBefore   time.Time
 }
 
 // Record is one live session. Its identity, ID and times never change; the
