@@ -88,6 +88,8 @@ func (m *Middleware) RequirePeer(next http.Handler) http.Handler {
 // caller's leaf. The refusal is 401 with the contract's code; the detailed
 // codes (session_ended, certificate_rotated) go only to the session's own
 // SPIFFE ID. The handler finds the Caller with its session in the context.
+// The request counts as a use of the session (its idle clock restarts) only
+// if the handler answers with a 2xx status.
 func (m *Middleware) RequireSession(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r, c, ok := m.peer(w, r)
@@ -99,15 +101,48 @@ func (m *Middleware) RequireSession(next http.Handler) http.Handler {
 			m.reject(w, r, c.Peer, err)
 			return
 		}
-		info, err := m.Sessions.Validate(r.Context(), token, c.Peer.Peer)
+		use, err := m.Sessions.Check(r.Context(), token, c.Peer.Peer)
 		if err != nil {
 			render.Error(w, r, m.Logger, err)
 			return
 		}
-		c.Session, c.Token = info, token
-		next.ServeHTTP(w, r)
+		c.Session, c.Token = use.Info, token
+		uw := &useWriter{ResponseWriter: w, use: use}
+		next.ServeHTTP(uw, r)
+		uw.answered(http.StatusOK) // a handler that wrote nothing answered 200
 	})
 }
+
+// useWriter records the session's use once the handler answers with a 2xx,
+// and only then: a failed request does not keep a session alive.
+type useWriter struct {
+	http.ResponseWriter
+	use  session.Use
+	done bool
+}
+
+func (w *useWriter) answered(status int) {
+	if w.done || status < 200 {
+		return
+	}
+	w.done = true
+	if status < 300 {
+		w.use.Commit()
+	}
+}
+
+func (w *useWriter) WriteHeader(status int) {
+	w.answered(status)
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *useWriter) Write(b []byte) (int, error) {
+	w.answered(http.StatusOK)
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *useWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // peer verifies the caller's leaf and puts a Caller in the request context.
 func (m *Middleware) peer(w http.ResponseWriter, r *http.Request) (*http.Request, *Caller, bool) {

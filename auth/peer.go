@@ -146,7 +146,7 @@ func peerOf(leaf *x509.Certificate) (Peer, error) {
 	if err := checkClientLeaf(leaf); err != nil {
 		return Peer{}, &api.Error{Code: api.CodeInvalidToken, Message: "the client certificate is not an X.509-SVID client certificate: " + err.Error()}
 	}
-	return Peer{Peer: session.Peer{ID: id, Fingerprint: svid.Fingerprint(leaf)}, NotAfter: leaf.NotAfter}, nil
+	return Peer{Peer: session.Peer{ID: id, Fingerprint: svid.Fingerprint(leaf), NotBefore: leaf.NotBefore}, NotAfter: leaf.NotAfter}, nil
 }
 
 // checkClientLeaf enforces what the X.509-SVID specification asks of a leaf

@@ -278,6 +278,40 @@ func TestAPIRebind(t *testing.T) {
 	require.Equal(t, http.StatusOK, rotated.do(http.MethodGet, api.PathSessionsSelf, lr.Token, nil).status)
 	require.Equal(t, api.CodeCertificateRotated, old.do(http.MethodGet, api.PathSessionsSelf, lr.Token, nil).code(), "the old leaf is dead for it")
 	require.Equal(t, api.CodeSessionEnded, rotated.do(http.MethodGet, api.PathSessionsSelf, tok, nil).code(), "the old token is dead")
+
+	// The old leaf cannot take the session back with the new token.
+	r = old.do(http.MethodPost, api.PathRebind, lr.Token, nil)
+	require.Equal(t, http.StatusBadRequest, r.status, "rebind to an older leaf: %s", r.body)
+	require.Equal(t, http.StatusOK, rotated.do(http.MethodGet, api.PathSessionsSelf, lr.Token, nil).status, "the new leaf keeps the session")
+}
+
+// TestFailedRequestsDoNotTouch: only a 2xx made with a token moves the
+// session's last use; a 400 or 404 made with the same valid token does not
+// keep the session alive.
+func TestFailedRequestsDoNotTouch(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	alice := e.as(aliceID)
+	tok, s := alice.login()
+	e.clock.Add(5 * time.Minute)
+	for _, c := range []struct {
+		method, path string
+		status       int
+	}{
+		{http.MethodGet, api.PathSessions + "?spiffe_id=not-an-id", http.StatusBadRequest},
+		{http.MethodDelete, api.PathSessions, http.StatusBadRequest},
+		{http.MethodDelete, api.PathSessions + "/no-such-session", http.StatusNotFound},
+	} {
+		r := alice.do(c.method, c.path, tok, nil)
+		require.Equal(t, c.status, r.status, "%s %s: %s", c.method, c.path, r.body)
+	}
+	info, ok := e.mgr.Get(s.SessionID)
+	require.True(t, ok)
+	require.True(t, info.LastUsedAt.Equal(s.LastUsedAt), "a failed request moved last_used_at from %s to %s", s.LastUsedAt, info.LastUsedAt)
+
+	r := alice.do(http.MethodGet, api.PathSessions, tok, nil)
+	require.Equal(t, http.StatusOK, r.status)
+	info, _ = e.mgr.Get(s.SessionID)
+	require.True(t, info.LastUsedAt.Equal(e.clock.Now().UTC()), "a 2xx moves last_used_at")
 }
 
 func TestAPIIntrospect(t *testing.T) {

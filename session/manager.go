@@ -30,6 +30,11 @@ const (
 	// to this times MaxSessions, MaxTombstonesPerIdentity to this times
 	// MaxSessionsPerIdentity (64 with the defaults).
 	DefaultTombstonesPerSession = 4
+	// TombstoneGrace is how long past a token's exp its tombstone is kept:
+	// an owner who comes back soon after the absolute end of a session
+	// still gets session_ended (the contract's answer for an expired
+	// session), not invalid_token.
+	TombstoneGrace = time.Hour
 )
 
 // Causes of a session's end, as logged and counted.
@@ -408,7 +413,7 @@ func (m *Manager) Rebind(ctx context.Context, token string, peer Peer) (string, 
 	case r.Binding() != b: // a concurrent rebind won
 		reason = ReasonSuperseded
 	default:
-		m.tombs.add(b.Token, r.Owner, r.ID, ReasonSuperseded, r.ExpiresAt, now.UnixNano())
+		m.tombs.add(b.Token, r.Owner, r.ID, ReasonSuperseded, r.ExpiresAt+int64(TombstoneGrace), now.UnixNano())
 		if !m.store.Rebind(r, b, next) {
 			reason = ReasonSuperseded
 		}
@@ -540,7 +545,7 @@ func (m *Manager) end(ctx context.Context, r *Record, cause string) bool {
 		return false
 	}
 	b := r.Binding() // stays current: rebinds wait for endMu
-	m.tombs.add(b.Token, r.Owner, r.ID, causeReason(cause), r.ExpiresAt, now)
+	m.tombs.add(b.Token, r.Owner, r.ID, causeReason(cause), r.ExpiresAt+int64(TombstoneGrace), now)
 	ok := m.store.Delete(r)
 	m.endMu.Unlock()
 	if !ok {

@@ -16,7 +16,7 @@ type tombstone struct {
 	owner  spiffeid.ID
 	id     string // session ID
 	reason string // ReasonEnded, ReasonIdle, ReasonSuperseded...
-	until  int64  // Unix nanoseconds: the token's exp; forgotten from then on
+	until  int64  // Unix nanoseconds: the token's exp plus TombstoneGrace; forgotten from then on
 
 	// Insertion order, of all tombstones and of the owner's; changed only
 	// under tombstones.mu and never read by lookups.

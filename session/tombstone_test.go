@@ -125,9 +125,10 @@ func TestTombstones(t *testing.T) {
 	}
 
 	t.Run("expired", func(t *testing.T) {
-		// A session past its absolute end: its token is past its exp too, so
-		// no tombstone outlives the record. Until the sweep the owner hears
-		// session_ended (expired); afterwards nobody remembers the token.
+		// A session past its absolute end: its token is past its exp too. Its
+		// tombstone is kept TombstoneGrace longer, so the owner hears
+		// session_ended (expired) before and after the sweep; after the
+		// grace nobody remembers the token.
 		m, clk := newManager(t, nil)
 		tok, _ := login(t, m, alice)
 		for range 6 {
@@ -141,7 +142,15 @@ func TestTombstones(t *testing.T) {
 		_, err = m.Validate(ctx, tok, alice)
 		requireRefusal(t, err, api.CodeSessionEnded, session.ReasonExpired)
 		require.Zero(t, m.Len())
-		require.Zero(t, m.Tombstones(), "a token past its exp leaves no tombstone")
+		require.Equal(t, 1, m.Tombstones(), "an expired token's tombstone outlives its exp by the grace")
+		m.Sweep(ctx)
+		_, err = m.Validate(ctx, tok, alice)
+		requireRefusal(t, err, api.CodeSessionEnded, session.ReasonExpired)
+		_, err = m.Validate(ctx, tok, bob)
+		requireRefusal(t, err, api.CodeInvalidToken, session.ReasonOtherIdentity)
+		clk.Add(session.TombstoneGrace)
+		m.Sweep(ctx)
+		require.Zero(t, m.Tombstones())
 		for _, p := range []session.Peer{alice, bob} {
 			_, err = m.Validate(ctx, tok, p)
 			requireRefusal(t, err, api.CodeInvalidToken, session.ReasonUnknown)
@@ -238,8 +247,9 @@ func TestTombstoneCaps(t *testing.T) {
 	})
 }
 
-// TestTombstonesSwept: a tombstone is kept until its token's exp, then
-// forgotten (refused as invalid_token) and reclaimed by the sweep.
+// TestTombstonesSwept: a tombstone is kept until TombstoneGrace past its
+// token's exp, then forgotten (refused as invalid_token) and reclaimed by the
+// sweep.
 func TestTombstonesSwept(t *testing.T) {
 	ctx := context.Background()
 	m, clk := newManager(t, nil) // TTL 1h
@@ -250,13 +260,13 @@ func TestTombstonesSwept(t *testing.T) {
 	require.NoError(t, m.Revoke(ctx, laterInfo.ID))
 	require.Equal(t, 2, m.Tombstones())
 
-	clk.Add(info.ExpiresAt.Sub(clk.Now()) - time.Second) // a second before the first token's exp
+	clk.Add(info.ExpiresAt.Add(session.TombstoneGrace).Sub(clk.Now()) - time.Second) // a second before the first tombstone's end
 	m.Sweep(ctx)
 	require.Equal(t, 2, m.Tombstones())
 	_, err := m.Validate(ctx, tok, alice)
 	requireRefusal(t, err, api.CodeSessionEnded, session.ReasonEnded)
 
-	clk.Add(time.Second) // the first token's exp: forgotten before any sweep
+	clk.Add(time.Second) // the first tombstone's end: forgotten before any sweep
 	_, err = m.Validate(ctx, tok, alice)
 	requireRefusal(t, err, api.CodeInvalidToken, session.ReasonUnknown)
 	m.Sweep(ctx)
