@@ -219,7 +219,8 @@ func warnDescriptors(log *slog.Logger, conns int) {
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return
 	}
-	const reserve = 64                   // listeners, files, the Workload API, logs
+	// Beyond the connections: listeners, files, the Workload API, logs.
+	const reserve = 64
 	if lim.Cur < uint64(conns+reserve) { //nolint:gosec // G115: conns is a sum of flags checked positive
 		log.Warn("tetherd.descriptors_low", slog.Uint64("open_file_limit", lim.Cur),
 			slog.Int("needed", conns+reserve),
