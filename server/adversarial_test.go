@@ -8,9 +8,9 @@ package server_test
 //
 // Forged tokens are signed with keys the test controls (an attacker's): the
 // signing key never leaves the Manager, so from outside every forgery is
-// invalid_token whatever its claims say. The claim-type checks behind a valid
-// signature of our own key are tested inside package session
-// (TestClaimTypesSignedWithOurKey, FuzzClaims).
+// invalid_token whatever its claims say: a token is accepted only if its
+// exact bytes hash to a live session (tokens re-signed with our own key are
+// tested inside package session, TestReSignedTokensRefused).
 
 import (
 	"bufio"

@@ -16,14 +16,16 @@
 // Tokens are recognised by their hash alone; no signature is ever verified.
 // When a session ends (logout, revocation, idle) or a rebind replaces its
 // token, the Manager keeps a tombstone of the old token's hash (owner, session
-// ID, why) until the token's exp. A token that opens no live session is
+// ID, why) until TombstoneGrace (an hour) past the token's exp, so an
+// owner who comes back soon after a session's absolute end still hears
+// session_ended. A token that opens no live session is
 // session_ended for its tombstone's owner and invalid_token for anyone else,
 // as is a token without a tombstone. Every refusal is thus a hash and a map
 // lookup or two: a stranger holding a stolen token cannot time whether its
 // session is live. Tombstones are capped per SPIFFE ID and in all
 // (Config.MaxTombstonesPerIdentity, MaxTombstones): beyond a cap the oldest
 // is forgotten, and its token, still refused, gets invalid_token. So does a
-// token past its exp once its session is swept.
+// token whose tombstone has outlived its grace.
 //
 // Rebind moves a session only to a leaf whose NotBefore is strictly after the
 // bound leaf's (Peer.NotBefore), so once rotated away, an older leaf can
