@@ -5,10 +5,16 @@
 // required and verified on every handshake, resumed ones included), the
 // extraction of the caller's SPIFFE ID and leaf fingerprint from a request
 // (PeerFromRequest, which also refuses a leaf that expired while its
-// connection stayed open), and the HTTP middleware (Middleware.RequireSession)
-// that checks a bearer token against the caller's identity and leaf on every
+// connection stayed open, and one that is not an X.509-SVID client
+// certificate), and the HTTP middleware (Middleware.RequireSession) that
+// checks a bearer token against the caller's identity and leaf on every
 // request and hands the handler the session.
 //
 // A service that wants sessions inside its own http.Server needs only this
-// package and package session; see the Example.
+// package and package session; see the Example. It gives the Middleware its
+// trust bundles (Middleware.Bundles, typically the workloadapi.X509Source),
+// so that an open connection is verified again whenever the bundle changes;
+// without them the Middleware accepts only peers that the TLS layer itself
+// verified, and refuses every request otherwise, so an http.Server left with
+// tls.RequireAnyClientCert cannot end up trusting any certificate.
 package auth

@@ -21,7 +21,9 @@ import (
 
 // Example_embedding hosts SPIFFE-bound admin sessions inside a service's own
 // http.Server, the way a secrets manager (SPIKE Nexus, say) would: the
-// session manager, the mTLS config and the middleware are all it needs. In
+// session manager, the mTLS config and the middleware (given the trust
+// bundles, so open connections are re-verified when they change) are all it
+// needs. In
 // production the SVID and bundles come from a workloadapi.X509Source; here a
 // throwaway CA stands in for SPIRE.
 func Example_embedding() {

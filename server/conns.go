@@ -340,8 +340,9 @@ func (c *Conn) Accepted() time.Time { return c.accepted }
 // cannedHeaders are the header lines of the plain-text answers that
 // net/http writes by itself, before any handler runs, to a request it cannot
 // parse (431 for headers over MaxHeaderBytes, 400 for a malformed request).
-// The order (Content-Type before Connection) never occurs in a response
-// written through a ResponseWriter, whose headers are sorted.
+// A response written through a ResponseWriter never ends its headers that
+// way: its own headers are sorted (Connection before Content-Type), and the
+// ones net/http adds after them always include Date.
 const cannedHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
 
 // Write turns net/http's plain-text error answers into the API's JSON error
