@@ -203,22 +203,30 @@ func TestLeafExpiryOnOpenConnection(t *testing.T) {
 
 	later := alice.Certificates[0].NotAfter.Add(time.Second)
 	e.now.Store(&later)
+	body := refusedOnOpenConnection(t, c, e.srv.URL)
+	require.Contains(t, body, "expired")
+}
+
+// refusedOnOpenConnection makes a request that must travel on c's already
+// open connection and be refused with 401 invalid_token and the connection
+// closed; it returns the answer's body.
+func refusedOnOpenConnection(t *testing.T, c *http.Client, url string) string {
+	t.Helper()
 	var reused bool
 	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
 		GotConn: func(info httptrace.GotConnInfo) { reused = info.Reused },
-	}), http.MethodGet, e.srv.URL, nil)
+	}), http.MethodGet, url, nil)
 	require.NoError(t, err)
-	resp, err = c.Do(req)
+	resp, err := c.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
-	body := string(b)
 	require.True(t, reused, "the request must travel on the already open connection")
 	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
-	require.Contains(t, body, `"invalid_token"`)
-	require.Contains(t, body, "expired")
+	require.Contains(t, string(b), `"invalid_token"`)
 	require.True(t, resp.Close, "the server closes the connection")
+	return string(b)
 }
 
 // TestOpenConnectionLosesTrust: once the trust bundle no longer holds the CA
@@ -239,20 +247,7 @@ func TestOpenConnectionLosesTrust(t *testing.T) {
 			require.Equal(t, http.StatusOK, resp.StatusCode)
 
 			replace(e)
-			var reused bool
-			req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
-				GotConn: func(info httptrace.GotConnInfo) { reused = info.Reused },
-			}), http.MethodGet, e.srv.URL, nil)
-			require.NoError(t, err)
-			resp, err = c.Do(req)
-			require.NoError(t, err)
-			defer resp.Body.Close()
-			b, err := io.ReadAll(resp.Body)
-			require.NoError(t, err)
-			require.True(t, reused, "the request must travel on the already open connection")
-			require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
-			require.Contains(t, string(b), `"invalid_token"`)
-			require.True(t, resp.Close, "the server closes the connection")
+			refusedOnOpenConnection(t, c, e.srv.URL)
 		})
 	}
 }
