@@ -62,7 +62,8 @@ func closedByServer(c net.Conn, within time.Duration) bool {
 	_ = c.SetReadDeadline(time.Now().Add(within))
 	_, err := c.Read(make([]byte, 1))
 	var ne net.Error
-	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
+	timedOut := errors.As(err, &ne) && ne.Timeout()
+	return err != nil && !timedOut
 }
 
 const selfRequest = "GET /v1/sessions/self HTTP/1.1\r\nHost: tetherd\r\n\r\n"
