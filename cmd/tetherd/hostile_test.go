@@ -9,6 +9,7 @@ package main
 import (
 	"crypto/tls"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -25,6 +26,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/tetherproject/tether/internal/testpki"
+	"github.com/tetherproject/tether/internal/testutil"
 	"github.com/tetherproject/tether/pkg/api"
 	"github.com/tetherproject/tether/server"
 )
@@ -251,4 +253,48 @@ func TestFaultBundleDropsCA(t *testing.T) {
 	if status, body := p.call(aliceClient, http.MethodGet, api.PathSessionsSelf, aliceTok); status != http.StatusOK {
 		t.Fatalf("alice after the reload: %d %s", status, body)
 	}
+}
+
+// TestFaultHealthListenerBounded: connections held on --health-listen stop at
+// its cap (the ones beyond are closed at once and counted), and do not keep
+// an admin from logging in on the API.
+func TestFaultHealthListenerBounded(t *testing.T) {
+	ca := testpki.NewCA(t, "example.org")
+	files := ca.WriteFiles(t, t.TempDir(), "tetherd", ca.Issue(t, ftServerID))
+	p := ftServe(t, "--svid-cert", files.Cert, "--svid-key", files.Key, "--bundle", files.Bundle,
+		"--admin", "spiffe://example.org/admin/*")
+	p.waitReady(http.StatusOK, 10*time.Second)
+
+	const extra = 100
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			_ = c.Close()
+		}
+	}()
+	for range server.HealthMaxConnections + extra {
+		c, err := net.Dial("tcp", p.health)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	// tetherd accepts in order: the connections beyond the cap are closed at
+	// once (EOF, no answer).
+	for i, c := range held[server.HealthMaxConnections:] {
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+			t.Fatalf("health connection %d beyond the cap of %d: %v, want EOF", i+1, server.HealthMaxConnections, err)
+		}
+	}
+	// The API does not care.
+	_ = p.login(p.apiClient(ca.Issue(t, ftAdminID)))
+
+	for _, c := range held {
+		_ = c.Close()
+	}
+	held = nil
+	testutil.WaitFor(t, 10*time.Second, "the sheds counted", func() bool {
+		return p.metric("tether_health_connections_refused_total") >= extra
+	})
 }
