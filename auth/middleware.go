@@ -179,9 +179,13 @@ func (m *Middleware) verified(r *http.Request, p Peer, chain []*x509.Certificate
 // reject logs, counts and answers a refusal decided by the middleware.
 func (m *Middleware) reject(w http.ResponseWriter, r *http.Request, p Peer, err error) {
 	reason := "peer"
-	var e *api.Error
-	if errors.As(err, &e) {
-		reason = string(e.Code)
+	var se *session.Error
+	var ae *api.Error
+	switch {
+	case errors.As(err, &se):
+		reason = se.Reason
+	case errors.As(err, &ae):
+		reason = string(ae.Code)
 	}
 	m.Metrics.Rejected(reason)
 	attrs := []slog.Attr{slog.String("reason", reason), slog.String("remote_addr", r.RemoteAddr)}
@@ -201,21 +205,27 @@ func BearerToken(r *http.Request) (string, error) {
 	values := r.Header.Values("Authorization")
 	switch len(values) {
 	case 0:
-		return "", &api.Error{Code: api.CodeMissingToken, Message: "no bearer token: send Authorization: Bearer TOKEN"}
+		return "", errMissingToken
 	case 1:
 	default:
 		return "", &api.Error{Code: api.CodeBadRequest, Message: "more than one Authorization header"}
 	}
 	scheme, token, ok := strings.Cut(values[0], " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", &api.Error{Code: api.CodeMissingToken, Message: "no bearer token: send Authorization: Bearer TOKEN"}
+		return "", errMissingToken
 	}
 	token = strings.TrimLeft(token, " ")
 	if token == "" || !tokenChars(token) {
-		return "", &api.Error{Code: api.CodeInvalidToken, Message: "the token is not valid for this caller"}
+		return "", errMalformedToken
 	}
 	return token, nil
 }
+
+// The bearer-token refusals decided here; session.Error words their answers.
+var (
+	errMissingToken   = &session.Error{Code: api.CodeMissingToken, Reason: session.ReasonMissingToken}
+	errMalformedToken = &session.Error{Code: api.CodeInvalidToken, Reason: session.ReasonMalformed}
+)
 
 // tokenChars reports whether s uses only the characters of a compact JWS
 // (RFC 7515: base64url and dots).

@@ -8,7 +8,9 @@ import (
 )
 
 // Error is a refusal by the Manager: the public contract code and an internal
-// reason (a short, fixed word for logs and metrics, never a secret).
+// reason (a short, fixed word for logs and metrics, never a secret). It
+// renders itself (APIError): the public message says no more than the code,
+// whatever the reason.
 type Error struct {
 	Code   api.Code
 	Reason string
@@ -21,22 +23,41 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("session: %s (%s)", e.Code, e.Reason)
 }
 
-// Is matches the sentinel errors below by code.
+// Is matches an *api.Error of the same code, so callers test refusals with
+// errors.Is(err, &api.Error{Code: api.CodeSessionEnded}).
 func (e *Error) Is(target error) bool {
-	t, ok := target.(*Error)
-	return ok && t.Reason == "" && t.Code == e.Code
+	t, ok := target.(*api.Error)
+	return ok && t.Message == "" && t.Code == e.Code
 }
 
-// Sentinels for errors.Is.
-var (
-	ErrInvalidToken       = &Error{Code: api.CodeInvalidToken}
-	ErrSessionEnded       = &Error{Code: api.CodeSessionEnded}
-	ErrCertificateRotated = &Error{Code: api.CodeCertificateRotated}
-	ErrSessionLimit       = &Error{Code: api.CodeSessionLimit}
-	ErrRateLimited        = &Error{Code: api.CodeRateLimited}
-	ErrNotFound           = &Error{Code: api.CodeNotFound}
-	ErrBadRequest         = &Error{Code: api.CodeBadRequest}
-)
+// APIError is the refusal as it is answered: the code and its public
+// message.
+func (e *Error) APIError() *api.Error {
+	msg := messages[e.Code]
+	if e.Reason == ReasonSameLeaf {
+		msg = "the session is already bound to this certificate: nothing to rebind"
+	}
+	if e.Reason == ReasonOlderLeaf {
+		msg = "this certificate is not newer than the one the session is bound to: rebind from the newest SVID"
+	}
+	return &api.Error{Code: e.Code, Message: msg}
+}
+
+// RetryDelay is how long a rate-limited caller should wait.
+func (e *Error) RetryDelay() time.Duration { return e.RetryAfter }
+
+// messages are the public messages of the refusals, the same for every
+// reason, so an answer tells a caller no more than its code.
+var messages = map[api.Code]string{
+	api.CodeMissingToken:       "no bearer token: send Authorization: Bearer TOKEN",
+	api.CodeInvalidToken:       "the token is not valid for this caller",
+	api.CodeSessionEnded:       "the session has ended: log in again",
+	api.CodeCertificateRotated: "the session is bound to another certificate of this identity: rebind or log in again",
+	api.CodeSessionLimit:       "too many live sessions",
+	api.CodeRateLimited:        "too many logins: retry later",
+	api.CodeNotFound:           "no such session",
+	api.CodeBadRequest:         "bad request",
+}
 
 // Reasons, the fixed vocabulary of the Reason field.
 const (
@@ -50,6 +71,7 @@ const (
 	ReasonFingerprint   = "fingerprint_mismatch" // right identity, other leaf
 	ReasonSameLeaf      = "same_leaf"            // rebind over the bound leaf
 	ReasonOlderLeaf     = "older_leaf"           // rebind over a leaf not newer than the bound one
+	ReasonMissingToken  = "missing_token"        // no Authorization: Bearer (decided by package auth)
 	ReasonLimitTotal    = "max_sessions"
 	ReasonLimitIdentity = "max_sessions_per_identity"
 	ReasonRate          = "login_rate"
@@ -59,9 +81,6 @@ const (
 // Reasons the Manager no longer gives: it checks no token signature since
 // refusals are answered from tombstones. Kept so that code naming them still
 // builds.
-const (
-	ReasonSignature = "bad_signature"
-	ReasonClaims    = "bad_claims"
-)
+const ()
 
 func reject(code api.Code, reason string) *Error { return &Error{Code: code, Reason: reason} }

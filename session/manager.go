@@ -204,7 +204,7 @@ func (m *Manager) Issuer() spiffeid.ID { return m.issuer }
 func (m *Manager) Store() Store { return m.store }
 
 // Login opens a session for peer and returns its token. The caller must have
-// decided that peer may log in. Refusals: ErrRateLimited, ErrSessionLimit.
+// decided that peer may log in. Refusals (*Error): rate_limited, session_limit.
 func (m *Manager) Login(ctx context.Context, peer Peer) (string, Info, error) {
 	if err := m.allowLogin(peer.ID); err != nil {
 		m.event(ctx, slog.LevelWarn, "login.denied", peer, slog.String("reason", err.Reason))
@@ -286,9 +286,9 @@ func (u Use) Commit() {
 // bound to a live session of peer's SPIFFE ID and to peer's leaf. It does not
 // count as a use of the session until the Use is committed: an HTTP layer
 // commits only when the request succeeds (the contract: only a 2xx moves
-// last_used_at). Refusals (errors.Is): ErrInvalidToken for anything not
-// attributable to the caller's own session, ErrSessionEnded for the caller's
-// genuine token whose session is over, ErrCertificateRotated for the caller's
+// last_used_at). Refusals (*Error, by code): invalid_token for anything not
+// attributable to the caller's own session, session_ended for the caller's
+// genuine token whose session is over, certificate_rotated for the caller's
 // live session over another leaf.
 //
 // The session is found by the token's SHA-256; a token not found among live
@@ -302,10 +302,10 @@ func (m *Manager) Check(ctx context.Context, token string, peer Peer) (Use, erro
 		return Use{}, err
 	}
 	if subtle.ConstantTimeCompare([]byte(b.Fingerprint), []byte(peer.Fingerprint)) != 1 {
-		return Use{}, m.rejected(ctx, peer, r.ID, ErrCertificateRotated.Code, ReasonFingerprint)
+		return Use{}, m.rejected(ctx, peer, r.ID, api.CodeCertificateRotated, ReasonFingerprint)
 	}
 	if r.Ended() { // revoked while we looked: a revocation that returned wins
-		return Use{}, m.rejected(ctx, peer, r.ID, ErrSessionEnded.Code, ReasonEnded)
+		return Use{}, m.rejected(ctx, peer, r.ID, api.CodeSessionEnded, ReasonEnded)
 	}
 	return Use{Info: m.infoAt(r, b, max(r.LastUsed(), now)), r: r, at: now}, nil
 }
@@ -380,7 +380,7 @@ func (m *Manager) refuseNotLive(ctx context.Context, token string, h TokenHash, 
 // SVID rotated) and returns a new token. The session keeps its ID and
 // absolute end; the old token becomes a tombstone (superseded) and the old
 // leaf can never take the session back. The caller must be the session's own
-// SPIFFE ID. Refused with ErrBadRequest: rebinding over the bound leaf
+// SPIFFE ID. Refused with bad_request: rebinding over the bound leaf
 // (reason same_leaf), or over a leaf that is not strictly newer than it
 // (reason older_leaf: its NotBefore is not after the bound leaf's, or is
 // unknown while the bound leaf's is known). Ordering is not enforced for a
@@ -475,7 +475,7 @@ func (m *Manager) Logout(ctx context.Context, id string) error {
 	return m.endByID(ctx, id, CauseLogout)
 }
 
-// Revoke ends the session with the given ID; ErrNotFound if it is not live.
+// Revoke ends the session with the given ID; not_found if it is not live.
 func (m *Manager) Revoke(ctx context.Context, id string) error {
 	return m.endByID(ctx, id, CauseRevoked)
 }

@@ -10,6 +10,8 @@ import (
 	"unsafe"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/tetherproject/tether/pkg/api"
 )
 
 // TokenHash is the SHA-256 of a token: the only token-derived value stored.
@@ -74,7 +76,7 @@ type Limits struct {
 // sessions. A store shared by several tetherd replicas can implement this
 // interface without any change to package auth or the API.
 type Store interface {
-	// Insert adds r unless a limit is reached (then ErrSessionLimit).
+	// Insert adds r unless a limit is reached (then an *Error session_limit).
 	Insert(r *Record, lim Limits) error
 	// ByToken finds the live record bound to a token hash.
 	ByToken(h TokenHash) *Record
@@ -150,11 +152,11 @@ func (s *MemoryStore) Insert(r *Record, lim Limits) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if lim.Total > 0 && s.count.Load() >= int64(lim.Total) {
-		return reject(ErrSessionLimit.Code, ReasonLimitTotal)
+		return reject(api.CodeSessionLimit, ReasonLimitTotal)
 	}
 	ident := s.perIdentity[r.Owner]
 	if ident != nil && lim.PerIdentity > 0 && ident.n >= lim.PerIdentity {
-		return reject(ErrSessionLimit.Code, ReasonLimitIdentity)
+		return reject(api.CodeSessionLimit, ReasonLimitIdentity)
 	}
 	if ident == nil {
 		ident = &identity{id: r.Owner}

@@ -70,7 +70,7 @@ func (e *env) explain(err error) error {
 	}
 	server := e.client.ServerURL()
 	var (
-		apiErr  *api.Error
+		apiErr  *client.Error
 		idErr   *client.ServerIDError
 		certErr *client.ServerCertificateError
 	)
@@ -103,7 +103,7 @@ func (e *env) explain(err error) error {
 	return failf("%s", strings.TrimPrefix(err.Error(), "client: "))
 }
 
-func (e *env) explainAPI(err *api.Error) error {
+func (e *env) explainAPI(err *client.Error) error {
 	switch err.Code {
 	case api.CodeNotAdmin:
 		return failf("not an admin: %s matches no --admin pattern of tetherd at %s", e.id, e.client.ServerURL())

@@ -69,7 +69,7 @@ func TestLibraryAgainstTetherd(t *testing.T) {
 
 	// alice's own client is no introspector.
 	_, err = c.Introspect(ctx, cached.Token, aliceSession.CNF.X5TS256)
-	var apiErr *api.Error
+	var apiErr *client.Error
 	require.ErrorAs(t, err, &apiErr)
 	assert.Equal(t, api.CodeForbidden, apiErr.Code)
 	assert.Equal(t, http.StatusForbidden, apiErr.Status)

@@ -122,8 +122,7 @@ same session).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withEnv(g, cmd, false, func(e *env) error {
 				s, err := e.client.Whoami(e.ctx)
-				var apiErr *api.Error
-				if errors.As(err, &apiErr) && (apiErr.Code == api.CodeSessionEnded || apiErr.Code == api.CodeInvalidToken) {
+				if errors.Is(err, &api.Error{Code: api.CodeSessionEnded}) || errors.Is(err, &api.Error{Code: api.CodeInvalidToken}) {
 					// The cached token is dead: forget it.
 					_ = e.store.DeleteToken()
 				}
@@ -224,8 +223,7 @@ func newRevokeCmd(g *globals) *cobra.Command {
 					return e.out.revoked(n, fmt.Sprintf("Revoked %d %s of %s.", n, plural(n, "session", "sessions"), id))
 				}
 				err := e.client.Revoke(e.ctx, args[0])
-				var apiErr *api.Error
-				if errors.As(err, &apiErr) && apiErr.Code == api.CodeNotFound {
+				if errors.Is(err, &api.Error{Code: api.CodeNotFound}) {
 					return failf("no live session %s at %s (see 'tether sessions list')", args[0], e.client.ServerURL())
 				}
 				if err != nil {

@@ -46,7 +46,7 @@ func TestErrorMapping(t *testing.T) {
 		header string
 	}{
 		{&session.Error{Code: api.CodeSessionEnded, Reason: session.ReasonIdle}, 401, api.CodeSessionEnded, `Bearer realm="tether", error="invalid_token"`},
-		{&session.Error{Code: api.CodeInvalidToken, Reason: session.ReasonSignature}, 401, api.CodeInvalidToken, `Bearer realm="tether", error="invalid_token"`},
+		{&session.Error{Code: api.CodeInvalidToken, Reason: session.ReasonUnknown}, 401, api.CodeInvalidToken, `Bearer realm="tether", error="invalid_token"`},
 		{&api.Error{Code: api.CodeMissingToken}, 401, api.CodeMissingToken, `Bearer realm="tether", error="invalid_request"`},
 		{&session.Error{Code: api.CodeRateLimited, Reason: session.ReasonRate, RetryAfter: 1500 * time.Millisecond}, 429, api.CodeRateLimited, ""},
 		{&session.Error{Code: api.CodeSessionLimit, Reason: session.ReasonLimitTotal}, 429, api.CodeSessionLimit, ""},
@@ -58,7 +58,7 @@ func TestErrorMapping(t *testing.T) {
 			require.Equal(t, tc.header, w.Header().Get("WWW-Authenticate"))
 			require.Contains(t, w.Body.String(), `"code":"`+string(tc.code)+`"`)
 			// Internal reasons stay internal.
-			require.False(t, strings.Contains(w.Body.String(), "idle") || strings.Contains(w.Body.String(), "bad_signature"))
+			require.False(t, strings.Contains(w.Body.String(), "idle") || strings.Contains(w.Body.String(), "unknown_session"))
 			if tc.code == api.CodeRateLimited {
 				require.Equal(t, "2", w.Header().Get("Retry-After"))
 			}

@@ -2,7 +2,6 @@ package api_test
 
 import (
 	"encoding/json"
-	"errors"
 	"flag"
 	"os"
 	"path/filepath"
@@ -34,7 +33,7 @@ func TestWireGolden(t *testing.T) {
 		"introspect-request":  api.IntrospectRequest{Token: "header.payload.signature", CNF: s.CNF},
 		"introspect-active":   api.IntrospectResponse{Active: true, Session: &s},
 		"introspect-inactive": api.IntrospectResponse{Active: false},
-		"error":               api.ErrorResponse{Error: &api.Error{Code: api.CodeCertificateRotated, Message: "rebind or log in again", Status: 401, Cause: errors.New("hidden")}},
+		"error":               api.ErrorResponse{Error: &api.Error{Code: api.CodeCertificateRotated, Message: "rebind or log in again"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			got, err := json.MarshalIndent(v, "", "  ")
@@ -62,11 +61,11 @@ func TestCodes(t *testing.T) {
 	} {
 		require.Equal(t, status, code.Status(), code)
 	}
-	e := &api.Error{Code: api.CodeSessionEnded, Message: "x", Cause: errors.New("cause")}
+	e := &api.Error{Code: api.CodeSessionEnded, Message: "x"}
 	require.ErrorIs(t, e, &api.Error{Code: api.CodeSessionEnded})
 	require.NotErrorIs(t, e, &api.Error{Code: api.CodeInvalidToken})
 	require.Equal(t, "session_ended: x", e.Error())
-	require.Equal(t, 401, e.HTTPStatus())
+	require.Same(t, e, e.APIError())
 	require.Equal(t, `Bearer realm="tether", error="invalid_request"`, api.WWWAuthenticate(api.CodeMissingToken))
 	require.Equal(t, `Bearer realm="tether", error="invalid_token"`, api.WWWAuthenticate(api.CodeSessionEnded))
 }

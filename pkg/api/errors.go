@@ -1,9 +1,7 @@
 package api
 
 import (
-	"fmt"
 	"net/http"
-	"time"
 )
 
 // Code is a stable, machine-readable error code of the contract.
@@ -54,29 +52,18 @@ func (c Code) Status() int {
 	}
 }
 
-// Error is an API error: the public code and message that go on the wire, and
-// (server side only) a cause that is logged but never sent.
+// Error is an API error as it goes on the wire: the contract's code and a
+// public message. It carries nothing else: a client's view of an answer (its
+// status, Retry-After) is pkg/client's Error, and a server's internal cause
+// is logged where it happens, never put in an Error.
 type Error struct {
 	Code    Code   `json:"code"`
 	Message string `json:"message"`
-
-	// Status is the HTTP status the error came with (client side) or goes out
-	// with (server side); zero means Code.Status().
-	Status int `json:"-"`
-	// RetryAfter is the Retry-After of a 429 (client side), zero if none.
-	RetryAfter time.Duration `json:"-"`
-	// Cause is the internal reason, for the log only.
-	Cause error `json:"-"`
 }
 
 // ErrorResponse is the body of every error answer.
 type ErrorResponse struct {
 	Error *Error `json:"error"`
-}
-
-// Errorf returns an *Error with the code and a formatted public message.
-func Errorf(code Code, format string, args ...any) *Error {
-	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
 // Error implements error with the public code and message.
@@ -87,16 +74,9 @@ func (e *Error) Error() string {
 	return string(e.Code) + ": " + e.Message
 }
 
-// Unwrap returns the hidden cause.
-func (e *Error) Unwrap() error { return e.Cause }
-
-// HTTPStatus is the status the error is answered with.
-func (e *Error) HTTPStatus() int {
-	if e.Status != 0 {
-		return e.Status
-	}
-	return e.Code.Status()
-}
+// APIError returns e: an *Error is answered as it is. Other errors that
+// know how they are answered implement the same method.
+func (e *Error) APIError() *Error { return e }
 
 // Is reports whether target is an *Error with the same code, so that
 // errors.Is(err, &api.Error{Code: api.CodeSessionEnded}) works.

@@ -19,7 +19,7 @@ import (
 // Login starts a new session for the client's SPIFFE ID (POST /v1/sessions)
 // and stores its token, replacing the stored one. A session the client held
 // before is not ended: call Logout first for that. Only an --admin of
-// tetherd may log in; others get an *api.Error with code not_admin.
+// tetherd may log in; others get an *Error with code not_admin.
 func (c *Client) Login(ctx context.Context) (*api.Session, error) {
 	if err := c.lockAuth(ctx); err != nil {
 		return nil, wrapf("login", err)
@@ -79,7 +79,7 @@ func (c *Client) Logout(ctx context.Context) error {
 		return nil
 	}
 	err = c.call(withoutLogin(ctx), http.MethodDelete, api.PathSessionsSelf, "", nil, nil)
-	var apiErr *api.Error
+	var apiErr *Error
 	if err == nil || errors.As(err, &apiErr) && (apiErr.Code == api.CodeSessionEnded || apiErr.Code == api.CodeInvalidToken) {
 		if err := c.store.DeleteToken(); err != nil {
 			return wrapf("logout", fmt.Errorf("forget the token: %w", err))
@@ -108,7 +108,7 @@ func (c *Client) List(ctx context.Context, id spiffeid.ID) ([]api.Session, error
 }
 
 // Revoke ends the session sessionID (DELETE /v1/sessions/{id}). An unknown
-// session is an *api.Error with code not_found.
+// session is an *Error with code not_found.
 func (c *Client) Revoke(ctx context.Context, sessionID string) error {
 	if sessionID == "" {
 		return errors.New("client: revoke: no session ID")
@@ -185,7 +185,7 @@ func (c *Client) call(ctx context.Context, method, path, sub string, query url.V
 	return decode(resp, out)
 }
 
-// decode reads a 2xx JSON answer into out, or returns the *api.Error of any
+// decode reads a 2xx JSON answer into out, or returns the *Error of any
 // other answer. It closes the body.
 func decode(resp *http.Response, out any) error {
 	if resp.StatusCode/100 != 2 {

@@ -59,7 +59,7 @@ func fingerprint(s *x509svid.SVID) string { return svid.Fingerprint(s.Certificat
 
 func requireAPIError(t *testing.T, err error, code api.Code, status int) {
 	t.Helper()
-	var apiErr *api.Error
+	var apiErr *client.Error
 	require.ErrorAs(t, err, &apiErr)
 	assert.Equal(t, code, apiErr.Code)
 	assert.Equal(t, status, apiErr.Status)
@@ -195,7 +195,7 @@ func TestTypedErrors(t *testing.T) {
 	f := setup(t, "spiffe://example.org/workload/demo")
 	_, err := f.client.Login(t.Context())
 	requireAPIError(t, err, api.CodeNotAdmin, http.StatusForbidden)
-	var apiErr *api.Error
+	var apiErr *client.Error
 	require.ErrorAs(t, err, &apiErr)
 	assert.Contains(t, apiErr.Message, "matches no --admin pattern")
 	assert.True(t, strings.HasPrefix(err.Error(), "client: login: not_admin: "), err.Error())

@@ -23,11 +23,13 @@
 // Only requests whose body can be sent again (no body, or GetBody set, as
 // http.NewRequest does for in-memory bodies) are retried.
 //
-// API errors are returned as *api.Error, with Status set to the HTTP status,
-// so callers branch on the code with errors.As or errors.Is:
+// tetherd's refusals are returned as *Error (the code, the message, the HTTP
+// status and any Retry-After), so callers branch on the code with errors.Is
+// or errors.As:
 //
-//	var apiErr *api.Error
-//	if errors.As(err, &apiErr) && apiErr.Code == api.CodeNotAdmin { … }
+//	if errors.Is(err, &api.Error{Code: api.CodeNotAdmin}) { … }
+//	var e *client.Error
+//	if errors.As(err, &e) && e.RetryAfter > 0 { … }
 //
 // A token never appears in an error, a log line or a String method. It is
 // worth nothing without the SVID's private key: tetherd accepts it only over

@@ -19,10 +19,37 @@ import (
 // stored.
 var ErrNoSession = errors.New("client: no session: log in first")
 
-// CodeUnexpectedResponse is the code of the *api.Error returned for an answer
+// CodeUnexpectedResponse is the code of the *Error returned for an answer
 // that is not the contract's: a status the call does not expect, without a
 // contract error body (a proxy's error page, say).
 const CodeUnexpectedResponse api.Code = "unexpected_response"
+
+// Error is tetherd's refusal as the client received it: the contract's code
+// and message, the HTTP status, and the Retry-After it asked for (zero if
+// none). errors.Is(err, &api.Error{Code: c}) matches it by code.
+type Error struct {
+	Code       api.Code
+	Message    string
+	Status     int
+	RetryAfter time.Duration
+}
+
+// Error implements error with the code and message.
+func (e *Error) Error() string {
+	return (&api.Error{Code: e.Code, Message: e.Message}).Error()
+}
+
+// Is matches an *api.Error or an *Error of the same code (without a
+// message).
+func (e *Error) Is(target error) bool {
+	switch t := target.(type) {
+	case *api.Error:
+		return t.Message == "" && t.Code == e.Code
+	case *Error:
+		return t.Message == "" && t.Code == e.Code
+	}
+	return false
+}
 
 // ServerIDError is returned (inside the TLS handshake error) when tetherd
 // presents a valid SVID with another SPIFFE ID than the expected one: the
@@ -60,9 +87,8 @@ const maxRetryAfterSecs = 24 * 60 * 60
 // --max-sessions sessions fits).
 const maxBody = 32 << 20
 
-// readError turns a non-2xx answer into an *api.Error with Status set, and
-// closes the body.
-func readError(resp *http.Response) *api.Error {
+// readError turns a non-2xx answer into an *Error, and closes the body.
+func readError(resp *http.Response) *Error {
 	defer drain(resp.Body)
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	e := parseError(resp.StatusCode, resp.Status, body)
@@ -74,23 +100,17 @@ func readError(resp *http.Response) *api.Error {
 	return e
 }
 
-func parseError(status int, statusText string, body []byte) *api.Error {
+func parseError(status int, statusText string, body []byte) *Error {
 	var er api.ErrorResponse
 	if err := json.Unmarshal(body, &er); err == nil && er.Error != nil && er.Error.Code != "" {
-		e := er.Error
-		e.Status = status
-		return e
+		return &Error{Code: er.Error.Code, Message: er.Error.Message, Status: status}
 	}
-	return &api.Error{
-		Code:    CodeUnexpectedResponse,
-		Message: "unexpected answer: " + statusText,
-		Status:  status,
-	}
+	return &Error{Code: CodeUnexpectedResponse, Message: "unexpected answer: " + statusText, Status: status}
 }
 
 // peekError reads the error code of a 401 answer and puts the body back so
 // the caller can still read it.
-func peekError(resp *http.Response) *api.Error {
+func peekError(resp *http.Response) *Error {
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	resp.Body = readCloser{io.MultiReader(bytes.NewReader(body), resp.Body), resp.Body}
 	if err != nil {

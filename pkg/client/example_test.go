@@ -41,7 +41,7 @@ func Example() {
 	defer func() { _ = tether.Close() }()
 
 	session, err := tether.Login(ctx)
-	var apiErr *api.Error
+	var apiErr *client.Error
 	if errors.As(err, &apiErr) && apiErr.Code == api.CodeNotAdmin {
 		log.Fatalf("this service is not an admin of tetherd: %s", apiErr.Message)
 	} else if err != nil {

@@ -11,7 +11,7 @@ import (
 
 // FuzzAnswers feeds tetherd's answers, whatever their status, headers and
 // body, to the client's readers: they must never panic, every non-2xx must
-// become an *api.Error with a code and its status, and a 2xx must either
+// become an *Error with a code and its status, and a 2xx must either
 // decode or fail with an error.
 func FuzzAnswers(f *testing.F) {
 	f.Add(401, "", []byte(`{"error":{"code":"certificate_rotated","message":"rebind"}}`))
@@ -36,7 +36,7 @@ func FuzzAnswers(f *testing.F) {
 		var lr api.LoginResponse
 		err := decode(mk(), &lr)
 		if status/100 != 2 {
-			e, ok := err.(*api.Error)
+			e, ok := err.(*Error)
 			if !ok || e.Code == "" || e.Status != status || e.RetryAfter < 0 {
 				t.Fatalf("status %d: got %#v", status, err)
 			}

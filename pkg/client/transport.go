@@ -123,7 +123,7 @@ func (c *Client) recover(ctx context.Context, stale string, code api.Code) (toke
 		if err == nil {
 			return token, true, nil
 		}
-		var apiErr *api.Error
+		var apiErr *Error
 		ended := errors.As(err, &apiErr) && (apiErr.Code == api.CodeSessionEnded || apiErr.Code == api.CodeInvalidToken)
 		if !ended || !c.mayLogin(ctx) {
 			return "", false, fmt.Errorf("rebind: %w", err)
