@@ -47,16 +47,18 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	return e
 }
 
-// serve runs h behind NewHTTPServer and ServerTLSConfig on a loopback port
-// and returns the API's base URL.
+// serve runs h behind NewHTTPServer, ServerTLSConfig and the connection
+// Listener (as tetherd does) on a loopback port and returns the API's base
+// URL.
 func (e *benchEnv) serve(b *testing.B, h http.Handler) string {
 	b.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := NewHTTPServer(h, auth.ServerTLSConfig(e.server, e.bundle), nil)
-	go func() { _ = srv.ServeTLS(ln, "", "") }()
+	tlsCfg := auth.ServerTLSConfig(e.server, e.bundle)
+	srv := NewHTTPServer(h, tlsCfg, nil)
+	go func() { _ = srv.Serve(NewListener(ln, tlsCfg, ConnLimits{}, nil, nil)) }()
 	b.Cleanup(func() { _ = srv.Close() })
 	return "https://" + ln.Addr().String()
 }
@@ -89,7 +91,7 @@ func (e *benchEnv) api(b *testing.B, m *session.Manager) http.Handler {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return NewHandler(Config{Sessions: m, Admins: admins})
+	return NewHandler(Config{Sessions: m, Bundles: e.bundle, Admins: admins})
 }
 
 // cpuTime is the CPU time (user and system) this process has used so far:
