@@ -114,10 +114,7 @@ type Manager struct {
 	metrics *Metrics
 	now     func() time.Time
 
-	loginRate  rate.Limit
-	loginBurst int
-	limMu      sync.Mutex
-	limiters   map[spiffeid.ID]*rate.Limiter
+	logins *loginLimiter
 
 	// endMu serialises the Manager's ends and rebinds of sessions, so that
 	// a token's hash is a tombstone before it leaves the store's live index
@@ -144,19 +141,17 @@ func NewManager(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{
-		issuer:     cfg.Issuer,
-		iss:        cfg.Issuer.String(),
-		ttl:        orDefault(cfg.TTL, DefaultTTL),
-		idle:       orDefault(cfg.IdleTimeout, DefaultIdleTimeout),
-		limits:     Limits{Total: orDefault(cfg.MaxSessions, DefaultMaxSessions), PerIdentity: orDefault(cfg.MaxSessionsPerIdentity, DefaultMaxSessionsPerIdentity)},
-		store:      cfg.Store,
-		keys:       keys,
-		log:        cfg.Logger,
-		metrics:    cfg.Metrics,
-		now:        cfg.Now,
-		loginRate:  orDefault(cfg.LoginRate, DefaultLoginRate),
-		loginBurst: orDefault(cfg.LoginBurst, DefaultLoginBurst),
-		limiters:   make(map[spiffeid.ID]*rate.Limiter),
+		issuer:  cfg.Issuer,
+		iss:     cfg.Issuer.String(),
+		ttl:     orDefault(cfg.TTL, DefaultTTL),
+		idle:    orDefault(cfg.IdleTimeout, DefaultIdleTimeout),
+		limits:  Limits{Total: orDefault(cfg.MaxSessions, DefaultMaxSessions), PerIdentity: orDefault(cfg.MaxSessionsPerIdentity, DefaultMaxSessionsPerIdentity)},
+		store:   cfg.Store,
+		keys:    keys,
+		log:     cfg.Logger,
+		metrics: cfg.Metrics,
+		now:     cfg.Now,
+		logins:  newLoginLimiter(orDefault(cfg.LoginRate, DefaultLoginRate), orDefault(cfg.LoginBurst, DefaultLoginBurst)),
 	}
 	m.tombs = newTombstones(
 		orDefault(cfg.MaxTombstones, DefaultTombstonesPerSession*m.limits.Total),
@@ -206,7 +201,7 @@ func (m *Manager) Store() Store { return m.store }
 // Login opens a session for peer and returns its token. The caller must have
 // decided that peer may log in. Refusals (*Error): rate_limited, session_limit.
 func (m *Manager) Login(ctx context.Context, peer Peer) (string, Info, error) {
-	if err := m.allowLogin(peer.ID); err != nil {
+	if err := m.logins.allow(peer.ID, m.now()); err != nil {
 		m.event(ctx, slog.LevelWarn, "login.denied", peer, slog.String("reason", err.Reason))
 		m.metrics.loginDenied(err.Reason)
 		return "", Info{}, err
@@ -239,28 +234,6 @@ func (m *Manager) Login(ctx context.Context, peer Peer) (string, Info, error) {
 	info := m.info(r)
 	m.event(ctx, slog.LevelInfo, "session.created", peer, slog.String("session_id", id), slog.Time("expires_at", info.ExpiresAt))
 	return tok, info, nil
-}
-
-func (m *Manager) allowLogin(id spiffeid.ID) *Error {
-	if m.loginRate == rate.Inf {
-		return nil
-	}
-	m.limMu.Lock()
-	lim := m.limiters[id]
-	if lim == nil {
-		lim = rate.NewLimiter(m.loginRate, m.loginBurst)
-		m.limiters[id] = lim
-	}
-	m.limMu.Unlock()
-	r := lim.ReserveN(m.now(), 1)
-	if !r.OK() {
-		return &Error{Code: api.CodeRateLimited, Reason: ReasonRate, RetryAfter: time.Second}
-	}
-	if d := r.DelayFrom(m.now()); d > 0 {
-		r.CancelAt(m.now())
-		return &Error{Code: api.CodeRateLimited, Reason: ReasonRate, RetryAfter: d}
-	}
-	return nil
 }
 
 // Use is a token accepted by Check whose use is not yet recorded. Info is
@@ -344,13 +317,9 @@ func (m *Manager) lookup(ctx context.Context, token string, peer Peer, now int64
 		m.tombs.get(h, now)
 		return nil, nil, m.rejected(ctx, peer, r.ID, api.CodeInvalidToken, ReasonOtherIdentity)
 	}
-	if now >= r.ExpiresAt {
-		m.end(ctx, r, CauseExpired)
-		return nil, nil, m.rejected(ctx, peer, r.ID, api.CodeSessionEnded, ReasonExpired)
-	}
-	if now-r.LastUsed() >= int64(m.idle) {
-		m.end(ctx, r, CauseIdle)
-		return nil, nil, m.rejected(ctx, peer, r.ID, api.CodeSessionEnded, ReasonIdle)
+	if cause := m.endCause(r, now); cause != "" {
+		m.end(ctx, r, cause)
+		return nil, nil, m.rejected(ctx, peer, r.ID, api.CodeSessionEnded, causeReason(cause))
 	}
 	return r, b, nil
 }
@@ -450,7 +419,7 @@ func (m *Manager) Introspect(ctx context.Context, token, fp string) (Info, bool)
 	}
 	b := r.Binding()
 	now := m.now().UnixNano()
-	if b.Token != h || now >= r.ExpiresAt || now-r.LastUsed() >= int64(m.idle) ||
+	if b.Token != h || m.endCause(r, now) != "" ||
 		subtle.ConstantTimeCompare([]byte(b.Fingerprint), []byte(fp)) != 1 {
 		return Info{}, false
 	}
@@ -528,11 +497,23 @@ func (m *Manager) live(r *Record) *Record {
 	if r == nil || r.Ended() {
 		return nil
 	}
-	now := m.now().UnixNano()
-	if now >= r.ExpiresAt || now-r.LastUsed() >= int64(m.idle) {
+	if m.endCause(r, m.now().UnixNano()) != "" {
 		return nil
 	}
 	return r
+}
+
+// endCause is the one rule of liveness: why r is over at now (Unix
+// nanoseconds), CauseExpired past its absolute end or CauseIdle unused for
+// the idle timeout, or "" while it is live. It does not look at Ended.
+func (m *Manager) endCause(r *Record, now int64) string {
+	switch {
+	case now >= r.ExpiresAt:
+		return CauseExpired
+	case now-r.LastUsed() >= int64(m.idle):
+		return CauseIdle
+	}
+	return ""
 }
 
 // end removes r and logs why; false if another call already ended it. The
@@ -628,27 +609,12 @@ func (m *Manager) sweepLoop(ctx context.Context, interval time.Duration) {
 func (m *Manager) Sweep(ctx context.Context) int {
 	var n int
 	m.store.Range(func(r *Record) bool {
-		now := m.now().UnixNano()
-		switch {
-		case now >= r.ExpiresAt:
-			if m.end(ctx, r, CauseExpired) {
-				n++
-			}
-		case now-r.LastUsed() >= int64(m.idle):
-			if m.end(ctx, r, CauseIdle) {
-				n++
-			}
+		if cause := m.endCause(r, m.now().UnixNano()); cause != "" && m.end(ctx, r, cause) {
+			n++
 		}
 		return ctx.Err() == nil
 	})
 	m.tombs.sweep(m.now().UnixNano())
-	m.limMu.Lock()
-	now := m.now()
-	for id, lim := range m.limiters {
-		if lim.TokensAt(now) >= float64(m.loginBurst) {
-			delete(m.limiters, id)
-		}
-	}
-	m.limMu.Unlock()
+	m.logins.sweep(m.now())
 	return n
 }

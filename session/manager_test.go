@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -483,4 +486,50 @@ func TestValidateCommits(t *testing.T) {
 	got, _ := m.Get(info.ID)
 	require.Equal(t, clk.Now(), got.LastUsedAt)
 	require.Equal(t, got, v)
+}
+
+// TestLoginLimitUnderSweep: the sweeper forgets full login buckets while
+// logins take tokens from them; with the clock standing still and a burst of
+// one, no identity ever gets a second login, however the two interleave (a
+// bucket dropped between its lookup and its use would hand out a fresh one).
+func TestLoginLimitUnderSweep(t *testing.T) {
+	m, _ := newManager(t, func(c *session.Config) {
+		c.LoginRate, c.LoginBurst, c.MaxSessions = rate.Every(time.Hour), 1, 1<<20
+	})
+	ctx := context.Background()
+	stop := make(chan struct{})
+	var sweeps sync.WaitGroup
+	sweeps.Add(1)
+	go func() {
+		defer sweeps.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				m.Sweep(ctx)
+			}
+		}
+	}()
+	const ids = 200
+	var ok [ids]atomic.Int32
+	var wg sync.WaitGroup
+	for i := range ids {
+		p := session.Peer{ID: spiffeid.RequireFromString(fmt.Sprintf("spiffe://example.org/admin/u%d", i)), Fingerprint: "fp"}
+		for range 3 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, _, err := m.Login(ctx, p); err == nil {
+					ok[i].Add(1)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(stop)
+	sweeps.Wait()
+	for i := range ids {
+		require.Equal(t, int32(1), ok[i].Load(), "identity %d logged in %d times with a burst of 1", i, ok[i].Load())
+	}
 }
