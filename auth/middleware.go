@@ -17,10 +17,11 @@ import (
 	"github.com/tetherproject/tether/session"
 )
 
-// Caller is what the middleware hands a handler: the verified peer and, under
-// RequireSession, its live session.
+// Caller is what the middleware hands a handler: the verified peer (its
+// SPIFFE ID, leaf fingerprint and validity) and, under RequireSession, its
+// live session.
 type Caller struct {
-	Peer    Peer
+	Peer    session.Peer
 	Session session.Info
 	// Token is the bearer token of the request; handlers must never log it.
 	Token string
@@ -36,7 +37,9 @@ func CallerFrom(ctx context.Context) (*Caller, bool) {
 
 // Middleware enforces the session binding in front of HTTP handlers.
 type Middleware struct {
-	// Sessions checks the tokens. Required.
+	// Sessions checks the tokens, and logs and counts the refusals decided
+	// here. Required by RequireSession; with RequirePeer alone, refusals are
+	// answered but not logged when it is nil.
 	Sessions *session.Manager
 	// Bundles are the trust bundles every caller's chain must verify
 	// against. The middleware verifies a connection's chain once, and again
@@ -48,10 +51,14 @@ type Middleware struct {
 	// refuses every other request, so that a server configured with
 	// RequireAnyClientCert cannot silently trust any certificate.
 	Bundles x509bundle.Source
-	// Logger receives session.rejected events decided here; default silent.
+	// OnError answers a refusal. The default writes tether's JSON error
+	// format (with WWW-Authenticate on 401s); an embedder with its own error
+	// format sets it. errors.As(err, &e) with e an interface{ APIError()
+	// *api.Error } gives the contract's code and public message.
+	OnError func(w http.ResponseWriter, r *http.Request, err error)
+	// Logger receives the misconfiguration and internal-error events;
+	// default silent. Refusals are logged by Sessions.
 	Logger *slog.Logger
-	// Metrics counts those refusals; optional.
-	Metrics *session.Metrics
 	// Now is the clock for the leaf expiry check; default time.Now.
 	Now func() time.Time
 
@@ -70,6 +77,15 @@ func (m *Middleware) logger() *slog.Logger {
 		return m.Logger
 	}
 	return slog.New(slog.DiscardHandler)
+}
+
+// fail answers err with OnError, or in tether's JSON format.
+func (m *Middleware) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if m.OnError != nil {
+		m.OnError(w, r, err)
+		return
+	}
+	render.Error(w, r, m.Logger, err)
 }
 
 // RequirePeer lets a request through only with a verified, unexpired client
@@ -98,12 +114,12 @@ func (m *Middleware) RequireSession(next http.Handler) http.Handler {
 		}
 		token, err := BearerToken(r)
 		if err != nil {
-			m.reject(w, r, c.Peer, err)
+			m.deny(w, r, c.Peer, err)
 			return
 		}
-		use, err := m.Sessions.Check(r.Context(), token, c.Peer.Peer)
+		use, err := m.Sessions.Check(r.Context(), token, c.Peer)
 		if err != nil {
-			render.Error(w, r, m.Logger, err)
+			m.fail(w, r, err) // the Manager logged and counted it
 			return
 		}
 		c.Session, c.Token = use.Info, token
@@ -145,6 +161,8 @@ func (w *useWriter) Write(b []byte) (int, error) {
 func (w *useWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // peer verifies the caller's leaf and puts a Caller in the request context.
+// A refused peer's connection is closed, so its client reconnects with its
+// current SVID.
 func (m *Middleware) peer(w http.ResponseWriter, r *http.Request) (*http.Request, *Caller, bool) {
 	p, chain, cp, err := peerFromRequest(r, m.now())
 	if err == nil {
@@ -152,7 +170,7 @@ func (m *Middleware) peer(w http.ResponseWriter, r *http.Request) (*http.Request
 	}
 	if err != nil {
 		w.Header().Set("Connection", "close")
-		m.reject(w, r, p, err)
+		m.deny(w, r, p, err)
 		return r, nil, false
 	}
 	c := &Caller{Peer: p}
@@ -162,7 +180,7 @@ func (m *Middleware) peer(w http.ResponseWriter, r *http.Request) (*http.Request
 
 // verified checks that the caller's chain is trusted now: against Bundles,
 // or, without them, by the TLS layer's own verification.
-func (m *Middleware) verified(r *http.Request, p Peer, chain []*x509.Certificate, cp *connPeer) error {
+func (m *Middleware) verified(r *http.Request, p session.Peer, chain []*x509.Certificate, cp *connPeer) error {
 	if m.Bundles != nil {
 		return verifyChain(cp, chain, p.ID.TrustDomain(), m.Bundles)
 	}
@@ -173,27 +191,29 @@ func (m *Middleware) verified(r *http.Request, p Peer, chain []*x509.Certificate
 		m.logger().LogAttrs(r.Context(), slog.LevelError, "auth.misconfigured",
 			slog.String("detail", "Middleware.Bundles is nil and the TLS layer did not verify the client chain: every request is refused"))
 	})
-	return &api.Error{Code: api.CodeInvalidToken, Message: "the client certificate was not verified"}
+	return refusePeer(reasonUnverified, "the client certificate was not verified")
 }
 
-// reject logs, counts and answers a refusal decided by the middleware.
-func (m *Middleware) reject(w http.ResponseWriter, r *http.Request, p Peer, err error) {
-	reason := "peer"
-	var se *session.Error
-	var ae *api.Error
-	switch {
-	case errors.As(err, &se):
-		reason = se.Reason
-	case errors.As(err, &ae):
-		reason = string(ae.Code)
+// deny logs and counts (through Sessions) and answers a refusal decided by
+// the middleware.
+func (m *Middleware) deny(w http.ResponseWriter, r *http.Request, p session.Peer, err error) {
+	if m.Sessions != nil {
+		code, reason := api.CodeInvalidToken, reasonNoCertificate
+		var se *session.Error
+		var pe *peerRefusal
+		var ae *api.Error
+		switch {
+		case errors.As(err, &se):
+			code, reason = se.Code, se.Reason
+		case errors.As(err, &pe):
+			reason = pe.reason
+		case errors.As(err, &ae):
+			code, reason = ae.Code, string(ae.Code)
+		}
+		ctx := session.WithLogAttrs(r.Context(), slog.String("remote_addr", r.RemoteAddr))
+		m.Sessions.Deny(ctx, session.EventRejected, p, code, reason)
 	}
-	m.Metrics.Rejected(reason)
-	attrs := []slog.Attr{slog.String("reason", reason), slog.String("remote_addr", r.RemoteAddr)}
-	if !p.ID.IsZero() {
-		attrs = append(attrs, slog.String("spiffe_id", p.ID.String()), slog.String("fingerprint", p.Fingerprint))
-	}
-	m.logger().LogAttrs(r.Context(), slog.LevelWarn, "session.rejected", attrs...)
-	render.Error(w, r, m.Logger, err)
+	m.fail(w, r, err)
 }
 
 // BearerToken returns the token of the request's single `Authorization:

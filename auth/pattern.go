@@ -93,6 +93,19 @@ func (p Policy) Allows(id spiffeid.ID) bool {
 	return false
 }
 
+// Matcher is the policy as a go-spiffe spiffeid.Matcher: nil for an ID the
+// policy allows, an error naming the ID otherwise. tlsconfig.AdaptMatcher
+// turns it into a tlsconfig.Authorizer, to enforce the policy at the TLS
+// handshake of a go-spiffe mTLS configuration.
+func (p Policy) Matcher() spiffeid.Matcher {
+	return func(id spiffeid.ID) error {
+		if p.Allows(id) {
+			return nil
+		}
+		return fmt.Errorf("auth: %s matches no pattern of the policy", id)
+	}
+}
+
 // Strings lists the patterns.
 func (p Policy) Strings() []string {
 	out := make([]string, len(p))

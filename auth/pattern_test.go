@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tetherproject/tether/auth"
@@ -80,4 +81,16 @@ func TestPolicy(t *testing.T) {
 
 	_, err = auth.ParsePolicy([]string{"spiffe://example.org/a", "bad"})
 	require.ErrorContains(t, err, `"bad"`)
+}
+
+// TestPolicyMatcher: a Policy is a go-spiffe matcher, so it can authorize
+// peers at the handshake of a go-spiffe mTLS configuration too.
+func TestPolicyMatcher(t *testing.T) {
+	p, err := auth.ParsePolicy([]string{"spiffe://example.org/admin/*"})
+	require.NoError(t, err)
+	m := p.Matcher()
+	require.NoError(t, m(spiffeid.RequireFromString("spiffe://example.org/admin/alice")))
+	require.ErrorContains(t, m(spiffeid.RequireFromString("spiffe://example.org/web")), "spiffe://example.org/web")
+	var authorizer tlsconfig.Authorizer = tlsconfig.AdaptMatcher(m)
+	require.NotNil(t, authorizer)
 }

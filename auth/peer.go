@@ -19,11 +19,26 @@ import (
 	"github.com/tetherproject/tether/svid"
 )
 
-// Peer is the caller of a request: its SPIFFE ID, its leaf's fingerprint and
-// the leaf's expiry.
-type Peer struct {
-	session.Peer
-	NotAfter time.Time
+// Reasons of the refusals of a caller's certificate, as logged and counted.
+const (
+	reasonNoCertificate = "no_certificate"
+	reasonNotSVID       = "not_client_svid"
+	reasonLeafExpired   = "leaf_expired"
+	reasonUntrusted     = "untrusted"
+	reasonUnverified    = "unverified"
+)
+
+// peerRefusal is a refusal of the caller's certificate: 401 invalid_token,
+// with a public message that says what to fix.
+type peerRefusal struct{ reason, msg string }
+
+func refusePeer(reason, msg string) *peerRefusal { return &peerRefusal{reason: reason, msg: msg} }
+
+func (e *peerRefusal) Error() string { return "auth: " + e.msg }
+
+// APIError is the refusal as it is answered.
+func (e *peerRefusal) APIError() *api.Error {
+	return &api.Error{Code: api.CodeInvalidToken, Message: e.msg}
 }
 
 type connKey struct{}
@@ -38,7 +53,7 @@ type connPeer struct {
 	state func() tls.ConnectionState
 
 	once  sync.Once
-	peer  Peer
+	peer  session.Peer
 	chain []*x509.Certificate
 	err   error
 
@@ -71,12 +86,12 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 // the connection should be closed so the client reconnects with its current
 // SVID. It does not verify the chain: the TLS layer or Middleware.Bundles
 // does.
-func PeerFromRequest(r *http.Request, now time.Time) (Peer, error) {
+func PeerFromRequest(r *http.Request, now time.Time) (session.Peer, error) {
 	p, _, _, err := peerFromRequest(r, now)
 	return p, err
 }
 
-func peerFromRequest(r *http.Request, now time.Time) (Peer, []*x509.Certificate, *connPeer, error) {
+func peerFromRequest(r *http.Request, now time.Time) (session.Peer, []*x509.Certificate, *connPeer, error) {
 	cp, _ := r.Context().Value(connKey{}).(*connPeer)
 	var certs []*x509.Certificate
 	switch {
@@ -92,9 +107,9 @@ func peerFromRequest(r *http.Request, now time.Time) (Peer, []*x509.Certificate,
 		certs = cp.chain
 	}
 	if len(certs) == 0 {
-		return Peer{}, nil, cp, &api.Error{Code: api.CodeInvalidToken, Message: "a client X.509 SVID is required"}
+		return session.Peer{}, nil, cp, refusePeer(reasonNoCertificate, "a client X.509 SVID is required")
 	}
-	var p Peer
+	var p session.Peer
 	var err error
 	if cp != nil {
 		cp.once.Do(func() { cp.chain = certs; cp.peer, cp.err = peerOf(certs[0]) })
@@ -103,10 +118,10 @@ func peerFromRequest(r *http.Request, now time.Time) (Peer, []*x509.Certificate,
 		p, err = peerOf(certs[0])
 	}
 	if err != nil {
-		return Peer{}, nil, cp, err
+		return session.Peer{}, nil, cp, err
 	}
 	if !now.Before(p.NotAfter) {
-		return Peer{}, nil, cp, &api.Error{Code: api.CodeInvalidToken, Message: "the client certificate has expired: reconnect with a current SVID"}
+		return session.Peer{}, nil, cp, refusePeer(reasonLeafExpired, "the client certificate has expired: reconnect with a current SVID")
 	}
 	return p, certs, cp, nil
 }
@@ -116,7 +131,7 @@ func peerFromRequest(r *http.Request, now time.Time) (Peer, []*x509.Certificate,
 // done against. A trust domain dropped from bundles, or a CA removed from
 // its bundle, fails here on connections that were opened before.
 func verifyChain(cp *connPeer, chain []*x509.Certificate, td spiffeid.TrustDomain, bundles x509bundle.Source) error {
-	refused := &api.Error{Code: api.CodeInvalidToken, Message: "the client certificate is no longer trusted: reconnect with a current SVID"}
+	refused := refusePeer(reasonUntrusted, "the client certificate is no longer trusted: reconnect with a current SVID")
 	b, err := bundles.GetX509BundleForTrustDomain(td)
 	if err != nil || b == nil {
 		return refused
@@ -137,16 +152,16 @@ func verifyChain(cp *connPeer, chain []*x509.Certificate, td spiffeid.TrustDomai
 	return nil
 }
 
-func peerOf(leaf *x509.Certificate) (Peer, error) {
+func peerOf(leaf *x509.Certificate) (session.Peer, error) {
 	id, err := x509svid.IDFromCert(leaf)
 	if err != nil {
 		// The handshake already refused such leaves; this is defence in depth.
-		return Peer{}, &api.Error{Code: api.CodeInvalidToken, Message: "the client certificate carries no single SPIFFE ID"}
+		return session.Peer{}, refusePeer(reasonNotSVID, "the client certificate carries no single SPIFFE ID")
 	}
 	if err := checkClientLeaf(leaf); err != nil {
-		return Peer{}, &api.Error{Code: api.CodeInvalidToken, Message: "the client certificate is not an X.509-SVID client certificate: " + err.Error()}
+		return session.Peer{}, refusePeer(reasonNotSVID, "the client certificate is not an X.509-SVID client certificate: "+err.Error())
 	}
-	return Peer{Peer: session.Peer{ID: id, Fingerprint: svid.Fingerprint(leaf), NotBefore: leaf.NotBefore}, NotAfter: leaf.NotAfter}, nil
+	return session.Peer{ID: id, Fingerprint: svid.Fingerprint(leaf), NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter}, nil
 }
 
 // checkClientLeaf enforces what the X.509-SVID specification asks of a leaf
@@ -173,13 +188,4 @@ func checkClientLeaf(leaf *x509.Certificate) error {
 		}
 	}
 	return errors.New("its extended key usage does not allow TLS client authentication")
-}
-
-// Identity is the caller's SPIFFE ID as the middleware verified it.
-func Identity(ctx context.Context) (spiffeid.ID, bool) {
-	c, ok := ctx.Value(callerKey{}).(*Caller)
-	if !ok {
-		return spiffeid.ID{}, false
-	}
-	return c.Peer.ID, true
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 	"github.com/tetherproject/tether/auth"
 	"github.com/tetherproject/tether/internal/testpki"
 	"github.com/tetherproject/tether/internal/testutil"
+	"github.com/tetherproject/tether/pkg/api"
 	"github.com/tetherproject/tether/svid"
 )
 
@@ -352,4 +354,28 @@ func TestClientLeafUsage(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 	})
+}
+
+// TestMiddlewareOnError: an embedder answers refusals in its own format; the
+// error still says the contract's code.
+func TestMiddlewareOnError(t *testing.T) {
+	ca := testpki.NewCA(t, "example.org")
+	var got api.Code
+	mw := &auth.Middleware{OnError: func(w http.ResponseWriter, _ *http.Request, err error) {
+		var a interface{ APIError() *api.Error }
+		if errors.As(err, &a) {
+			got = a.APIError().Code
+		}
+		w.WriteHeader(http.StatusTeapot)
+		_, _ = io.WriteString(w, "refused, the embedder's way")
+	}}
+	h := mw.RequirePeer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }))
+	leaf := ca.Issue(t, "spiffe://example.org/admin/alice")
+	req := httptest.NewRequest(http.MethodGet, "https://tetherd/", nil)
+	req.TLS = &tls.ConnectionState{Version: tls.VersionTLS13, PeerCertificates: leaf.Certificates} // not verified by anyone
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	require.Equal(t, http.StatusTeapot, rec.Code)
+	require.Equal(t, "refused, the embedder's way", rec.Body.String())
+	require.Equal(t, api.CodeInvalidToken, got)
 }

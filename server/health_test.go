@@ -50,15 +50,13 @@ func TestHealth(t *testing.T) {
 // TestMetrics: the counters and gauges follow what the manager does.
 func TestMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	metrics := session.NewMetrics(reg)
 	clk := testutil.NewClock(time.Now())
 	m, err := session.NewManager(session.Config{
 		Issuer: spiffeid.RequireFromString("spiffe://example.org/tetherd"), IdleTimeout: time.Minute,
-		LoginRate: rate.Inf, Metrics: metrics, Now: clk.Now, SweepInterval: time.Hour,
+		LoginRate: rate.Inf, Registerer: reg, Now: clk.Now, SweepInterval: time.Hour,
 	})
 	require.NoError(t, err)
 	defer func() { require.NoError(t, m.Close()) }()
-	session.RegisterStoreGauges(reg, m)
 	ctx := context.Background()
 	alice := session.Peer{ID: spiffeid.RequireFromString("spiffe://example.org/admin/alice"), Fingerprint: "fp1"}
 	tok, info, err := m.Login(ctx, alice)

@@ -30,10 +30,9 @@ type Config struct {
 	// Admins may log in; Introspectors may call /v1/introspect. An empty
 	// policy allows nobody.
 	Admins, Introspectors auth.Policy
-	// Logger receives security events and internal errors; default silent.
+	// Logger receives internal errors; default silent. Security events are
+	// logged by Sessions.
 	Logger *slog.Logger
-	// Metrics counts refusals; optional.
-	Metrics *session.Metrics
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -58,12 +57,26 @@ type handler struct {
 	mw  *auth.Middleware
 }
 
+// access is who may make a call: the route table's authorization column.
+type access int
+
+const (
+	anyPeer      access = iota // a verified, unexpired client leaf
+	admin                      // a peer matching an --admin pattern
+	introspector               // a peer matching an --introspector pattern
+	holder                     // a peer with a live session of its own (a bearer token)
+)
+
 // route is one row of the routing table.
 type route struct {
 	method string
 	// path is exact, or ends in "/{id}" for one trailing segment.
 	path    string
-	handler http.Handler
+	who     access
+	handler http.HandlerFunc
+	// body is true for the calls that read a JSON body; the others have
+	// theirs bounded and discarded.
+	body bool
 }
 
 // NewHandler returns the API's http.Handler.
@@ -72,36 +85,76 @@ func NewHandler(cfg Config) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &handler{cfg: cfg, log: log, mw: &auth.Middleware{Sessions: cfg.Sessions, Bundles: cfg.Bundles, Logger: log, Metrics: cfg.Metrics, Now: cfg.Now}}
-	peer := a.mw.RequirePeer
-	// Calls with a session take no body; its bound is enforced once the
-	// session is checked (authorization before any body is read).
-	sess := func(h http.HandlerFunc) http.Handler {
-		return a.mw.RequireSession(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	a := &handler{cfg: cfg, log: log, mw: &auth.Middleware{Sessions: cfg.Sessions, Bundles: cfg.Bundles, Logger: log, Now: cfg.Now}}
+	routes := []route{
+		{method: http.MethodPost, path: api.PathSessions, who: admin, handler: a.login},
+		{method: http.MethodGet, path: api.PathSessions, who: holder, handler: a.list},
+		{method: http.MethodDelete, path: api.PathSessions, who: holder, handler: a.revokeIdentity},
+		{method: http.MethodGet, path: api.PathSessionsSelf, who: holder, handler: a.self},
+		{method: http.MethodDelete, path: api.PathSessionsSelf, who: holder, handler: a.logout},
+		// Rebind cannot go through the session check: the token is, by
+		// design, bound to the caller's old leaf. The Manager checks it.
+		{method: http.MethodPost, path: api.PathRebind, who: anyPeer, handler: a.rebind},
+		{method: http.MethodDelete, path: api.PathSessions + "/{id}", who: holder, handler: a.revoke},
+		{method: http.MethodPost, path: api.PathIntrospect, who: introspector, handler: a.introspect, body: true},
+	}
+	rt := &router{log: log}
+	for _, ro := range routes {
+		rt.routes = append(rt.routes, compiled{method: ro.method, path: ro.path, handler: a.authorize(ro)})
+	}
+	return rt
+}
+
+// authorize wraps a route's handler in its authorization, then the body
+// bound: nothing of a body is read before the caller is authorized.
+func (a *handler) authorize(ro route) http.Handler {
+	h := http.Handler(ro.handler)
+	if !ro.body {
+		next := h
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if err := discardBody(w, r); err != nil {
 				a.fail(w, r, err)
 				return
 			}
-			h(w, r)
-		}))
+			next.ServeHTTP(w, r)
+		})
 	}
-	routes := []route{
-		{http.MethodPost, api.PathSessions, peer(http.HandlerFunc(a.login))},
-		{http.MethodGet, api.PathSessions, sess(a.list)},
-		{http.MethodDelete, api.PathSessions, sess(a.revokeIdentity)},
-		{http.MethodGet, api.PathSessionsSelf, sess(a.self)},
-		{http.MethodDelete, api.PathSessionsSelf, sess(a.logout)},
-		{http.MethodPost, api.PathRebind, peer(http.HandlerFunc(a.rebind))},
-		{http.MethodDelete, api.PathSessions + "/{id}", sess(a.revoke)},
-		{http.MethodPost, api.PathIntrospect, peer(http.HandlerFunc(a.introspect))},
+	switch ro.who {
+	case holder:
+		return a.mw.RequireSession(h)
+	case admin:
+		return a.mw.RequirePeer(a.allowed(a.cfg.Admins, session.EventLoginDenied, api.CodeNotAdmin, "--admin", h))
+	case introspector:
+		return a.mw.RequirePeer(a.allowed(a.cfg.Introspectors, session.EventIntrospectDenied, api.CodeForbidden, "--introspector", h))
+	default:
+		return a.mw.RequirePeer(h)
 	}
-	return &router{routes: routes, log: log}
+}
+
+// allowed lets through a peer that policy allows; any other is denied with
+// code, logged as event (one shape for every denial, see session.Deny).
+func (a *handler) allowed(policy auth.Policy, event string, code api.Code, flag string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := a.caller(r)
+		if !policy.Allows(c.Peer.ID) {
+			a.cfg.Sessions.Deny(r.Context(), event, c.Peer, code, string(code))
+			a.fail(w, r, &api.Error{Code: code, Message: c.Peer.ID.String() + " matches no " + flag + " pattern"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// compiled is a route with its authorization applied.
+type compiled struct {
+	method, path string
+	handler      http.Handler
 }
 
 // router matches the table: a known path with another method is 405 with
 // Allow; an unknown path is 404; both answered through render.
 type router struct {
-	routes []route
+	routes []compiled
 	log    *slog.Logger
 }
 
@@ -153,23 +206,9 @@ func (a *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	render.Error(w, r, a.log, err)
 }
 
-// login opens a session for an --admin peer. Authorization comes first; the
-// body is never read.
+// login opens a session for an --admin peer (the route table checked it).
 func (a *handler) login(w http.ResponseWriter, r *http.Request) {
-	c := a.caller(r)
-	if !a.cfg.Admins.Allows(c.Peer.ID) {
-		a.cfg.Metrics.LoginDenied(string(api.CodeNotAdmin))
-		a.log.LogAttrs(r.Context(), slog.LevelWarn, "login.denied",
-			slog.String("reason", string(api.CodeNotAdmin)), slog.String("spiffe_id", c.Peer.ID.String()),
-			slog.String("fingerprint", c.Peer.Fingerprint), slog.String("remote_addr", r.RemoteAddr))
-		a.fail(w, r, &api.Error{Code: api.CodeNotAdmin, Message: c.Peer.ID.String() + " matches no --admin pattern"})
-		return
-	}
-	if err := discardBody(w, r); err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	tok, info, err := a.cfg.Sessions.Login(r.Context(), c.Peer.Peer)
+	tok, info, err := a.cfg.Sessions.Login(r.Context(), a.caller(r).Peer)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -189,20 +228,14 @@ func (a *handler) logout(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// rebind moves the caller's session to its new leaf. It cannot go through
-// RequireSession: the token is, by design, bound to the caller's old leaf.
+// rebind moves the caller's session to its new leaf.
 func (a *handler) rebind(w http.ResponseWriter, r *http.Request) {
-	c := a.caller(r)
 	token, err := auth.BearerToken(r)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	if err := discardBody(w, r); err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	tok, info, err := a.cfg.Sessions.Rebind(r.Context(), token, c.Peer.Peer)
+	tok, info, err := a.cfg.Sessions.Rebind(r.Context(), token, a.caller(r).Peer)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -242,16 +275,9 @@ func (a *handler) revokeIdentity(w http.ResponseWriter, r *http.Request) {
 	render.JSON(w, http.StatusOK, api.RevokeResponse{Revoked: n})
 }
 
-// introspect answers an --introspector peer whether a token is live and bound
-// to the given fingerprint. Authorization comes before the body is read.
+// introspect answers an --introspector peer (the route table checked it)
+// whether a token is live and bound to the given fingerprint.
 func (a *handler) introspect(w http.ResponseWriter, r *http.Request) {
-	c := a.caller(r)
-	if !a.cfg.Introspectors.Allows(c.Peer.ID) {
-		a.log.LogAttrs(r.Context(), slog.LevelWarn, "introspect.denied",
-			slog.String("spiffe_id", c.Peer.ID.String()), slog.String("remote_addr", r.RemoteAddr))
-		a.fail(w, r, &api.Error{Code: api.CodeForbidden, Message: c.Peer.ID.String() + " matches no --introspector pattern"})
-		return
-	}
 	var req api.IntrospectRequest
 	if err := decodeBody(w, r, &req); err != nil {
 		a.fail(w, r, err)

@@ -469,6 +469,34 @@ func TestSecurityEventLog(t *testing.T) {
 	require.Equal(t, webID, events["login.denied"][0]["spiffe_id"])
 }
 
+// TestDenialsHaveOneShape: every denial event — a login by a non-admin, an
+// introspection by a non-introspector, a request without a token, a token
+// refused by the Manager — carries the same fields.
+func TestDenialsHaveOneShape(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	web, alice := e.as(webID), e.as(aliceID)
+	tok, _ := alice.login()
+	web.do(http.MethodPost, api.PathSessions, "", nil)
+	alice.do(http.MethodPost, api.PathIntrospect, "", strings.NewReader(`{}`))
+	alice.do(http.MethodGet, api.PathSessionsSelf, "", nil)
+	web.do(http.MethodGet, api.PathSessionsSelf, tok, nil)
+
+	seen := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(e.log.String()), "\n") {
+		var ev map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &ev), line)
+		msg, _ := ev["msg"].(string)
+		if msg != "login.denied" && msg != "introspect.denied" && msg != "session.rejected" {
+			continue
+		}
+		seen[msg] = true
+		for _, field := range []string{"code", "reason", "spiffe_id", "fingerprint", "remote_addr"} {
+			require.NotEmpty(t, ev[field], "%s has no %s: %s", msg, field, line)
+		}
+	}
+	require.Len(t, seen, 3, "%v", seen)
+}
+
 // TestRequestIdentityIsPerRequest: the peer check runs on every request of a
 // keep-alive connection, not once per connection.
 func TestBindingCheckedEveryRequest(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/time/rate"
 
@@ -68,8 +69,10 @@ type Config struct {
 	Store Store
 	// Logger receives the security events; default silent.
 	Logger *slog.Logger
-	// Metrics, if set, counts events.
-	Metrics *Metrics
+	// Registerer, if set, receives the session metrics (counters of
+	// logins, rebinds, ends and refusals; gauges of live sessions, the
+	// store's estimated bytes and tombstones).
+	Registerer prometheus.Registerer
 	// SweepInterval is how often expired sessions are reclaimed.
 	SweepInterval time.Duration
 	// Now is the clock; default time.Now.
@@ -78,7 +81,7 @@ type Config struct {
 
 // Peer is the authenticated caller: its SPIFFE ID, the x5t#S256
 // fingerprint of the leaf certificate it connected with, and that leaf's
-// NotBefore.
+// validity.
 type Peer struct {
 	ID          spiffeid.ID
 	Fingerprint string
@@ -86,6 +89,9 @@ type Peer struct {
 	// Rebind moves a session only to a leaf strictly newer than the bound
 	// one, so a caller should always set it.
 	NotBefore time.Time
+	// NotAfter is the leaf's expiry: the HTTP layer refuses a request over
+	// a connection whose leaf has expired since it was opened.
+	NotAfter time.Time
 }
 
 // Info is the public view of a session. It holds no token.
@@ -111,7 +117,7 @@ type Manager struct {
 	tombs   *tombstones
 	keys    *tokenKeys
 	log     *slog.Logger
-	metrics *Metrics
+	metrics *metrics
 	now     func() time.Time
 
 	logins *loginLimiter
@@ -149,7 +155,6 @@ func NewManager(cfg Config) (*Manager, error) {
 		store:   cfg.Store,
 		keys:    keys,
 		log:     cfg.Logger,
-		metrics: cfg.Metrics,
 		now:     cfg.Now,
 		logins:  newLoginLimiter(orDefault(cfg.LoginRate, DefaultLoginRate), orDefault(cfg.LoginBurst, DefaultLoginBurst)),
 	}
@@ -165,6 +170,9 @@ func NewManager(cfg Config) (*Manager, error) {
 	}
 	if m.now == nil {
 		m.now = time.Now
+	}
+	if cfg.Registerer != nil {
+		m.metrics = newMetrics(cfg.Registerer, m)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
@@ -202,8 +210,7 @@ func (m *Manager) Store() Store { return m.store }
 // decided that peer may log in. Refusals (*Error): rate_limited, session_limit.
 func (m *Manager) Login(ctx context.Context, peer Peer) (string, Info, error) {
 	if err := m.logins.allow(peer.ID, m.now()); err != nil {
-		m.event(ctx, slog.LevelWarn, "login.denied", peer, slog.String("reason", err.Reason))
-		m.metrics.loginDenied(err.Reason)
+		m.denied(ctx, EventLoginDenied, peer, "", err.Code, err.Reason)
 		return "", Info{}, err
 	}
 	id, err := randomID()
@@ -226,8 +233,7 @@ func (m *Manager) Login(ctx context.Context, peer Peer) (string, Info, error) {
 		if errors.As(err, &se) {
 			reason = se.Reason
 		}
-		m.event(ctx, slog.LevelWarn, "login.denied", peer, slog.String("reason", reason))
-		m.metrics.loginDenied(reason)
+		m.denied(ctx, EventLoginDenied, peer, "", api.CodeSessionLimit, reason)
 		return "", Info{}, err
 	}
 	m.metrics.created()
@@ -557,18 +563,47 @@ func causeReason(cause string) string {
 // rejected logs and counts a refusal and returns it as an error. With the
 // log off, the error is its only allocation.
 func (m *Manager) rejected(ctx context.Context, peer Peer, sessionID string, code api.Code, reason string) error {
-	m.metrics.rejected(reason)
+	m.denied(ctx, EventRejected, peer, sessionID, code, reason)
+	return &Error{Code: code, Reason: reason}
+}
+
+// Denial events: every refusal, decided by the Manager or by an HTTP layer
+// through Deny, is logged under one of these with the same fields.
+const (
+	EventRejected         = "session.rejected"  // a request with (or needing) a token
+	EventLoginDenied      = "login.denied"      // a login
+	EventIntrospectDenied = "introspect.denied" // an introspection
+)
+
+// Deny records a refusal decided outside the Manager (an HTTP layer's: no
+// token, not an admin, not an introspector): it is logged as event with the
+// fields of the Manager's own refusals (code, reason, spiffe_id,
+// fingerprint, and the context's attributes such as remote_addr), counted,
+// and returned as an *Error to answer with.
+func (m *Manager) Deny(ctx context.Context, event string, peer Peer, code api.Code, reason string) *Error {
+	m.denied(ctx, event, peer, "", code, reason)
+	return &Error{Code: code, Reason: reason}
+}
+
+// denied logs and counts a refusal: logins under tether_logins_denied_total,
+// everything else under tether_session_rejections_total.
+func (m *Manager) denied(ctx context.Context, event string, peer Peer, sessionID string, code api.Code, reason string) {
+	if event == EventLoginDenied {
+		m.metrics.loginDenied(reason)
+	} else {
+		m.metrics.rejected(reason)
+	}
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	if m.log.Enabled(ctx, slog.LevelWarn) {
-		attrs := []slog.Attr{slog.String("code", string(code)), slog.String("reason", reason)}
-		if sessionID != "" {
-			attrs = append(attrs, slog.String("session_id", sessionID))
-		}
-		m.event(ctx, slog.LevelWarn, "session.rejected", peer, attrs...)
+	if !m.log.Enabled(ctx, slog.LevelWarn) {
+		return
 	}
-	return &Error{Code: code, Reason: reason}
+	attrs := []slog.Attr{slog.String("code", string(code)), slog.String("reason", reason)}
+	if sessionID != "" {
+		attrs = append(attrs, slog.String("session_id", sessionID))
+	}
+	m.event(ctx, slog.LevelWarn, event, peer, attrs...)
 }
 
 func (m *Manager) info(r *Record) Info { return m.infoAt(r, r.Binding(), r.LastUsed()) }

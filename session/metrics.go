@@ -4,9 +4,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics are the session counters exported to Prometheus. A nil *Metrics
+// metrics are the session counters exported to Prometheus. A nil *metrics
 // counts nothing.
-type Metrics struct {
+type metrics struct {
 	createdTotal  prometheus.Counter
 	reboundTotal  prometheus.Counter
 	endedTotal    *prometheus.CounterVec
@@ -14,10 +14,11 @@ type Metrics struct {
 	deniedTotal   *prometheus.CounterVec
 }
 
-// NewMetrics registers the session metrics with reg. Live sessions and the
-// store's estimated bytes are read from m when scraped.
-func NewMetrics(reg prometheus.Registerer) *Metrics {
-	mt := &Metrics{
+// newMetrics registers the manager's metrics with reg: the counters, and
+// gauges of live sessions, the store's estimated bytes and the tombstones,
+// read from m when scraped.
+func newMetrics(reg prometheus.Registerer, m *Manager) *metrics {
+	mt := &metrics{
 		createdTotal: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tether_sessions_created_total", Help: "Sessions created by login.",
 		}),
@@ -37,14 +38,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, c := range []string{CauseExpired, CauseIdle, CauseLogout, CauseRevoked} {
 		mt.endedTotal.WithLabelValues(c)
 	}
-	reg.MustRegister(mt.createdTotal, mt.reboundTotal, mt.endedTotal, mt.rejectedTotal, mt.deniedTotal)
-	return mt
-}
-
-// RegisterStoreGauges registers the live-session gauge, the estimated
-// memory of the manager's store and the tombstone count with reg.
-func RegisterStoreGauges(reg prometheus.Registerer, m *Manager) {
-	reg.MustRegister(
+	reg.MustRegister(mt.createdTotal, mt.reboundTotal, mt.endedTotal, mt.rejectedTotal, mt.deniedTotal,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tether_sessions_live", Help: "Sessions held in memory (expired ones until the next sweep).",
 		}, func() float64 { return float64(m.Len()) }),
@@ -60,40 +54,34 @@ func RegisterStoreGauges(reg prometheus.Registerer, m *Manager) {
 			Name: "tether_session_tombstones", Help: "Tombstones of ended and replaced tokens held until their exp (capped).",
 		}, func() float64 { return float64(m.Tombstones()) }),
 	)
+	return mt
 }
 
-// Rejected counts a refusal decided outside the Manager (for example a
-// request without a token), under the same metric as the Manager's own.
-func (mt *Metrics) Rejected(reason string) { mt.rejected(reason) }
-
-// LoginDenied counts a login refused outside the Manager (not an admin).
-func (mt *Metrics) LoginDenied(reason string) { mt.loginDenied(reason) }
-
-func (mt *Metrics) created() {
+func (mt *metrics) created() {
 	if mt != nil {
 		mt.createdTotal.Inc()
 	}
 }
 
-func (mt *Metrics) rebound() {
+func (mt *metrics) rebound() {
 	if mt != nil {
 		mt.reboundTotal.Inc()
 	}
 }
 
-func (mt *Metrics) ended(cause string) {
+func (mt *metrics) ended(cause string) {
 	if mt != nil {
 		mt.endedTotal.WithLabelValues(cause).Inc()
 	}
 }
 
-func (mt *Metrics) rejected(reason string) {
+func (mt *metrics) rejected(reason string) {
 	if mt != nil {
 		mt.rejectedTotal.WithLabelValues(reason).Inc()
 	}
 }
 
-func (mt *Metrics) loginDenied(reason string) {
+func (mt *metrics) loginDenied(reason string) {
 	if mt != nil {
 		mt.deniedTotal.WithLabelValues(reason).Inc()
 	}

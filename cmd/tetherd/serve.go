@@ -105,15 +105,13 @@ func serve(cmd *cobra.Command, o *options, dev *devSetup) error {
 	}
 
 	// Sessions.
-	metrics := session.NewMetrics(reg)
 	cfg.session.Issuer = own.ID
-	cfg.session.Metrics = metrics
+	cfg.session.Registerer = reg
 	mgr, err := session.NewManager(cfg.session)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = mgr.Close() }()
-	session.RegisterStoreGauges(reg, mgr)
 
 	// Listeners.
 	apiLn, err := net.Listen("tcp", o.listen)
@@ -127,7 +125,7 @@ func serve(cmd *cobra.Command, o *options, dev *devSetup) error {
 	}
 	handler := server.NewHandler(server.Config{
 		Sessions: mgr, Bundles: src, Admins: cfg.admins, Introspectors: cfg.introspectors,
-		Logger: log, Metrics: metrics,
+		Logger: log,
 	})
 	apiTLS := auth.ServerTLSConfig(src, src)
 	apiConns := server.NewListener(apiLn, apiTLS, o.conns, log, reg)
