@@ -16,5 +16,9 @@
 // so that an open connection is verified again whenever the bundle changes;
 // without them the Middleware accepts only peers that the TLS layer itself
 // verified, and refuses every request otherwise, so an http.Server left with
-// tls.RequireAnyClientCert cannot end up trusting any certificate.
+// tls.RequireAnyClientCert cannot end up trusting any certificate. Refusals
+// are answered in tether's JSON error format unless Middleware.OnError says
+// otherwise, and are logged and counted by the session Manager. A Policy is
+// also a go-spiffe matcher (Policy.Matcher), to authorize peers at the
+// handshake of a go-spiffe mTLS configuration.
 package auth

@@ -35,5 +35,18 @@
 // session: an HTTP layer commits only a request that succeeded, so failed
 // requests do not keep a session alive. Validate is both at once.
 //
+// # Embedding
+//
+// A service that hosts sessions itself makes one Manager (NewManager with
+// the service's own SPIFFE ID as Issuer, and optionally a Logger for the
+// security events and a Registerer for the metrics), decides by itself who
+// may log in and calls Login with the caller's Peer (SPIFFE ID, leaf
+// fingerprint and validity), checks every request's token with Check and
+// commits the use only when the request succeeded (or calls Validate, which
+// does both), records its own refusals with Deny so they are logged and
+// counted like the Manager's, and Closes the Manager at exit. Package auth
+// does all of that for an http.Server, and package server is tether's own
+// API on top of it.
+//
 // The package speaks no HTTP; package auth binds it to TLS peers and requests.
 package session
