@@ -16,7 +16,8 @@ import (
 var update = flag.Bool("update", false, "rewrite the golden files")
 
 // TestWireGolden pins the JSON of every API object: a change here is a
-// change of the contract. One subtest per file in testdata/.
+// change of the contract. One subtest per file in the project's
+// testdata/wire/, which pkg/client's tests read too.
 func TestWireGolden(t *testing.T) {
 	at := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	s := api.Session{
@@ -39,7 +40,7 @@ func TestWireGolden(t *testing.T) {
 			got, err := json.MarshalIndent(v, "", "  ")
 			require.NoError(t, err)
 			got = append(got, '\n')
-			path := filepath.Join("testdata", name+".json")
+			path := filepath.Join("..", "..", "testdata", "wire", name+".json")
 			if *update {
 				require.NoError(t, os.WriteFile(path, got, 0o600))
 			}
