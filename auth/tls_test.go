@@ -196,17 +196,23 @@ func TestServerTLSChecksResumedSessions(t *testing.T) {
 // next request after the leaf's NotAfter is refused and the connection closed.
 func TestLeafExpiryOnOpenConnection(t *testing.T) {
 	e := newTLSEnv(t)
-	alice := e.ca.Issue(t, "spiffe://example.org/admin/alice")
-	c := e.client(testpki.TLSCertificate(alice))
-
-	resp, _, err := get(t, c, e.srv.URL)
-	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-
+	c, alice := e.openConnection(t, "spiffe://example.org/admin/alice")
 	later := alice.Certificates[0].NotAfter.Add(time.Second)
 	e.now.Store(&later)
 	body := refusedOnOpenConnection(t, c, e.srv.URL)
 	require.Contains(t, body, "expired")
+}
+
+// openConnection issues an SVID for id and returns a client holding a
+// kept-alive connection that one successful request opened.
+func (e *tlsEnv) openConnection(t *testing.T, id string) (*http.Client, *x509svid.SVID) {
+	t.Helper()
+	s := e.ca.Issue(t, id)
+	c := e.client(testpki.TLSCertificate(s))
+	resp, _, err := get(t, c, e.srv.URL)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	return c, s
 }
 
 // refusedOnOpenConnection makes a request that must travel on c's already
@@ -242,12 +248,7 @@ func TestOpenConnectionLosesTrust(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			e := newTLSEnv(t)
-			alice := e.ca.Issue(t, "spiffe://example.org/admin/alice")
-			c := e.client(testpki.TLSCertificate(alice))
-			resp, _, err := get(t, c, e.srv.URL)
-			require.NoError(t, err)
-			require.Equal(t, http.StatusOK, resp.StatusCode)
-
+			c, _ := e.openConnection(t, "spiffe://example.org/admin/alice")
 			replace(e)
 			refusedOnOpenConnection(t, c, e.srv.URL)
 		})
