@@ -65,6 +65,10 @@ const (
 	admin                      // a peer matching an --admin pattern
 	introspector               // a peer matching an --introspector pattern
 	holder                     // a peer with a live session of its own (a bearer token)
+	// holderOrSelf is a session holder; or, with no token at all, any peer
+	// acting on its own SPIFFE ID (?spiffe_id= its own): an admin's SVID
+	// alone can always end its own sessions, even at the per-identity cap.
+	holderOrSelf
 )
 
 // route is one row of the routing table.
@@ -89,7 +93,7 @@ func NewHandler(cfg Config) http.Handler {
 	routes := []route{
 		{method: http.MethodPost, path: api.PathSessions, who: admin, handler: a.login},
 		{method: http.MethodGet, path: api.PathSessions, who: holder, handler: a.list},
-		{method: http.MethodDelete, path: api.PathSessions, who: holder, handler: a.revokeIdentity},
+		{method: http.MethodDelete, path: api.PathSessions, who: holderOrSelf, handler: a.revokeIdentity},
 		{method: http.MethodGet, path: api.PathSessionsSelf, who: holder, handler: a.self},
 		{method: http.MethodDelete, path: api.PathSessionsSelf, who: holder, handler: a.logout},
 		// Rebind cannot go through the session check: the token is, by
@@ -122,6 +126,15 @@ func (a *handler) authorize(ro route) http.Handler {
 	switch ro.who {
 	case holder:
 		return a.mw.RequireSession(h)
+	case holderOrSelf:
+		withSession, self := a.mw.RequireSession(h), a.mw.RequirePeer(a.ownIdentity(h))
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if len(r.Header.Values("Authorization")) == 0 {
+				self.ServeHTTP(w, r)
+				return
+			}
+			withSession.ServeHTTP(w, r)
+		})
 	case admin:
 		return a.mw.RequirePeer(a.allowed(a.cfg.Admins, session.EventLoginDenied, api.CodeNotAdmin, "--admin", h))
 	case introspector:
@@ -139,6 +152,24 @@ func (a *handler) allowed(policy auth.Policy, event string, code api.Code, flag 
 		if !policy.Allows(c.Peer.ID) {
 			a.cfg.Sessions.Deny(r.Context(), event, c.Peer, code, string(code))
 			a.fail(w, r, &api.Error{Code: code, Message: c.Peer.ID.String() + " matches no " + flag + " pattern"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// ownIdentity lets through a request without a token only when its
+// ?spiffe_id= is the caller's own SPIFFE ID; any other needs a session.
+func (a *handler) ownIdentity(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := a.caller(r)
+		id, err := spiffeIDParam(r, true)
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		if *id != c.Peer.ID {
+			a.fail(w, r, a.cfg.Sessions.Deny(r.Context(), session.EventRejected, c.Peer, api.CodeMissingToken, session.ReasonMissingToken))
 			return
 		}
 		next.ServeHTTP(w, r)

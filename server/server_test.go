@@ -510,3 +510,35 @@ func TestBindingCheckedEveryRequest(t *testing.T) {
 	require.Equal(t, api.CodeSessionEnded, alice.do(http.MethodGet, api.PathSessionsSelf, tok, nil).code())
 	_ = spiffeid.ID{}
 }
+
+// TestRevokeOwnSessionsWithSVIDAlone: at the per-identity cap an admin cannot
+// log in, and revoking needs no session: its SVID alone ends all of its own
+// sessions (DELETE /v1/sessions?spiffe_id=own, no token). Another identity
+// without a token cannot, and a token is still checked when one is sent.
+func TestRevokeOwnSessionsWithSVIDAlone(t *testing.T) {
+	e := newEnv(t, envOpts{perIdentity: 2})
+	alice, bob := e.as(aliceID), e.as(bobID)
+	alice.login()
+	alice.login()
+	r := alice.do(http.MethodPost, api.PathSessions, "", nil)
+	require.Equal(t, api.CodeSessionLimit, r.code(), "at the cap")
+
+	r = bob.do(http.MethodDelete, api.PathSessions+"?spiffe_id="+aliceID, "", nil)
+	require.Equal(t, http.StatusUnauthorized, r.status, "another identity without a token: %s", r.body)
+	require.Equal(t, api.CodeMissingToken, r.code())
+	require.Len(t, e.mgr.List(nil), 2, "nothing was revoked")
+
+	r = alice.do(http.MethodDelete, api.PathSessions+"?spiffe_id="+aliceID, "garbage", nil)
+	require.Equal(t, http.StatusUnauthorized, r.status, "a token sent is checked: %s", r.body)
+
+	r = alice.do(http.MethodDelete, api.PathSessions+"?spiffe_id="+aliceID, "", nil)
+	require.Equal(t, http.StatusOK, r.status, string(r.body))
+	var rr api.RevokeResponse
+	r.decode(t, &rr)
+	require.Equal(t, 2, rr.Revoked)
+	require.Empty(t, e.mgr.List(nil))
+	alice.login()
+
+	r = e.as(webID).do(http.MethodDelete, api.PathSessions+"?spiffe_id="+webID, "", nil)
+	require.Equal(t, http.StatusOK, r.status, "any peer may end its own (no) sessions: %s", r.body)
+}
