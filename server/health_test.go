@@ -65,6 +65,8 @@ func TestMetrics(t *testing.T) {
 	require.NoError(t, err)
 	_, err = m.Validate(ctx, tok, session.Peer{ID: alice.ID, Fingerprint: "fp2"})
 	require.Error(t, err)
+	_, err = m.Validate(ctx, "x.y.z", alice)
+	require.Error(t, err)
 	require.NoError(t, m.Revoke(ctx, info.ID))
 
 	srv := httptest.NewServer(server.Health(func() error { return nil }, reg))
@@ -81,10 +83,11 @@ func TestMetrics(t *testing.T) {
 		"tether_sessions_created_total 2",
 		"tether_sessions_live 1",
 		`tether_sessions_ended_total{cause="revoked"} 1`,
-		`tether_session_rejections_total{reason="fingerprint_mismatch"} 1`,
+		`tether_session_rejections_total{reason="unknown_session"} 1`,
 	} {
 		require.Contains(t, out, want)
 	}
+	require.NotContains(t, out, `reason="fingerprint_mismatch"`, "a rotated certificate is routine: not counted as a rejection")
 	require.Regexp(t, `tether_session_store_bytes [1-9]`, out)
 
 	clk.Add(2 * time.Minute)

@@ -450,7 +450,7 @@ func TestSecurityEventLog(t *testing.T) {
 		msg, _ := ev["msg"].(string)
 		events[msg] = append(events[msg], ev)
 	}
-	for _, name := range []string{"session.created", "session.rejected", "session.rebound", "session.ended", "session.revoked", "login.denied"} {
+	for _, name := range []string{"session.created", "session.certificate_rotated", "session.rebound", "session.ended", "session.revoked", "login.denied"} {
 		require.NotEmpty(t, events[name], name)
 	}
 	created := events["session.created"][0]
@@ -458,9 +458,11 @@ func TestSecurityEventLog(t *testing.T) {
 	require.Equal(t, s.SessionID, created["session_id"])
 	require.Equal(t, alice.fp(), created["fingerprint"])
 	require.NotEmpty(t, created["remote_addr"])
-	rej := events["session.rejected"][0]
-	require.Equal(t, "fingerprint_mismatch", rej["reason"])
-	require.Equal(t, rotated.fp(), rej["fingerprint"])
+	rot := events["session.certificate_rotated"][0]
+	require.Equal(t, "INFO", rot["level"], "a rotated certificate is routine, not a warning")
+	require.Equal(t, rotated.fp(), rot["fingerprint"])
+	require.Equal(t, alice.fp(), rot["bound_fingerprint"])
+	require.Equal(t, s.SessionID, rot["session_id"])
 	causes := map[any]bool{}
 	for _, ev := range events["session.ended"] {
 		causes[ev["cause"]] = true

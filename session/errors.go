@@ -64,6 +64,7 @@ const (
 	ReasonMalformed     = "malformed"            // too long, or not shaped as a compact JWS
 	ReasonOtherIdentity = "other_identity"       // a token (live or tombstoned) of another SPIFFE ID
 	ReasonUnknown       = "unknown_session"      // neither live nor tombstoned: never ours, forgotten, or past its exp
+	ReasonOtherKey      = "unknown_key"          // signed by a key this process does not hold: a previous instance's (restart) or another issuer's
 	ReasonEnded         = "ended"                // the caller's session was logged out or revoked
 	ReasonSuperseded    = "superseded"           // replaced by a rebind
 	ReasonExpired       = "expired"              // past its absolute end

@@ -281,7 +281,11 @@ func (m *Manager) Check(ctx context.Context, token string, peer Peer) (Use, erro
 		return Use{}, err
 	}
 	if subtle.ConstantTimeCompare([]byte(b.Fingerprint), []byte(peer.Fingerprint)) != 1 {
-		return Use{}, m.rejected(ctx, peer, r.ID, api.CodeCertificateRotated, ReasonFingerprint)
+		// The owner's SVID rotated: routine, not an attack. Logged at INFO,
+		// not counted among the rejections; the client rebinds.
+		m.event(ctx, slog.LevelInfo, "session.certificate_rotated", peer,
+			slog.String("session_id", r.ID), slog.String("bound_fingerprint", b.Fingerprint))
+		return Use{}, &Error{Code: api.CodeCertificateRotated, Reason: ReasonFingerprint}
 	}
 	if r.Ended() { // revoked while we looked: a revocation that returned wins
 		return Use{}, m.rejected(ctx, peer, r.ID, api.CodeSessionEnded, ReasonEnded)
@@ -340,8 +344,11 @@ func (m *Manager) refuseNotLive(ctx context.Context, token string, h TokenHash, 
 	switch {
 	case t == nil:
 		reason := ReasonUnknown
-		if strings.Count(token, ".") != 2 { // not even a compact JWS
+		switch {
+		case strings.Count(token, ".") != 2: // not even a compact JWS
 			reason = ReasonMalformed
+		case m.keys.otherKey(token):
+			reason = ReasonOtherKey
 		}
 		return m.rejected(ctx, peer, "", api.CodeInvalidToken, reason)
 	case t.owner != peer.ID:

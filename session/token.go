@@ -1,13 +1,16 @@
 package session
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base32"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"unsafe"
 
 	"github.com/go-jose/go-jose/v4"
@@ -36,6 +39,26 @@ type claims struct {
 // minted by this Manager for a live session.
 type tokenKeys struct {
 	signer jose.Signer
+	kidIn  []byte // `"kid":"<our key ID>"`, as it stands in our tokens' header
+}
+
+// otherKey reports whether token's JWS header names a key ID that is not
+// ours: a token of a previous tetherd instance (its key died with it) or of
+// another issuer. It decodes only the short header, on the stack, and
+// checks nothing else: it only picks the reason of a refusal.
+func (k *tokenKeys) otherKey(token string) bool {
+	head, _, ok := strings.Cut(token, ".")
+	var buf [256]byte
+	if !ok || base64.RawURLEncoding.DecodedLen(len(head)) > len(buf) {
+		return false
+	}
+	// Decode reads head without writing it; no copy of it is made.
+	n, err := base64.RawURLEncoding.Decode(buf[:], unsafe.Slice(unsafe.StringData(head), len(head)))
+	if err != nil {
+		return false
+	}
+	h := buf[:n]
+	return bytes.Contains(h, []byte(`"kid":"`)) && !bytes.Contains(h, k.kidIn)
 }
 
 func newTokenKeys() (*tokenKeys, error) {
@@ -54,7 +77,7 @@ func newTokenKeys() (*tokenKeys, error) {
 	if err != nil {
 		return nil, fmt.Errorf("session: signer: %w", err)
 	}
-	return &tokenKeys{signer: signer}, nil
+	return &tokenKeys{signer: signer, kidIn: []byte(`"kid":"` + kid + `"`)}, nil
 }
 
 func (k *tokenKeys) mint(c *claims) (string, error) {

@@ -297,3 +297,22 @@ func TestTombstoneOwnerCompare(t *testing.T) {
 		requireRefusal(t, err, api.CodeInvalidToken, session.ReasonOtherIdentity)
 	}
 }
+
+// TestPreviousInstanceToken: a token of a previous tetherd instance (its key
+// died with it) is invalid_token with its own reason, unknown_key, not a
+// forgery's; a token of this instance's key without a session stays
+// unknown_session.
+func TestPreviousInstanceToken(t *testing.T) {
+	ctx := context.Background()
+	before, _ := newManager(t, nil)
+	now, _ := newManager(t, nil)
+	old, _ := login(t, before, alice)
+	_, err := now.Validate(ctx, old, alice)
+	requireRefusal(t, err, api.CodeInvalidToken, session.ReasonOtherKey)
+
+	tok, info := login(t, now, alice)
+	require.NoError(t, now.Revoke(ctx, info.ID))
+	now.Sweep(ctx)
+	_, err = now.Validate(ctx, tok, bob)
+	requireRefusal(t, err, api.CodeInvalidToken, session.ReasonOtherIdentity)
+}
