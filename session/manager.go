@@ -147,16 +147,16 @@ func NewManager(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{
-		issuer:  cfg.Issuer,
-		iss:     cfg.Issuer.String(),
-		ttl:     orDefault(cfg.TTL, DefaultTTL),
-		idle:    orDefault(cfg.IdleTimeout, DefaultIdleTimeout),
-		limits:  Limits{Total: orDefault(cfg.MaxSessions, DefaultMaxSessions), PerIdentity: orDefault(cfg.MaxSessionsPerIdentity, DefaultMaxSessionsPerIdentity)},
-		store:   cfg.Store,
-		keys:    keys,
-		log:     cfg.Logger,
-		now:     cfg.Now,
-		logins:  newLoginLimiter(orDefault(cfg.LoginRate, DefaultLoginRate), orDefault(cfg.LoginBurst, DefaultLoginBurst)),
+		issuer: cfg.Issuer,
+		iss:    cfg.Issuer.String(),
+		ttl:    orDefault(cfg.TTL, DefaultTTL),
+		idle:   orDefault(cfg.IdleTimeout, DefaultIdleTimeout),
+		limits: Limits{Total: orDefault(cfg.MaxSessions, DefaultMaxSessions), PerIdentity: orDefault(cfg.MaxSessionsPerIdentity, DefaultMaxSessionsPerIdentity)},
+		store:  cfg.Store,
+		keys:   keys,
+		log:    cfg.Logger,
+		now:    cfg.Now,
+		logins: newLoginLimiter(orDefault(cfg.LoginRate, DefaultLoginRate), orDefault(cfg.LoginBurst, DefaultLoginBurst)),
 	}
 	m.tombs = newTombstones(
 		orDefault(cfg.MaxTombstones, DefaultTombstonesPerSession*m.limits.Total),
