@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -35,6 +36,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Registerer, if set, receives the HTTP metrics: requests by route,
+	// method and status, and their duration by route.
+	Registerer prometheus.Registerer
 }
 
 // Limits of the API's HTTP server.
@@ -102,7 +106,7 @@ func NewHandler(cfg Config) http.Handler {
 		{method: http.MethodDelete, path: api.PathSessions + "/{id}", who: holder, handler: a.revoke},
 		{method: http.MethodPost, path: api.PathIntrospect, who: introspector, handler: a.introspect, body: true},
 	}
-	rt := &router{log: log}
+	rt := &router{log: log, metrics: newHTTPMetrics(cfg.Registerer)}
 	for _, ro := range routes {
 		rt.routes = append(rt.routes, compiled{method: ro.method, path: ro.path, handler: a.authorize(ro)})
 	}
@@ -185,11 +189,33 @@ type compiled struct {
 // router matches the table: a known path with another method is 405 with
 // Allow; an unknown path is 404; both answered through render.
 type router struct {
-	routes []compiled
-	log    *slog.Logger
+	routes  []compiled
+	log     *slog.Logger
+	metrics *httpMetrics
 }
 
+// ServeHTTP routes r, then counts it and logs it at debug level (route,
+// status, duration).
 func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	route := rt.route(sw, r)
+	status := sw.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	took := time.Since(start)
+	rt.metrics.observe(route, r.Method, status, took)
+	if rt.log.Enabled(r.Context(), slog.LevelDebug) {
+		rt.log.LogAttrs(r.Context(), slog.LevelDebug, "http.request", slog.String("route", route),
+			slog.String("method", r.Method), slog.Int("status", status),
+			slog.String("duration", took.String()), slog.String("remote_addr", r.RemoteAddr))
+	}
+}
+
+// route serves r by the table and returns the route's path pattern
+// ("unmatched" for a 404 or 405).
+func (rt *router) route(w http.ResponseWriter, r *http.Request) string {
 	var allow []string
 	for _, ro := range rt.routes {
 		id, ok := matchPath(ro.path, r.URL.Path)
@@ -204,14 +230,15 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			r.SetPathValue("id", id)
 		}
 		ro.handler.ServeHTTP(w, r)
-		return
+		return ro.path
 	}
 	if len(allow) > 0 {
 		w.Header().Set("Allow", strings.Join(allow, ", "))
 		render.Error(w, r, rt.log, &api.Error{Code: api.CodeMethodNotAllowed, Message: "method " + r.Method + " not allowed here"})
-		return
+		return "unmatched"
 	}
 	render.Error(w, r, rt.log, &api.Error{Code: api.CodeNotFound, Message: "no such path"})
+	return "unmatched"
 }
 
 // matchPath matches an exact pattern, or one ending in "/{id}" against a
