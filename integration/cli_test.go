@@ -1,16 +1,14 @@
 package integration
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tetherproject/tether/integration/internal/probe"
+	"github.com/tetherproject/tether/internal/testproc"
 	"github.com/tetherproject/tether/pkg/api"
 )
 
@@ -20,8 +18,6 @@ import (
 func (s *suite) cli(t *testing.T, who string, args ...string) (int, string, string) {
 	t.Helper()
 	id := s.ids[who]
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
 	full := append([]string{"-u", id.user, "--", "env",
 		"TETHER_CACHE_DIR=" + filepath.Join(id.dir, "cache"),
 		filepath.Join(s.bin, "tether"),
@@ -29,17 +25,11 @@ func (s *suite) cli(t *testing.T, who string, args ...string) (int, string, stri
 		"--server-id", tetherdID,
 		"--workload-api", s.spire.WorkloadAPIAddr(),
 	}, args...)
-	cmd := exec.CommandContext(ctx, "runuser", full...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("tether %s as %s: %v", strings.Join(args, " "), who, err)
+	p := testproc.Exec(t, testproc.Config{Name: "tether " + strings.Join(args, " ") + " as " + who, Path: "runuser", Args: full}, 60*time.Second)
+	if p.ExitCode() < 0 {
+		t.Fatalf("tether %s as %s: %v", strings.Join(args, " "), who, p.WaitErr())
 	}
-	return code, stdout.String(), stderr.String()
+	return p.ExitCode(), p.Stdout(), p.Stderr()
 }
 
 func (s *suite) cliJSON(t *testing.T, who string, v any, args ...string) {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tetherproject/tether/integration/internal/probe"
 	"github.com/tetherproject/tether/integration/internal/spire"
+	"github.com/tetherproject/tether/internal/testproc"
 )
 
 // The suite's trust domain and identities.
@@ -280,19 +281,15 @@ func (s *suite) register(ctx context.Context) error {
 	return nil
 }
 
-// build compiles tetherd, the tether CLI and the probe into dir (0755: the probe runs as the
-// workload users). Under -race, both are built with -race. With
-// TETHER_IT_TETHERD set, that tetherd binary is tested instead of a fresh
-// build (e.g. a release build).
+// build compiles tetherd, the tether CLI and the probe into dir (0755: the
+// probe runs as the workload users). Under -race, they are built with -race.
+// With TETHER_IT_TETHERD set, that tetherd binary is tested instead of a
+// fresh build (e.g. a release build).
 func build(ctx context.Context, dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	args := []string{"build", "-o", dir + "/"}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	args = append(args, "github.com/tetherproject/tether/integration/internal/cmd/probe", "github.com/tetherproject/tether/cmd/tether")
+	pkgs := []string{"github.com/tetherproject/tether/integration/internal/cmd/probe", "github.com/tetherproject/tether/cmd/tether"}
 	if bin := os.Getenv("TETHER_IT_TETHERD"); bin != "" {
 		b, err := os.ReadFile(bin)
 		if err != nil {
@@ -302,14 +299,11 @@ func build(ctx context.Context, dir string) error {
 			return err
 		}
 	} else {
-		args = append(args, "github.com/tetherproject/tether/cmd/tetherd")
+		pkgs = append(pkgs, "github.com/tetherproject/tether/cmd/tetherd")
 	}
-	cmd := exec.CommandContext(ctx, "go", args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out.Bytes())
+	if err := testproc.Build(ctx, dir, testproc.Race, pkgs...); err != nil {
+		return err
 	}
 	fmt.Fprintf(os.Stderr, "integration: built tetherd and probe in %s\n", time.Since(start).Round(time.Millisecond))
 	return nil

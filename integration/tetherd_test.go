@@ -7,15 +7,13 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
 
-	"github.com/tetherproject/tether/integration/internal/proc"
 	"github.com/tetherproject/tether/integration/internal/spire"
-	"github.com/tetherproject/tether/integration/internal/wait"
+	"github.com/tetherproject/tether/internal/testproc"
 )
 
 // daemon runs the tetherd binary against the agent's Workload API, on the
@@ -28,7 +26,7 @@ type daemon struct {
 	log    string
 
 	mu     sync.Mutex
-	p      *proc.Process
+	p      *testproc.Process
 	starts int
 }
 
@@ -72,10 +70,10 @@ func (d *daemon) start(ctx context.Context) error {
 	}
 	d.starts++
 	_, _ = fmt.Fprintf(f, "===== integration: tetherd start #%d at %s =====\n", d.starts, time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(d.bin, d.args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = append(os.Environ(), "SPIFFE_ENDPOINT_SOCKET=") // only --workload-api counts
-	p, err := proc.Start("tetherd", cmd)
+	p, err := testproc.Start(testproc.Config{
+		Path: d.bin, Args: d.args, Log: f,
+		Env: append(os.Environ(), "SPIFFE_ENDPOINT_SOCKET="), // only --workload-api counts
+	})
 	_ = f.Close() // the child has its own copy
 	if err != nil {
 		d.mu.Unlock()
@@ -90,26 +88,17 @@ func (d *daemon) start(ctx context.Context) error {
 
 // waitReady polls /readyz until 200; it gives up at once if tetherd exits.
 func (d *daemon) waitReady(ctx context.Context) error {
-	err := wait.Until(ctx, 100*time.Millisecond, func(ctx context.Context) error {
-		if p := d.proc(); p == nil || p.Exited() {
-			return wait.Stop(fmt.Errorf("tetherd exited: %v", d.exitInfo()))
-		}
-		code, err := d.readyz(ctx)
-		if err != nil {
-			return err
-		}
-		if code != http.StatusOK {
-			return fmt.Errorf("/readyz: %d", code)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("tetherd not ready: %w", err)
+	p := d.proc()
+	if p == nil {
+		return errors.New("tetherd not ready: never started")
+	}
+	if _, err := p.WaitHTTP(ctx, "http://"+d.health+"/readyz", http.StatusOK); err != nil {
+		return fmt.Errorf("tetherd not ready (%s): %w", d.exitInfo(), err)
 	}
 	return nil
 }
 
-func (d *daemon) proc() *proc.Process {
+func (d *daemon) proc() *testproc.Process {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.p

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -176,4 +177,15 @@ func (r *recorder) cleanup() {
 	for i := len(r.cleanups) - 1; i >= 0; i-- {
 		r.cleanups[i]()
 	}
+}
+
+func TestBuild(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, testproc.Build(t.Context(), dir, testproc.Race, "./testdata/hello"))
+	p := testproc.Exec(t, testproc.Config{Path: filepath.Join(dir, "hello")}, 10*time.Second)
+	require.Equal(t, "hello\n", p.Stdout())
+
+	err := testproc.Build(t.Context(), dir, false, "./testdata/nowhere")
+	require.ErrorContains(t, err, "testproc: go build -o "+dir+"/ ./testdata/nowhere")
+	require.ErrorContains(t, err, "nowhere", "the go command's own words")
 }

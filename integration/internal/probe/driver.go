@@ -8,11 +8,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"sync"
 	"time"
 
-	"github.com/tetherproject/tether/integration/internal/proc"
+	"github.com/tetherproject/tether/internal/testproc"
 )
 
 // Config is how to start a probe.
@@ -38,7 +37,7 @@ type Config struct {
 // at a time.
 type Probe struct {
 	user    string
-	p       *proc.Process
+	p       *testproc.Process
 	stdin   io.WriteCloser
 	results chan Result
 	readErr error // set before results is closed
@@ -61,34 +60,32 @@ func Start(ctx context.Context, cfg Config) (*Probe, error) {
 		"-server-id", cfg.ServerID,
 		"-fetch-timeout", cfg.FetchTimeout.String(),
 	}
-	var cmd *exec.Cmd
-	if cfg.User != "" {
-		cmd = exec.Command("runuser", append([]string{"-u", cfg.User, "--", cfg.Bin}, args...)...)
-	} else {
-		cmd = exec.Command(cfg.Bin, args...)
-	}
-	// Run from a folder every user may enter, with no inherited socket
-	// variable that could point the probe elsewhere.
-	cmd.Dir = "/"
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
-	if cfg.Log != nil {
-		cmd.Stderr = cfg.Log
-	}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, fmt.Errorf("probe: %w", err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, fmt.Errorf("probe: %w", err)
-	}
+	path := cfg.Bin
 	name := "probe"
 	if cfg.User != "" {
+		path, args = "runuser", append([]string{"-u", cfg.User, "--", cfg.Bin}, args...)
 		name += " as " + cfg.User
 	}
-	p, err := proc.Start(name, cmd)
+	// Commands go in on stdin, results come out on stdout: pipes whose
+	// child ends are the probe's alone once it has started.
+	stdinR, stdin, err := os.Pipe()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("probe: %w", err)
+	}
+	stdout, stdoutW, err := os.Pipe()
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("probe: %w", err), stdinR.Close(), stdin.Close())
+	}
+	p, err := testproc.Start(testproc.Config{
+		Name: name, Path: path, Args: args,
+		// Run from a folder every user may enter, with no inherited socket
+		// variable that could point the probe elsewhere.
+		Dir: "/", Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
+		Stdin: stdinR, Stdout: stdoutW, Log: cfg.Log,
+	})
+	_, _ = stdinR.Close(), stdoutW.Close()
+	if err != nil {
+		return nil, errors.Join(err, stdin.Close(), stdout.Close())
 	}
 	pr := &Probe{user: cfg.User, p: p, stdin: stdin, results: make(chan Result)}
 	go pr.read(stdout)
@@ -115,8 +112,9 @@ func Start(ctx context.Context, cfg Config) (*Probe, error) {
 	}
 }
 
-func (pr *Probe) read(stdout io.Reader) {
+func (pr *Probe) read(stdout io.ReadCloser) {
 	defer close(pr.results)
+	defer func() { _ = stdout.Close() }()
 	sc := bufio.NewScanner(stdout)
 	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
 	for sc.Scan() {

@@ -1,14 +1,12 @@
 package spire
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,8 +14,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tetherproject/tether/integration/internal/proc"
 	"github.com/tetherproject/tether/integration/internal/wait"
+	"github.com/tetherproject/tether/internal/testproc"
 )
 
 // Version is the SPIRE release the suite is measured against.
@@ -76,8 +74,8 @@ type Cluster struct {
 	joinToken   string // single use: for the agent's first start only
 
 	mu     sync.Mutex
-	server *proc.Process
-	agent  *proc.Process
+	server *testproc.Process
+	agent  *testproc.Process
 }
 
 // Entry is a registration entry.
@@ -290,9 +288,7 @@ plugins {
 }
 
 func (c *Cluster) startServer(ctx context.Context) error {
-	cmd := exec.Command(filepath.Join(c.binDir, "spire-server"), "run",
-		"-config", filepath.Join(c.dir, "server", "server.conf"))
-	p, err := startLogged("spire-server", cmd, c.ServerLog())
+	p, err := c.startLogged("spire-server", c.ServerLog(), "run", "-config", filepath.Join(c.dir, "server", "server.conf"))
 	if err != nil {
 		return fmt.Errorf("spire: %w", err)
 	}
@@ -314,17 +310,16 @@ func (c *Cluster) startServer(ctx context.Context) error {
 	return nil
 }
 
-// startLogged starts cmd with its standard output and error appended to
-// logPath, the file SPIRE also logs to (its own output is only what it says
-// before it has read its configuration, or a panic).
-func startLogged(name string, cmd *exec.Cmd, logPath string) (*proc.Process, error) {
+// startLogged starts the SPIRE binary bin with its standard output and error
+// appended to logPath, the file SPIRE also logs to (its own output is only
+// what it says before it has read its configuration, or a panic).
+func (c *Cluster) startLogged(bin, logPath string, args ...string) (*testproc.Process, error) {
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("spire: %w", err)
 	}
 	defer func() { _ = f.Close() }() // the child has its own copy
-	cmd.Stdout, cmd.Stderr = f, f
-	return proc.Start(name, cmd)
+	return testproc.Start(testproc.Config{Path: filepath.Join(c.binDir, bin), Args: args, Log: f})
 }
 
 func (c *Cluster) startAgent(ctx context.Context, joinToken string) error {
@@ -332,8 +327,7 @@ func (c *Cluster) startAgent(ctx context.Context, joinToken string) error {
 	if joinToken != "" {
 		args = append(args, "-joinToken", joinToken)
 	}
-	cmd := exec.Command(filepath.Join(c.binDir, "spire-agent"), args...)
-	p, err := startLogged("spire-agent", cmd, c.AgentLog())
+	p, err := c.startLogged("spire-agent", c.AgentLog(), args...)
 	if err != nil {
 		return fmt.Errorf("spire: %w", err)
 	}
@@ -499,14 +493,20 @@ func (c *Cluster) serverCmd(ctx context.Context, args ...string) ([]byte, error)
 func (c *Cluster) run(ctx context.Context, bin string, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, filepath.Join(c.binDir, bin), args...)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("spire: %s %s: %w: %s", bin, strings.Join(args[:min(2, len(args))], " "),
-			err, bytes.TrimSpace(append(stderr.Bytes(), stdout.Bytes()...)))
+	p, err := testproc.Start(testproc.Config{Path: filepath.Join(c.binDir, bin), Args: args})
+	if err != nil {
+		return nil, fmt.Errorf("spire: %w", err)
 	}
-	return stdout.Bytes(), nil
+	if _, err = p.WaitExit(ctx); err != nil {
+		err = errors.Join(err, p.Kill())
+	} else {
+		err = p.WaitErr()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("spire: %s %s: %w: %s", bin, strings.Join(args[:min(2, len(args))], " "),
+			err, strings.TrimSpace(p.Stderr()+p.Stdout()))
+	}
+	return []byte(p.Stdout()), nil
 }
 
 // Close stops the agent and the server (SIGTERM, then SIGKILL after a grace

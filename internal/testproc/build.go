@@ -1,0 +1,34 @@
+package testproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+)
+
+// Build compiles the main packages pkgs (as the go command names them) into
+// the folder dir, each binary named after its package's folder, with the
+// race detector if race is set. A failed build's error holds the go
+// command's output.
+func Build(ctx context.Context, dir string, race bool, pkgs ...string) error {
+	args := []string{"build", "-o", dir + string(filepath.Separator)}
+	if race {
+		args = append(args, "-race")
+	}
+	args = append(args, pkgs...)
+	p, err := Start(Config{Name: "go build", Path: "go", Args: args})
+	if err != nil {
+		return err
+	}
+	if _, err = p.WaitExit(ctx); err != nil {
+		err = errors.Join(err, p.Kill())
+	} else {
+		err = p.WaitErr()
+	}
+	if err != nil {
+		return fmt.Errorf("testproc: go %s: %w\n%s", strings.Join(args, " "), err, strings.TrimSpace(p.Stderr()+p.Stdout()))
+	}
+	return nil
+}
