@@ -14,6 +14,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/tetherproject/tether/internal/atomicfile"
 	"github.com/tetherproject/tether/internal/fileowner"
 	"github.com/tetherproject/tether/pkg/client"
 )
@@ -163,24 +164,10 @@ func (s *fileStore) SaveToken(token string) error {
 	if err != nil {
 		return fmt.Errorf("token cache: %w", err)
 	}
-	tmp, err := os.CreateTemp(s.dir, ".tether-*.tmp") // created 0600
-	if err != nil {
-		return fmt.Errorf("token cache: %w", err)
-	}
-	err = errors.Join(tmp.Chmod(0o600), write(tmp, b), tmp.Sync(), tmp.Close())
-	if err == nil {
-		err = os.Rename(tmp.Name(), s.path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp.Name())
+	if err := atomicfile.Write(s.path, b, 0o600); err != nil {
 		return fmt.Errorf("token cache: %w", err)
 	}
 	return nil
-}
-
-func write(f *os.File, b []byte) error {
-	_, err := f.Write(b)
-	return err
 }
 
 // DeleteToken implements client.TokenStore.

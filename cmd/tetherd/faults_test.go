@@ -30,6 +30,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/codes"
 
+	"github.com/tetherproject/tether/internal/atomicfile"
 	"github.com/tetherproject/tether/internal/fakeworkload"
 	"github.com/tetherproject/tether/internal/testpki"
 	"github.com/tetherproject/tether/internal/testutil"
@@ -454,11 +455,7 @@ func ftHTTPGet(url string) (int, string) {
 // so that each step of a test is exactly one change of the files.
 func ftReplace(t *testing.T, path string, data []byte) {
 	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := atomicfile.Write(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
