@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/tetherproject/tether/auth"
+	"github.com/tetherproject/tether/internal/devpki"
 	"github.com/tetherproject/tether/server"
 	"github.com/tetherproject/tether/session"
 	"github.com/tetherproject/tether/svid"
@@ -28,7 +29,7 @@ import (
 // throwaway CA stands in for SPIRE.
 func Example_embedding() {
 	td := spiffeid.RequireTrustDomainFromString("example.org")
-	ca, _ := svid.NewDevCA(td, time.Hour)
+	ca, _ := devpki.NewCA(td, time.Hour)
 	serviceSVID, _ := ca.Issue(spiffeid.RequireFromString("spiffe://example.org/nexus"), time.Hour)
 	source := &svid.StaticSource{SVID: serviceSVID, Bundles: x509bundle.NewSet(ca.Bundle())}
 

@@ -16,12 +16,14 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/tetherproject/tether/internal/devpki"
 )
 
 // fzPEM is a valid SVID (chain, key) and bundle of a fresh dev CA, as PEM.
 func fzPEM(tb testing.TB, td string) (certPEM, keyPEM, bundlePEM []byte) {
 	tb.Helper()
-	ca, err := NewDevCA(spiffeid.RequireTrustDomainFromString(td), time.Hour)
+	ca, err := devpki.NewCA(spiffeid.RequireTrustDomainFromString(td), time.Hour)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -173,27 +173,3 @@ func TestNewWorkloadSourceTimesOut(t *testing.T) {
 	require.Less(t, time.Since(start), 10*time.Second)
 	require.True(t, strings.Contains(err.Error(), "registration entry") || strings.Contains(err.Error(), sock), err.Error())
 }
-
-func TestDevCA(t *testing.T) {
-	td := spiffeid.RequireTrustDomainFromString("tether.test")
-	ca, err := svid.NewDevCA(td, time.Hour)
-	require.NoError(t, err)
-	id := spiffeid.RequireFromString("spiffe://tether.test/admin/dev")
-	s, err := ca.Issue(id, time.Hour)
-	require.NoError(t, err)
-	gotID, _, err := x509svidVerify(s.Certificates, ca)
-	require.NoError(t, err)
-	require.Equal(t, id, gotID)
-
-	dir := t.TempDir()
-	require.NoError(t, svid.WriteSVID(s, filepath.Join(dir, "a.pem"), filepath.Join(dir, "a.key")))
-	require.NoError(t, ca.WriteBundle(filepath.Join(dir, "bundle.pem")))
-	for _, f := range []string{"a.pem", "a.key", "bundle.pem"} {
-		st, err := os.Stat(filepath.Join(dir, f))
-		require.NoError(t, err)
-		require.Equal(t, os.FileMode(0o600), st.Mode().Perm(), f)
-	}
-	src, err := svid.NewFileSource(svid.FileConfig{CertFile: filepath.Join(dir, "a.pem"), KeyFile: filepath.Join(dir, "a.key"), BundleFile: filepath.Join(dir, "bundle.pem")})
-	require.NoError(t, err)
-	require.NoError(t, src.Close())
-}

@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/tetherproject/tether/auth"
+	"github.com/tetherproject/tether/internal/devpki"
 	"github.com/tetherproject/tether/internal/fileowner"
 	"github.com/tetherproject/tether/svid"
 )
@@ -98,7 +99,7 @@ func prepareDev(dir string) (*devSetup, error) {
 		return nil, usagef("--dir: %v", err)
 	}
 	td := spiffeid.RequireTrustDomainFromString(devTrustDomain)
-	ca, err := svid.NewDevCA(td, devLifetime)
+	ca, err := devpki.NewCA(td, devLifetime)
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +114,7 @@ func prepareDev(dir string) (*devSetup, error) {
 			return nil, err
 		}
 		cert, key := filepath.Join(dir, who.name+".pem"), filepath.Join(dir, who.name+".key")
-		if err := svid.WriteSVID(s, cert, key); err != nil {
+		if err := devpki.WriteSVID(s, cert, key); err != nil {
 			return nil, err
 		}
 		files[who.name] = cert

@@ -17,12 +17,12 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
-	"github.com/tetherproject/tether/svid"
+	"github.com/tetherproject/tether/internal/devpki"
 )
 
 // CA is a trust domain's certificate authority.
 type CA struct {
-	*svid.DevCA
+	*devpki.CA
 
 	mu            sync.Mutex
 	lastNotBefore time.Time // of the last leaf Issue made
@@ -35,11 +35,11 @@ func NewCA(tb testing.TB, td string) *CA {
 	if err != nil {
 		tb.Fatalf("testpki: %v", err)
 	}
-	ca, err := svid.NewDevCA(trustDomain, 24*time.Hour)
+	ca, err := devpki.NewCA(trustDomain, 24*time.Hour)
 	if err != nil {
 		tb.Fatalf("testpki: %v", err)
 	}
-	return &CA{DevCA: ca}
+	return &CA{CA: ca}
 }
 
 // Option changes the template of a leaf before it is signed.
@@ -84,7 +84,7 @@ func AsCA() Option {
 // leave room for that without ever lying in the future.
 func (ca *CA) Issue(tb testing.TB, id string, opts ...Option) *x509svid.SVID {
 	tb.Helper()
-	tmpl := svid.LeafTemplate(spiffeid.RequireFromString("spiffe://"+ca.TD.Name()+"/placeholder"), time.Hour)
+	tmpl := devpki.LeafTemplate(spiffeid.RequireFromString("spiffe://"+ca.TD.Name()+"/placeholder"), time.Hour)
 	tmpl.Subject.Organization = []string{"tether test"}
 	tmpl.NotBefore = ca.nextNotBefore(tb)
 	WithURIs(id)(tmpl)
