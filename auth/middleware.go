@@ -211,7 +211,7 @@ func (m *Middleware) deny(w http.ResponseWriter, r *http.Request, p session.Peer
 			code, reason = ae.Code, string(ae.Code)
 		}
 		ctx := session.WithLogAttrs(r.Context(), slog.String("remote_addr", r.RemoteAddr))
-		m.Sessions.Deny(ctx, session.EventRejected, p, code, reason)
+		_ = m.Sessions.Deny(ctx, session.EventRejected, p, code, reason) // err is answered below, with its own message
 	}
 	m.fail(w, r, err)
 }

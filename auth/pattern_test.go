@@ -91,6 +91,5 @@ func TestPolicyMatcher(t *testing.T) {
 	m := p.Matcher()
 	require.NoError(t, m(spiffeid.RequireFromString("spiffe://example.org/admin/alice")))
 	require.ErrorContains(t, m(spiffeid.RequireFromString("spiffe://example.org/web")), "spiffe://example.org/web")
-	var authorizer tlsconfig.Authorizer = tlsconfig.AdaptMatcher(m)
-	require.NotNil(t, authorizer)
+	require.NotNil(t, tlsconfig.AdaptMatcher(m))
 }

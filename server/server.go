@@ -154,7 +154,7 @@ func (a *handler) allowed(policy auth.Policy, event string, code api.Code, flag 
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := a.caller(r)
 		if !policy.Allows(c.Peer.ID) {
-			a.cfg.Sessions.Deny(r.Context(), event, c.Peer, code, string(code))
+			_ = a.cfg.Sessions.Deny(r.Context(), event, c.Peer, code, string(code)) // answered below, naming the flag
 			a.fail(w, r, &api.Error{Code: code, Message: c.Peer.ID.String() + " matches no " + flag + " pattern"})
 			return
 		}

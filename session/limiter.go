@@ -60,10 +60,3 @@ func (l *loginLimiter) sweep(now time.Time) {
 		}
 	}
 }
-
-// len is the number of buckets held.
-func (l *loginLimiter) len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.buckets)
-}
