@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -19,7 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/tetherproject/tether/internal/testpki"
-	"github.com/tetherproject/tether/internal/testutil"
+	"github.com/tetherproject/tether/internal/testproc"
 	"github.com/tetherproject/tether/pkg/api"
 )
 
@@ -42,17 +40,9 @@ func buildAndRun(m *testing.M) int {
 	defer func() { _ = os.RemoveAll(dir) }()
 	bin.tether = filepath.Join(dir, "tether")
 	bin.tetherd = filepath.Join(dir, "tetherd")
-	for out, pkg := range map[string]string{bin.tether: ".", bin.tetherd: "../tetherd"} {
-		args := []string{"build", "-o", out}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		cmd := exec.Command("go", append(args, pkg)...)
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n", pkg, err)
-			return 1
-		}
+	if err := testproc.Build(context.Background(), dir, testproc.Race, ".", "../tetherd"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
 	return m.Run()
 }
@@ -75,9 +65,7 @@ type stack struct {
 	args   []string
 	api    string
 	health string
-	proc   *exec.Cmd
-	exited chan struct{}
-	logs   *testutil.Buffer
+	proc   *testproc.Process
 }
 
 // newStack starts tetherd with file SVIDs, --admin spiffe://example.org/admin/*,
@@ -99,11 +87,16 @@ func newStack(t *testing.T, extra ...string) *stack {
 		if err == nil {
 			break
 		}
-		if attempt == 3 || !strings.Contains(s.logs.String(), "address already in use") {
+		if attempt == 3 || s.proc == nil || !strings.Contains(s.proc.Stderr(), "address already in use") {
 			t.Fatal(err)
 		}
 	}
-	t.Cleanup(s.stop)
+	t.Cleanup(func() {
+		s.stop()
+		if t.Failed() {
+			t.Log(s.proc.Report())
+		}
+	})
 	return s
 }
 
@@ -111,63 +104,32 @@ func (s *stack) URL() string { return "https://" + s.api }
 
 // start starts tetherd and waits until it is ready.
 func (s *stack) start() error {
-	s.logs = new(testutil.Buffer)
-	s.proc = exec.Command(bin.tetherd, s.args...)
-	s.proc.Stdout, s.proc.Stderr = s.logs, s.logs
-	if err := s.proc.Start(); err != nil {
-		return fmt.Errorf("start tetherd: %w", err)
+	p, err := testproc.Start(testproc.Config{Path: bin.tetherd, Args: s.args})
+	if err != nil {
+		return err
 	}
-	s.exited = make(chan struct{})
-	go func() {
-		_ = s.proc.Wait()
-		close(s.exited)
-	}()
-	return s.waitReady()
-}
-
-// waitReady polls /readyz until it answers 200.
-func (s *stack) waitReady() error {
-	deadline := time.NewTimer(60 * time.Second)
-	defer deadline.Stop()
-	tick := time.NewTicker(25 * time.Millisecond)
-	defer tick.Stop()
-	hc := &http.Client{Timeout: time.Second}
-	for {
-		select {
-		case <-s.exited:
-			return fmt.Errorf("tetherd exited before it was ready:\n%s", s.logs)
-		case <-deadline.C:
-			s.stop()
-			return fmt.Errorf("tetherd not ready after 60s:\n%s", s.logs)
-		case <-tick.C:
-			resp, err := hc.Get("http://" + s.health + api.PathReadyz)
-			if err != nil {
-				continue
-			}
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
+	s.proc = p
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := p.WaitHTTP(ctx, "http://"+s.health+api.PathReadyz, http.StatusOK); err != nil {
+		_ = p.Kill()
+		return fmt.Errorf("%w\n%s", err, p.Report())
 	}
+	return nil
 }
 
 // stop ends tetherd with SIGTERM, as an operator would.
 func (s *stack) stop() {
-	select {
-	case <-s.exited:
+	p := s.proc
+	if p.Exited() {
 		return
-	default:
 	}
-	_ = s.proc.Process.Signal(syscall.SIGTERM)
-	timer := time.NewTimer(30 * time.Second)
-	defer timer.Stop()
-	select {
-	case <-s.exited:
-	case <-timer.C:
-		_ = s.proc.Process.Kill()
-		<-s.exited
-		s.t.Errorf("tetherd did not stop on SIGTERM:\n%s", s.logs)
+	_ = p.Signal(syscall.SIGTERM)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := p.WaitExit(ctx); err != nil {
+		_ = p.Kill()
+		s.t.Errorf("tetherd did not stop on SIGTERM: %v\n%s", err, p.Report())
 	}
 }
 
@@ -256,9 +218,6 @@ func (u *user) run(args ...string) result {
 // with an empty value is removed.
 func (u *user) runEnv(change map[string]string, args ...string) result {
 	u.t.Helper()
-	ctx, cancel := context.WithTimeout(u.t.Context(), 90*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin.tether, args...)
 	env := map[string]string{}
 	for k, v := range u.env {
 		env[k] = v
@@ -266,17 +225,16 @@ func (u *user) runEnv(change map[string]string, args ...string) result {
 	for k, v := range change {
 		env[k] = v
 	}
+	var list []string
 	for k, v := range env {
 		if v != "" {
-			cmd.Env = append(cmd.Env, k+"="+v)
+			list = append(list, k+"="+v)
 		}
 	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	r := result{code: cmd.ProcessState.ExitCode(), stdout: stdout.String(), stderr: stderr.String()}
-	if err != nil && r.code < 0 {
-		u.t.Fatalf("tether %s: %v", strings.Join(args, " "), err)
+	p := testproc.Exec(u.t, testproc.Config{Path: bin.tether, Args: args, Env: list}, 90*time.Second)
+	r := result{code: p.ExitCode(), stdout: p.Stdout(), stderr: p.Stderr()}
+	if r.code < 0 {
+		u.t.Fatalf("tether %s: %v", strings.Join(args, " "), p.WaitErr())
 	}
 	return r
 }
@@ -287,7 +245,7 @@ func (u *user) ok(args ...string) result {
 	u.t.Helper()
 	r := u.run(args...)
 	if r.code != 0 || r.stderr != "" {
-		u.t.Fatalf("tether %s: want exit 0 and a quiet stderr, got %s\ntetherd:\n%s", strings.Join(args, " "), r, u.s.logs)
+		u.t.Fatalf("tether %s: want exit 0 and a quiet stderr, got %s\ntetherd:\n%s", strings.Join(args, " "), r, u.s.proc.Stderr())
 	}
 	return r
 }
