@@ -3,30 +3,23 @@ package main
 import (
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tetherproject/tether/internal/testpki"
+	"github.com/tetherproject/tether/internal/testproc"
 )
 
-// BenchmarkStartupToReady starts the tetherd binary (built once, before the
-// clock runs) with its identity from SVID files and free loopback ports, and
-// measures the time from starting the process to the first 200 from
-// /readyz: ready-ms. Each op then stops tetherd with SIGTERM, off the clock.
+// BenchmarkStartupToReady starts the tetherd binary (built by TestMain,
+// before the clock runs) with its identity from SVID files and free
+// loopback ports, and measures the time from starting the process to the
+// first 200 from /readyz: ready-ms. Each op then stops tetherd with SIGTERM,
+// off the clock.
 func BenchmarkStartupToReady(b *testing.B) {
-	dir := b.TempDir()
-	bin := filepath.Join(dir, "tetherd")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("go build: %v\n%s", err, out)
-	}
 	ca := testpki.NewCA(b, "example.org")
-	files := ca.WriteFiles(b, dir, "tetherd", ca.Issue(b, "spiffe://example.org/tetherd"))
+	files := ca.WriteFiles(b, b.TempDir(), "tetherd", ca.Issue(b, "spiffe://example.org/tetherd"))
 	poll := &http.Client{Timeout: time.Second}
 
 	var total time.Duration
@@ -34,25 +27,21 @@ func BenchmarkStartupToReady(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		api, health := freePort(b), freePort(b)
-		cmd := exec.Command(bin,
+		cfg := testproc.Config{Path: tetherdBinary, Args: []string{
 			"--listen", api, "--health-listen", health,
 			"--svid-cert", files.Cert, "--svid-key", files.Key, "--bundle", files.Bundle,
-			"--admin", "spiffe://example.org/admin/*", "--log-level", "error")
-		cmd.Stderr = os.Stderr
+			"--admin", "spiffe://example.org/admin/*", "--log-level", "error",
+		}}
 		b.StartTimer()
 
 		start := time.Now()
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
+		p := testproc.StartT(b, cfg)
 		// Poll /readyz every millisecond (what is measured is a few ms, so
-		// testutil.WaitFor's 10ms would swamp it), up to a deadline.
+		// testproc's 10ms would swamp it), up to a deadline.
 		tick := time.NewTicker(time.Millisecond)
 		for !ready(poll, "http://"+health+"/readyz") {
 			if time.Since(start) > 10*time.Second {
 				tick.Stop()
-				_ = cmd.Process.Kill()
-				_ = cmd.Wait()
 				b.Fatal("tetherd not ready after 10s")
 			}
 			<-tick.C
@@ -62,9 +51,11 @@ func BenchmarkStartupToReady(b *testing.B) {
 		n++
 
 		b.StopTimer()
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		if err := cmd.Wait(); err != nil {
-			b.Fatalf("tetherd after SIGTERM: %v", err)
+		if err := p.Signal(syscall.SIGTERM); err != nil {
+			b.Fatal(err)
+		}
+		if code := p.Exit(b, 10*time.Second); code != 0 {
+			b.Fatalf("tetherd exited %d after SIGTERM", code)
 		}
 		b.StartTimer()
 	}

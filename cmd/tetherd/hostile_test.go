@@ -46,27 +46,6 @@ func rss(t *testing.T, pid int) int64 {
 	return kb << 10
 }
 
-// metric reads one sample of /metrics whose line starts with prefix.
-func (p *ftProc) metric(prefix string) float64 {
-	p.t.Helper()
-	resp, err := http.Get("http://" + p.health + "/metrics")
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, prefix+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				p.t.Fatal(err)
-			}
-			return f
-		}
-	}
-	return 0
-}
-
 // hostileBound is the memory growth tetherd may show while it holds the
 // hostile connections of TestHostileConnections. Before the connection caps
 // and the 8 KiB header bound, 600 unfinished header lines alone took it
@@ -93,7 +72,7 @@ func TestHostileConnections(t *testing.T) {
 	admin := p.apiClient(alice)
 	_ = p.login(admin)
 	admin.CloseIdleConnections()
-	before := rss(t, p.cmd.Process.Pid)
+	before := rss(t, p.PID())
 
 	workloads := make([]*x509svid.SVID, 4)
 	for i := range workloads {
@@ -178,7 +157,7 @@ func TestHostileConnections(t *testing.T) {
 		t.Fatalf("the admin's session under attack: %d %s", status, body)
 	}
 	adminTook := time.Since(start)
-	during := rss(t, p.cmd.Process.Pid)
+	during := rss(t, p.PID())
 	open := p.metric("tether_api_connections")
 	if open > server.DefaultMaxConnections {
 		t.Fatalf("%v API connections open, over the cap of %d", open, server.DefaultMaxConnections)
@@ -196,7 +175,7 @@ func TestHostileConnections(t *testing.T) {
 	if growth > hostileBound {
 		t.Fatalf("tetherd grew by %d MiB under hostile connections (bound %d MiB)", growth>>20, hostileBound>>20)
 	}
-	if p.exited() {
+	if p.Exited() {
 		t.Fatal("tetherd died")
 	}
 }
@@ -225,10 +204,8 @@ func TestFaultBundleDropsCA(t *testing.T) {
 	aliceTok := p.login(aliceClient)
 
 	ftReplace(t, files.Bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}))
-	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	p.waitEvent("identity.reloaded", 1, 10*time.Second)
+	p.signal(syscall.SIGHUP)
+	p.Event(t, "identity.reloaded", 1, 10*time.Second)
 
 	// bob's kept-alive connection: refused, and closed.
 	req, err := http.NewRequest(http.MethodGet, "https://"+p.api+api.PathSessionsSelf, nil)

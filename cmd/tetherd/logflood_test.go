@@ -8,11 +8,8 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -76,29 +73,10 @@ func TestLogFloodThrottled(t *testing.T) {
 	logThrottle = logthrottle.Config{Now: clock.Now, AfterFunc: ends.after}
 	t.Cleanup(func() { logThrottle = logthrottle.Config{} })
 
-	// The fault tests' process handle and log, here around an in-process run.
+	// tetherd dev in-process, with the fault tests' process handle.
 	dir := filepath.Join(t.TempDir(), "dev")
-	p := &ftProc{t: t, log: &ftLog{}, done: make(chan struct{})}
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		defer close(p.done)
-		p.exit = runContext(ctx, []string{"dev", "--dir", dir, "--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0",
-			"--log-format", "json"}, io.Discard, p.log)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-p.done:
-		case <-time.After(15 * time.Second):
-			t.Error("tetherd dev did not stop")
-		}
-		if t.Failed() {
-			t.Logf("tetherd log:\n%s", p.log)
-		}
-	})
-	ev := p.waitEvent("tetherd.started", 1, 20*time.Second)
-	p.api, _ = ev["listen"].(string)
-	p.health, _ = ev["health_listen"].(string)
+	p := ftInProcess(t, "dev", "--dir", dir, "--log-format", "json")
+	p.serving()
 
 	user, err := x509svid.Load(filepath.Join(dir, "user.pem"), filepath.Join(dir, "user.key"))
 	if err != nil {
@@ -112,7 +90,7 @@ func TestLogFloodThrottled(t *testing.T) {
 	}
 
 	// Every refusal is counted.
-	if got := sessionRejections(t, p, session.ReasonMalformed); got != requests {
+	if got := int(p.metric(`tether_session_rejections_total{reason="` + session.ReasonMalformed + `"}`)); got != requests {
 		t.Fatalf("tether_session_rejections_total{reason=%q} = %d, want all %d", session.ReasonMalformed, got, requests)
 	}
 
@@ -121,7 +99,7 @@ func TestLogFloodThrottled(t *testing.T) {
 		return ev["reason"] == session.ReasonMalformed && ev["spiffe_id"] == devUserID
 	}
 	lines := 0
-	for _, ev := range p.log.events("session.rejected") {
+	for _, ev := range p.Events("session.rejected") {
 		if ours(ev) {
 			lines++
 		}
@@ -138,7 +116,7 @@ func TestLogFloodThrottled(t *testing.T) {
 	var sums []map[string]any
 	testutil.WaitFor(t, 10*time.Second, "the log.suppressed summary", func() bool {
 		sums = sums[:0]
-		for _, ev := range p.log.events(logthrottle.SummaryMessage) {
+		for _, ev := range p.Events(logthrottle.SummaryMessage) {
 			if ours(ev) && ev["event"] == "session.rejected" {
 				sums = append(sums, ev)
 			}
@@ -154,26 +132,6 @@ func TestLogFloodThrottled(t *testing.T) {
 	if sums[0]["level"] != "WARN" || sums[0]["window"] != logthrottle.DefaultWindow.String() {
 		t.Fatalf("summary %v", sums[0])
 	}
-}
-
-// sessionRejections reads tether_session_rejections_total{reason} from
-// tetherd's /metrics.
-func sessionRejections(t *testing.T, p *ftProc, reason string) int {
-	t.Helper()
-	status, body := ftHTTPGet("http://" + p.health + api.PathMetrics)
-	if status != http.StatusOK {
-		t.Fatalf("/metrics: %d %s", status, body)
-	}
-	re := regexp.MustCompile(`(?m)^tether_session_rejections_total\{reason="` + regexp.QuoteMeta(reason) + `"\} (\S+)$`)
-	m := re.FindStringSubmatch(body)
-	if m == nil {
-		t.Fatalf("no tether_session_rejections_total{reason=%q} in /metrics", reason)
-	}
-	v, err := strconv.ParseFloat(m[1], 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return int(v)
 }
 
 // TestLoggerThrottlesBothFormats: newLogger throttles refusals in json and

@@ -1,13 +1,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/tetherproject/tether/internal/testproc"
 )
 
 // tetherdBinary is the tetherd built for this test run by TestMain; the
@@ -29,9 +31,8 @@ func testMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	tetherdBinary = filepath.Join(dir, "tetherd")
-	build := exec.Command("go", "build", "-o", tetherdBinary, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "go build tetherd: %v\n%s", err, out)
+	if err := testproc.Build(context.Background(), dir, false, "."); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	code := m.Run()
