@@ -28,7 +28,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -40,182 +39,16 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"golang.org/x/time/rate"
 
-	"github.com/tetherproject/tether/auth"
 	"github.com/tetherproject/tether/internal/testpki"
-	"github.com/tetherproject/tether/internal/testutil"
 	"github.com/tetherproject/tether/pkg/api"
 	"github.com/tetherproject/tether/server"
 	"github.com/tetherproject/tether/session"
 	"github.com/tetherproject/tether/svid"
 )
-
-const (
-	advServerID = "spiffe://example.org/tetherd"
-	advAlice    = "spiffe://example.org/admin/alice"
-	advBob      = "spiffe://example.org/admin/bob"
-	advGateway  = "spiffe://example.org/svc/gateway"
-)
-
-// advEnv is one tetherd API served over real TLS.
-type advEnv struct {
-	t       *testing.T
-	ca      *testpki.CA
-	bundles *x509bundle.Set
-	mgr     *session.Manager
-	srv     *http.Server
-	addr    string
-	log     *testutil.Buffer
-
-	mu     sync.Mutex
-	tokens []string // every token seen in the test: none may reach the log
-}
-
-type advOpts struct {
-	cfg      session.Config
-	conns    server.ConnLimits
-	tweakSrv func(*http.Server) // before it serves
-}
-
-func newAdvEnv(t *testing.T, o advOpts) *advEnv {
-	t.Helper()
-	e := &advEnv{t: t, ca: testpki.NewCA(t, "example.org"), log: &testutil.Buffer{}}
-	e.bundles = x509bundle.NewSet(e.ca.Bundle())
-	logger := slog.New(slog.NewJSONHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	serverSVID := e.ca.Issue(t, advServerID)
-	cfg := o.cfg
-	cfg.Issuer, cfg.Logger = serverSVID.ID, logger
-	if cfg.LoginRate == 0 {
-		cfg.LoginRate = rate.Inf
-	}
-	var err error
-	if e.mgr, err = session.NewManager(cfg); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.mgr.Close() })
-	admins, err := auth.ParsePolicy([]string{"spiffe://example.org/admin/*"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	intros, err := auth.ParsePolicy([]string{advGateway})
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := &svid.StaticSource{SVID: serverSVID, Bundles: e.bundles}
-	h := server.NewHandler(server.Config{Sessions: e.mgr, Bundles: src, Admins: admins, Introspectors: intros, Logger: logger})
-	tlsCfg := auth.ServerTLSConfig(src, src)
-	e.srv = server.NewHTTPServer(h, tlsCfg, logger)
-	if o.tweakSrv != nil {
-		o.tweakSrv(e.srv)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.addr = ln.Addr().String()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = e.srv.Serve(server.NewListener(ln, tlsCfg, o.conns, logger, nil))
-	}()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := e.srv.Shutdown(ctx); err != nil {
-			_ = e.srv.Close()
-		}
-		<-done
-		e.checkLog()
-	})
-	return e
-}
-
-func (e *advEnv) remember(tokens ...string) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.tokens = append(e.tokens, tokens...)
-}
-
-// checkLog: no panic was logged, and no token, nor its payload or signature,
-// nor a 16-character prefix of any of them, is in the log.
-func (e *advEnv) checkLog() {
-	t := e.t
-	log := e.log.String()
-	for _, bad := range []string{"panic", "goroutine "} {
-		if strings.Contains(log, bad) {
-			t.Errorf("the log mentions %q:\n%s", bad, log)
-		}
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for _, tok := range e.tokens {
-		needles := []string{tok}
-		if len(tok) >= 16 {
-			needles = append(needles, tok[:16])
-		}
-		for _, part := range strings.Split(tok, ".")[1:] {
-			if len(part) >= 16 {
-				needles = append(needles, part, part[:16])
-			}
-		}
-		for _, n := range needles {
-			if strings.Contains(log, n) {
-				t.Errorf("a token (or a part of one: %.24q...) is in the log", n)
-				break
-			}
-		}
-	}
-}
-
-// advClient is an mTLS client presenting s (valid or not), checking the
-// server's SVID as a SPIFFE client does. tlsMax, if set, caps the version.
-func (e *advEnv) client(s *x509svid.SVID, tlsMax uint16) *http.Client {
-	src := &svid.StaticSource{SVID: s, Bundles: e.bundles}
-	cfg := tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeID(spiffeid.RequireFromString(advServerID)))
-	cfg.MinVersion = tls.VersionTLS13
-	if tlsMax != 0 {
-		cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS12, tlsMax
-	}
-	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: false}
-	e.t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: 20 * time.Second}
-}
-
-func (e *advEnv) do(c *http.Client, method, path string, body io.Reader, headers ...string) (reply, error) {
-	req, err := http.NewRequest(method, "https://"+e.addr+path, body)
-	if err != nil {
-		return reply{}, err
-	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Add(headers[i], headers[i+1])
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return reply{}, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return reply{status: resp.StatusCode, header: resp.Header, body: b}, err
-}
-
-func (e *advEnv) login(c *http.Client) (string, api.Session) {
-	e.t.Helper()
-	r, err := e.do(c, http.MethodPost, api.PathSessions, nil)
-	if err != nil || r.status != http.StatusCreated {
-		e.t.Fatalf("login: %v %d %s", err, r.status, r.body)
-	}
-	var lr api.LoginResponse
-	if err := json.Unmarshal(r.body, &lr); err != nil {
-		e.t.Fatal(err)
-	}
-	e.remember(lr.Token)
-	return lr.Token, lr.Session
-}
 
 // --- forging tokens with keys the attacker controls --------------------------
 
@@ -401,11 +234,11 @@ func (a affine) mul(k, p *big.Int) affine {
 // TestAdversarialTokens: every forged, foreign, truncated, oversized or
 // misplaced token gets exactly the contract's answer over real TLS.
 func TestAdversarialTokens(t *testing.T) {
-	e := newAdvEnv(t, advOpts{})
-	aliceSVID := e.ca.Issue(t, advAlice)
+	e := newEnv(t, envOpts{})
+	aliceSVID := e.ca.Issue(t, aliceID)
 	alice := e.client(aliceSVID, 0)
-	aliceNewLeaf := e.client(e.ca.Issue(t, advAlice), 0) // alice after her SVID rotated
-	bob := e.client(e.ca.Issue(t, advBob), 0)
+	aliceNewLeaf := e.client(e.ca.Issue(t, aliceID), 0) // alice after her SVID rotated
+	bob := e.client(e.ca.Issue(t, bobID), 0)
 
 	tok, _ := e.login(alice)
 	tok2, _ := e.login(alice)
@@ -442,13 +275,8 @@ func TestAdversarialTokens(t *testing.T) {
 	}
 
 	// Another tetherd instance: same issuer and same caller, its own key.
-	other, err := session.NewManager(session.Config{Issuer: spiffeid.RequireFromString(advServerID), LoginRate: rate.Inf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	aliceID := spiffeid.RequireFromString(advAlice)
-	foreignTok, _, err := other.Login(context.Background(), session.Peer{ID: aliceID, Fingerprint: svid.Fingerprint(aliceSVID.Certificates[0])})
+	other := newEnv(t, envOpts{quiet: true})
+	foreignTok, _, err := other.mgr.Login(context.Background(), session.Peer{ID: aliceSVID.ID, Fingerprint: svid.Fingerprint(aliceSVID.Certificates[0])})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -486,14 +314,14 @@ func TestAdversarialTokens(t *testing.T) {
 		{"fail/two-authorization-headers", alice, append(bearer(tok), bearer(tok)...), 400, api.CodeBadRequest},
 		{"fail/two-authorization-headers-one-empty", alice, append(bearer(tok), "Authorization", ""), 400, api.CodeBadRequest},
 		{"fail/iss-number", alice, bearer(es(oursHdr, with(claims, "iss", 1))), 401, api.CodeInvalidToken},
-		{"fail/aud-array", alice, bearer(es(oursHdr, with(claims, "aud", []string{advServerID}))), 401, api.CodeInvalidToken},
+		{"fail/aud-array", alice, bearer(es(oursHdr, with(claims, "aud", []string{serverID}))), 401, api.CodeInvalidToken},
 		{"fail/sub-number", alice, bearer(es(oursHdr, with(claims, "sub", 42))), 401, api.CodeInvalidToken},
-		{"fail/sub-bob", alice, bearer(es(oursHdr, with(claims, "sub", advBob))), 401, api.CodeInvalidToken},
+		{"fail/sub-bob", alice, bearer(es(oursHdr, with(claims, "sub", bobID))), 401, api.CodeInvalidToken},
 		{"fail/exp-string", alice, bearer(es(oursHdr, with(claims, "exp", "never"))), 401, api.CodeInvalidToken},
 		{"fail/exp-far-future", alice, bearer(es(oursHdr, with(claims, "exp", 1<<40))), 401, api.CodeInvalidToken},
 		{"fail/cnf-string", alice, bearer(es(oursHdr, with(claims, "cnf", "x"))), 401, api.CodeInvalidToken},
 		{"fail/cnf-missing", alice, bearer(es(oursHdr, with(claims, "cnf", nil))), 401, api.CodeInvalidToken},
-		{"fail/cnf-wrong", alice, bearer(es(oursHdr, with(claims, "cnf", map[string]any{"x5t#S256": svid.Fingerprint(e.ca.Issue(t, advAlice).Certificates[0])}))), 401, api.CodeInvalidToken},
+		{"fail/cnf-wrong", alice, bearer(es(oursHdr, with(claims, "cnf", map[string]any{"x5t#S256": svid.Fingerprint(e.ca.Issue(t, aliceID).Certificates[0])}))), 401, api.CodeInvalidToken},
 		{"fail/genuine-over-new-leaf", aliceNewLeaf, bearer(tok), 401, api.CodeCertificateRotated},
 		{"fail/genuine-from-bob", bob, bearer(tok), 401, api.CodeInvalidToken},
 		{"fail/query-string", alice, nil, 401, api.CodeMissingToken}, // path below carries it
@@ -536,7 +364,7 @@ func TestAdversarialTokens(t *testing.T) {
 		})
 	}
 	// The same forgeries sent to introspection are inactive, never an error.
-	gw := e.client(e.ca.Issue(t, advGateway), 0)
+	gw := e.client(e.ca.Issue(t, introID), 0)
 	fp := svid.Fingerprint(aliceSVID.Certificates[0])
 	for _, forged := range []string{foreignTok, es(oursHdr, claims), tok[:len(tok)-1], parts[0] + "." + parts[1] + "."} {
 		body := fmt.Sprintf(`{"token":%q,"cnf":{"x5t#S256":%q}}`, forged, fp)
@@ -565,7 +393,7 @@ func mustJWK(t *testing.T, pub *ecdsa.PublicKey) []byte {
 // answer at all, and the handler (which would log a security event) never
 // runs.
 func TestAdversarialHandshakes(t *testing.T) {
-	e := newAdvEnv(t, advOpts{})
+	e := newEnv(t, envOpts{})
 	evil := testpki.NewCA(t, "evil.org")
 	now := time.Now()
 	for _, tc := range []struct {
@@ -573,22 +401,22 @@ func TestAdversarialHandshakes(t *testing.T) {
 		svid   *x509svid.SVID
 		tlsMax uint16
 	}{
-		{"fail/expired-leaf", e.ca.Issue(t, advAlice, testpki.WithValidity(now.Add(-2*time.Hour), now.Add(-time.Hour))), 0},
-		{"fail/not-yet-valid-leaf", e.ca.Issue(t, advAlice, testpki.WithValidity(now.Add(time.Hour), now.Add(2*time.Hour))), 0},
-		{"fail/two-spiffe-ids", e.ca.Issue(t, advAlice, testpki.WithURIs(advAlice, advBob)), 0},
-		{"fail/no-spiffe-id", e.ca.Issue(t, advAlice, testpki.WithURIs()), 0},
-		{"fail/https-uri-not-spiffe", e.ca.Issue(t, advAlice, testpki.WithURIs("https://example.org/admin/alice")), 0},
-		{"fail/ca-certificate-as-leaf", e.ca.Issue(t, advAlice, testpki.AsCA()), 0},
+		{"fail/expired-leaf", e.ca.Issue(t, aliceID, testpki.WithValidity(now.Add(-2*time.Hour), now.Add(-time.Hour))), 0},
+		{"fail/not-yet-valid-leaf", e.ca.Issue(t, aliceID, testpki.WithValidity(now.Add(time.Hour), now.Add(2*time.Hour))), 0},
+		{"fail/two-spiffe-ids", e.ca.Issue(t, aliceID, testpki.WithURIs(aliceID, bobID)), 0},
+		{"fail/no-spiffe-id", e.ca.Issue(t, aliceID, testpki.WithURIs()), 0},
+		{"fail/https-uri-not-spiffe", e.ca.Issue(t, aliceID, testpki.WithURIs("https://example.org/admin/alice")), 0},
+		{"fail/ca-certificate-as-leaf", e.ca.Issue(t, aliceID, testpki.AsCA()), 0},
 		{"fail/foreign-trust-domain", evil.Issue(t, "spiffe://evil.org/admin/alice"), 0},
-		{"fail/foreign-ca-claims-our-trust-domain", evil.Issue(t, advAlice), 0},
-		{"fail/tls-1.2-client", e.ca.Issue(t, advAlice), tls.VersionTLS12},
+		{"fail/foreign-ca-claims-our-trust-domain", evil.Issue(t, aliceID), 0},
+		{"fail/tls-1.2-client", e.ca.Issue(t, aliceID), tls.VersionTLS12},
 		{"fail/no-client-certificate", nil, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := e.log.String()
 			var c *http.Client
 			if tc.svid == nil {
-				cfg := tlsconfig.TLSClientConfig(e.bundles, tlsconfig.AuthorizeID(spiffeid.RequireFromString(advServerID)))
+				cfg := tlsconfig.TLSClientConfig(e.bundles, tlsconfig.AuthorizeID(spiffeid.RequireFromString(serverID)))
 				cfg.MinVersion = tls.VersionTLS13
 				tr := &http.Transport{TLSClientConfig: cfg}
 				t.Cleanup(tr.CloseIdleConnections)
@@ -630,18 +458,18 @@ func TestSlowClients(t *testing.T) {
 	if server.ReadHeaderTimeout <= 0 || server.ReadTimeout <= 0 || server.MaxHeaderBytes <= 0 {
 		t.Fatal("the production server has no header/read timeout or header limit")
 	}
-	e := newAdvEnv(t, advOpts{conns: server.ConnLimits{HandshakeTimeout: headerTimeout}, tweakSrv: func(s *http.Server) {
+	e := newEnv(t, envOpts{conns: server.ConnLimits{HandshakeTimeout: headerTimeout}, tweakSrv: func(s *http.Server) {
 		if s.ReadHeaderTimeout != server.ReadHeaderTimeout || s.ReadTimeout != server.ReadTimeout {
 			t.Errorf("NewHTTPServer does not set the package's timeouts")
 		}
 		s.ReadHeaderTimeout, s.ReadTimeout = headerTimeout, readTimeout
 	}})
-	aliceSVID := e.ca.Issue(t, advAlice)
-	gwSVID := e.ca.Issue(t, advGateway)
+	aliceSVID := e.ca.Issue(t, aliceID)
+	gwSVID := e.ca.Issue(t, introID)
 	dialTLS := func(t *testing.T, s *x509svid.SVID) *tls.Conn {
 		t.Helper()
 		src := &svid.StaticSource{SVID: s, Bundles: e.bundles}
-		cfg := tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeID(spiffeid.RequireFromString(advServerID)))
+		cfg := tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeID(spiffeid.RequireFromString(serverID)))
 		cfg.MinVersion = tls.VersionTLS13
 		conn, err := tls.Dial("tcp", e.addr, cfg)
 		if err != nil {
@@ -751,7 +579,7 @@ func TestSlowClients(t *testing.T) {
 		// connection until IdleTimeout), so the API speaks HTTP/1.1 only.
 		for _, protos := range [][]string{{"h2", "http/1.1"}, {"h2"}} {
 			src := &svid.StaticSource{SVID: aliceSVID, Bundles: e.bundles}
-			cfg := tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeID(spiffeid.RequireFromString(advServerID)))
+			cfg := tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeID(spiffeid.RequireFromString(serverID)))
 			cfg.MinVersion, cfg.NextProtos = tls.VersionTLS13, protos
 			conn, err := tls.Dial("tcp", e.addr, cfg)
 			if err != nil {
@@ -802,7 +630,7 @@ func netHTTPRefusal(got string) bool {
 // the caps. Non-admins never reach the store.
 func TestLoginHammering(t *testing.T) {
 	const perIdentity, total = 16, 40
-	e := newAdvEnv(t, advOpts{cfg: session.Config{MaxSessions: total, MaxSessionsPerIdentity: perIdentity, SweepInterval: time.Hour}})
+	e := newEnv(t, envOpts{session: session.Config{MaxSessions: total, MaxSessionsPerIdentity: perIdentity, SweepInterval: time.Hour}})
 	hammer := func(c *http.Client, goroutines, each int) (created, limited int) {
 		var ok, lim atomic.Int64
 		var wg sync.WaitGroup
@@ -832,7 +660,7 @@ func TestLoginHammering(t *testing.T) {
 		return int(ok.Load()), int(lim.Load())
 	}
 
-	alice := e.client(e.ca.Issue(t, advAlice), 0)
+	alice := e.client(e.ca.Issue(t, aliceID), 0)
 	created, limited := hammer(alice, 8, 25)
 	if created != perIdentity || limited != 200-perIdentity || e.mgr.Len() != perIdentity {
 		t.Fatalf("one admin, 200 logins: %d created, %d limited, %d live; want %d, %d, %d",
@@ -887,8 +715,8 @@ func TestLoginHammering(t *testing.T) {
 // for them, and other identities are not affected.
 func TestLoginRateLimited(t *testing.T) {
 	// One login per 10 s: no new one becomes due while the test runs.
-	e := newAdvEnv(t, advOpts{cfg: session.Config{LoginRate: 0.1, LoginBurst: 3, SweepInterval: time.Hour}})
-	alice := e.client(e.ca.Issue(t, advAlice), 0)
+	e := newEnv(t, envOpts{session: session.Config{LoginRate: 0.1, LoginBurst: 3, SweepInterval: time.Hour}})
+	alice := e.client(e.ca.Issue(t, aliceID), 0)
 	for range 3 {
 		e.login(alice)
 	}
@@ -905,7 +733,7 @@ func TestLoginRateLimited(t *testing.T) {
 	if n := e.mgr.Len(); n != 3 {
 		t.Fatalf("%d sessions after rate-limited logins, want 3", n)
 	}
-	bob := e.client(e.ca.Issue(t, advBob), 0)
+	bob := e.client(e.ca.Issue(t, bobID), 0)
 	e.login(bob)
 	if !strings.Contains(e.log.String(), `"reason":"login_rate"`) {
 		t.Fatal("the refusals were not logged as login.denied with reason login_rate")

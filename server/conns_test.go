@@ -17,28 +17,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-
 	"github.com/tetherproject/tether/internal/testutil"
 	"github.com/tetherproject/tether/pkg/api"
 	"github.com/tetherproject/tether/server"
-	"github.com/tetherproject/tether/svid"
 )
-
-// dialAPI opens one TLS connection to the API as s.
-func (e *advEnv) dialAPI(t *testing.T, s *x509svid.SVID) (*tls.Conn, error) {
-	t.Helper()
-	src := &svid.StaticSource{SVID: s, Bundles: e.bundles}
-	cfg := tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeID(spiffeid.RequireFromString(advServerID)))
-	cfg.MinVersion = tls.VersionTLS13
-	c, err := tls.Dial("tcp", e.addr, cfg)
-	if err == nil {
-		t.Cleanup(func() { _ = c.Close() })
-	}
-	return c, err
-}
 
 // roundTrip writes a raw request on c and reads one answer.
 func roundTrip(t *testing.T, c net.Conn, raw string) (*http.Response, []byte, error) {
@@ -72,8 +54,8 @@ const selfRequest = "GET /v1/sessions/self HTTP/1.1\r\nHost: tetherd\r\n\r\n"
 // connections; the next one is closed right after its handshake; another
 // identity is not affected, and a freed slot is usable again.
 func TestConnectionCapPerIdentity(t *testing.T) {
-	e := newAdvEnv(t, advOpts{conns: server.ConnLimits{MaxPerIdentity: 3}})
-	gw := e.ca.Issue(t, advGateway)
+	e := newEnv(t, envOpts{conns: server.ConnLimits{MaxPerIdentity: 3}})
+	gw := e.ca.Issue(t, introID)
 	var held []*tls.Conn
 	for range 3 {
 		c, err := e.dialAPI(t, gw)
@@ -95,7 +77,7 @@ func TestConnectionCapPerIdentity(t *testing.T) {
 		return strings.Contains(e.log.String(), `"reason":"max_connections_per_identity"`)
 	})
 	// alice is another identity: she logs in.
-	alice := e.client(e.ca.Issue(t, advAlice), 0)
+	alice := e.client(e.ca.Issue(t, aliceID), 0)
 	e.login(alice)
 	// A freed slot serves again.
 	_ = held[0].Close()
@@ -112,8 +94,8 @@ func TestConnectionCapPerIdentity(t *testing.T) {
 // TestConnectionCapTotal: beyond MaxConnections a new connection is closed as
 // soon as it is accepted.
 func TestConnectionCapTotal(t *testing.T) {
-	e := newAdvEnv(t, advOpts{conns: server.ConnLimits{MaxConnections: 4}})
-	alice := e.ca.Issue(t, advAlice)
+	e := newEnv(t, envOpts{conns: server.ConnLimits{MaxConnections: 4}})
+	alice := e.ca.Issue(t, aliceID)
 	for range 4 {
 		c, err := e.dialAPI(t, alice)
 		if err != nil {
@@ -137,7 +119,7 @@ func TestConnectionCapTotal(t *testing.T) {
 // handshake fill MaxHandshakes; a new connection pushes out the oldest, so a
 // real client still gets in at once, long before the handshake timeout.
 func TestStalledHandshakesPushedOut(t *testing.T) {
-	e := newAdvEnv(t, advOpts{conns: server.ConnLimits{MaxHandshakes: 4, HandshakeTimeout: time.Minute}})
+	e := newEnv(t, envOpts{conns: server.ConnLimits{MaxHandshakes: 4, HandshakeTimeout: time.Minute}})
 	var stalled []net.Conn
 	for range 8 {
 		c, err := net.Dial("tcp", e.addr)
@@ -153,7 +135,7 @@ func TestStalledHandshakesPushedOut(t *testing.T) {
 			t.Fatalf("stalled connection %d is still open", i)
 		}
 	}
-	alice := e.client(e.ca.Issue(t, advAlice), 0)
+	alice := e.client(e.ca.Issue(t, aliceID), 0)
 	start := time.Now()
 	e.login(alice)
 	if d := time.Since(start); d > 30*time.Second {
@@ -164,8 +146,8 @@ func TestStalledHandshakesPushedOut(t *testing.T) {
 // TestMaxConnectionAge: a request on a connection older than MaxAge is
 // answered with Connection: close.
 func TestMaxConnectionAge(t *testing.T) {
-	e := newAdvEnv(t, advOpts{conns: server.ConnLimits{MaxAge: time.Nanosecond}})
-	c, err := e.dialAPI(t, e.ca.Issue(t, advAlice))
+	e := newEnv(t, envOpts{conns: server.ConnLimits{MaxAge: time.Nanosecond}})
+	c, err := e.dialAPI(t, e.ca.Issue(t, aliceID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,8 +167,8 @@ func TestMaxConnectionAge(t *testing.T) {
 // bound, a malformed request, plain HTTP on the TLS port) comes in the API's
 // JSON error format.
 func TestNetHTTPAnswersInJSON(t *testing.T) {
-	e := newAdvEnv(t, advOpts{})
-	alice := e.ca.Issue(t, advAlice)
+	e := newEnv(t, envOpts{})
+	alice := e.ca.Issue(t, aliceID)
 	check := func(t *testing.T, resp *http.Response, body []byte, status int, code api.Code) {
 		t.Helper()
 		var er api.ErrorResponse
@@ -238,8 +220,8 @@ func TestNetHTTPAnswersInJSON(t *testing.T) {
 // otherwise ignored), whether its length is declared or chunked; nothing
 // happens (no session is created).
 func TestBodyBoundEveryEndpoint(t *testing.T) {
-	e := newAdvEnv(t, advOpts{})
-	alice := e.client(e.ca.Issue(t, advAlice), 0)
+	e := newEnv(t, envOpts{})
+	alice := e.client(e.ca.Issue(t, aliceID), 0)
 	tok, s := e.login(alice)
 	big := bytes.Repeat([]byte("x"), 70<<10)
 	auth := []string{"Authorization", "Bearer " + tok}
@@ -251,7 +233,7 @@ func TestBodyBoundEveryEndpoint(t *testing.T) {
 		{http.MethodGet, api.PathSessionsSelf, auth},
 		{http.MethodGet, api.PathSessions, auth},
 		{http.MethodDelete, api.PathSessions + "/" + s.SessionID, auth},
-		{http.MethodDelete, api.PathSessions + "?spiffe_id=" + advAlice, auth},
+		{http.MethodDelete, api.PathSessions + "?spiffe_id=" + aliceID, auth},
 		{http.MethodDelete, api.PathSessionsSelf, auth},
 		{http.MethodPost, api.PathRebind, auth},
 	}

@@ -8,11 +8,9 @@ package server_test
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -20,55 +18,34 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"golang.org/x/time/rate"
+	"github.com/stretchr/testify/require"
 
-	"github.com/tetherproject/tether/auth"
-	"github.com/tetherproject/tether/internal/testpki"
 	"github.com/tetherproject/tether/pkg/api"
-	"github.com/tetherproject/tether/server"
 	"github.com/tetherproject/tether/session"
 	"github.com/tetherproject/tether/svid"
 )
 
-// fzAPI is the API handler, served without TLS (the request carries the
-// peer's verified leaf as a TLS connection would), with one session of
-// alice's.
+// fzAPI is the package's env, its log reset for each input, with one
+// session of alice's; requests reach the handler without TLS, carrying the
+// peer's verified leaf as a TLS connection would.
 type fzAPI struct {
-	h       http.Handler
-	mgr     *session.Manager
-	log     *bytes.Buffer
-	alice   *x509.Certificate
-	intro   *x509.Certificate
-	genuine string
+	*env
+	inputLog *bytes.Buffer
+	alice    *x509.Certificate
+	intro    *x509.Certificate
+	genuine  string
 }
 
 func newFzAPI(tb testing.TB) *fzAPI {
 	tb.Helper()
-	ca := testpki.NewCA(tb, "example.org")
+	log := &bytes.Buffer{}
+	e := newEnv(tb, envOpts{logTo: log, session: session.Config{SweepInterval: time.Hour}})
 	a := &fzAPI{
-		log:   &bytes.Buffer{},
-		alice: ca.Issue(tb, "spiffe://example.org/admin/alice").Certificates[0],
-		intro: ca.Issue(tb, "spiffe://example.org/svc/gateway").Certificates[0],
+		env:      e,
+		inputLog: log,
+		alice:    e.ca.Issue(tb, aliceID).Certificates[0],
+		intro:    e.ca.Issue(tb, introID).Certificates[0],
 	}
-	logger := slog.New(slog.NewJSONHandler(a.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	var err error
-	a.mgr, err = session.NewManager(session.Config{
-		Issuer: spiffeid.RequireFromString("spiffe://example.org/tetherd"), LoginRate: rate.Inf,
-		SweepInterval: time.Hour, Logger: logger,
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = a.mgr.Close() })
-	admins, err := auth.ParsePolicy([]string{"spiffe://example.org/admin/*"})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	intros, err := auth.ParsePolicy([]string{"spiffe://example.org/svc/gateway"})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	a.h = server.NewHandler(server.Config{Sessions: a.mgr, Admins: admins, Introspectors: intros, Logger: logger})
 	a.relogin(tb)
 	return a
 }
@@ -82,24 +59,18 @@ func (a *fzAPI) relogin(tb testing.TB) {
 		}
 	}
 	tok, _, err := a.mgr.Login(context.Background(), a.alicePeer())
-	if err != nil {
-		tb.Fatal(err)
-	}
+	require.NoError(tb, err)
 	a.genuine = tok
 }
 
 func (a *fzAPI) alicePeer() session.Peer {
-	id, _ := spiffeid.FromString("spiffe://example.org/admin/alice")
-	return session.Peer{ID: id, Fingerprint: svid.Fingerprint(a.alice)}
+	return session.Peer{ID: spiffeid.RequireFromString(aliceID), Fingerprint: svid.Fingerprint(a.alice)}
 }
 
+// serve calls the handler with req from leaf, with a fresh log.
 func (a *fzAPI) serve(req *http.Request, leaf *x509.Certificate) *httptest.ResponseRecorder {
-	req.TLS = &tls.ConnectionState{Version: tls.VersionTLS13, PeerCertificates: []*x509.Certificate{leaf}, VerifiedChains: [][]*x509.Certificate{{leaf}}}
-	req.RemoteAddr = "192.0.2.1:4242"
-	rec := httptest.NewRecorder()
-	a.log.Reset()
-	a.h.ServeHTTP(rec, req)
-	return rec
+	a.inputLog.Reset()
+	return a.serveHTTP(req, leaf)
 }
 
 // fzCheckError checks an error answer: JSON, a code that goes with the
@@ -178,8 +149,8 @@ func FuzzIntrospect(f *testing.F) {
 		if got.Active != active || (got.Session != nil) != active {
 			t.Fatalf("body %q: active %v (session %v), want %v", body, got.Active, got.Session, active)
 		}
-		if strings.Contains(a.log.String(), a.genuine) {
-			t.Fatalf("the token is in the log: %s", a.log)
+		if strings.Contains(a.inputLog.String(), a.genuine) {
+			t.Fatalf("the token is in the log: %s", a.inputLog)
 		}
 	})
 }
@@ -217,8 +188,8 @@ func FuzzRoute(f *testing.F) {
 		} else if rec.Code >= 300 || rec.Code < 200 {
 			t.Fatalf("%s %s: status %d", method, target, rec.Code)
 		}
-		if strings.Contains(a.log.String(), a.genuine) {
-			t.Fatalf("the token is in the log: %s", a.log)
+		if strings.Contains(a.inputLog.String(), a.genuine) {
+			t.Fatalf("the token is in the log: %s", a.inputLog)
 		}
 	})
 }

@@ -15,9 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/time/rate"
 
-	"github.com/tetherproject/tether/internal/testutil"
 	"github.com/tetherproject/tether/server"
 	"github.com/tetherproject/tether/session"
 )
@@ -50,17 +48,13 @@ func TestHealth(t *testing.T) {
 // TestMetrics: the counters and gauges follow what the manager does.
 func TestMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	clk := testutil.NewClock(time.Now())
-	m, err := session.NewManager(session.Config{
-		Issuer: spiffeid.RequireFromString("spiffe://example.org/tetherd"), IdleTimeout: time.Minute,
-		LoginRate: rate.Inf, Registerer: reg, Now: clk.Now, SweepInterval: time.Hour,
-	})
-	require.NoError(t, err)
-	defer func() { require.NoError(t, m.Close()) }()
+	e := newEnv(t, envOpts{session: session.Config{IdleTimeout: time.Minute, Registerer: reg, SweepInterval: time.Hour}})
+	m, clk := e.mgr, e.clock
 	ctx := context.Background()
-	alice := session.Peer{ID: spiffeid.RequireFromString("spiffe://example.org/admin/alice"), Fingerprint: "fp1"}
+	alice := session.Peer{ID: spiffeid.RequireFromString(aliceID), Fingerprint: "fp1"}
 	tok, info, err := m.Login(ctx, alice)
 	require.NoError(t, err)
+	e.remember(tok)
 	_, _, err = m.Login(ctx, alice)
 	require.NoError(t, err)
 	_, err = m.Validate(ctx, tok, session.Peer{ID: alice.ID, Fingerprint: "fp2"})

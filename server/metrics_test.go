@@ -1,50 +1,26 @@
 package server_test
 
 import (
-	"crypto/tls"
-	"crypto/x509"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/time/rate"
 
-	"github.com/tetherproject/tether/auth"
-	"github.com/tetherproject/tether/internal/testpki"
-	logbuf "github.com/tetherproject/tether/internal/testutil"
 	"github.com/tetherproject/tether/pkg/api"
-	"github.com/tetherproject/tether/server"
-	"github.com/tetherproject/tether/session"
 )
 
 // TestHTTPMetricsAndDebugLog: every answer is counted by route, method and
 // status and timed by route; at debug level each request is logged with its
 // route, status and duration (a string, as people read it).
 func TestHTTPMetricsAndDebugLog(t *testing.T) {
-	ca := testpki.NewCA(t, "example.org")
-	alice := ca.Issue(t, "spiffe://example.org/admin/alice")
-	mgr, err := session.NewManager(session.Config{Issuer: spiffeid.RequireFromString("spiffe://example.org/tetherd"), LoginRate: rate.Inf})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = mgr.Close() })
-	admins, err := auth.ParsePolicy([]string{"spiffe://example.org/admin/*"})
-	require.NoError(t, err)
 	reg := prometheus.NewRegistry()
-	logs := &logbuf.Buffer{}
-	h := server.NewHandler(server.Config{
-		Sessions: mgr, Admins: admins, Registerer: reg,
-		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	e := newEnv(t, envOpts{registerer: reg})
+	alice := e.ca.Issue(t, aliceID).Certificates[0]
 	serve := func(method, path string) int {
-		req := httptest.NewRequest(method, "https://tetherd"+path, nil)
-		req.TLS = &tls.ConnectionState{Version: tls.VersionTLS13, PeerCertificates: alice.Certificates, VerifiedChains: [][]*x509.Certificate{alice.Certificates}}
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
-		return rec.Code
+		return e.serveHTTP(httptest.NewRequest(method, "https://tetherd"+path, nil), alice).Code
 	}
 	require.Equal(t, http.StatusCreated, serve(http.MethodPost, api.PathSessions))
 	require.Equal(t, http.StatusUnauthorized, serve(http.MethodGet, api.PathSessionsSelf))
@@ -56,8 +32,8 @@ func TestHTTPMetricsAndDebugLog(t *testing.T) {
 	require.Equal(t, 1.0, requests(api.PathSessions, "POST", "201"))
 	require.Equal(t, 1.0, requests(api.PathSessionsSelf, "GET", "401"))
 	require.Equal(t, 1.0, requests("unmatched", "GET", "404"))
-	require.Contains(t, logs.String(), `"msg":"http.request","route":"/v1/sessions","method":"POST","status":201,"duration":"`)
-	require.False(t, strings.Contains(logs.String(), `"duration":1`), "durations are strings")
+	require.Contains(t, e.log.String(), `"msg":"http.request","route":"/v1/sessions","method":"POST","status":201,"duration":"`)
+	require.False(t, strings.Contains(e.log.String(), `"duration":1`), "durations are strings")
 }
 
 // counterValue is the value of the counter of family name with the labels.

@@ -3,186 +3,19 @@ package server_test
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/time/rate"
 
-	"github.com/tetherproject/tether/auth"
-	"github.com/tetherproject/tether/internal/testpki"
-	"github.com/tetherproject/tether/internal/testutil"
 	"github.com/tetherproject/tether/pkg/api"
-	"github.com/tetherproject/tether/server"
 	"github.com/tetherproject/tether/session"
-	"github.com/tetherproject/tether/svid"
 )
-
-type env struct {
-	t      *testing.T
-	ca     *testpki.CA
-	url    string
-	log    *testutil.Buffer
-	clock  *testutil.Clock
-	mgr    *session.Manager
-	tokens []string // every token handed out, for the log hygiene check
-}
-
-type envOpts struct {
-	perIdentity int
-	loginRate   rate.Limit
-	loginBurst  int
-}
-
-const (
-	aliceID = "spiffe://example.org/admin/alice"
-	bobID   = "spiffe://example.org/admin/bob"
-	webID   = "spiffe://example.org/workload/web"
-	introID = "spiffe://example.org/svc/gateway"
-)
-
-// newEnv serves the API over real TLS on a loopback listener.
-func newEnv(t *testing.T, o envOpts) *env {
-	t.Helper()
-	e := &env{t: t, ca: testpki.NewCA(t, "example.org"), log: &testutil.Buffer{}, clock: testutil.NewClock(time.Now())}
-	logger := slog.New(slog.NewJSONHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	serverSVID := e.ca.Issue(t, "spiffe://example.org/tetherd")
-	if o.loginRate == 0 {
-		o.loginRate = rate.Inf
-	}
-	var err error
-	e.mgr, err = session.NewManager(session.Config{
-		Issuer: serverSVID.ID, TTL: time.Hour, IdleTimeout: 10 * time.Minute,
-		MaxSessionsPerIdentity: o.perIdentity, LoginRate: o.loginRate, LoginBurst: o.loginBurst,
-		Logger: logger, Now: e.clock.Now,
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = e.mgr.Close() })
-	admins, err := auth.ParsePolicy([]string{"spiffe://example.org/admin/*"})
-	require.NoError(t, err)
-	intro, err := auth.ParsePolicy([]string{introID})
-	require.NoError(t, err)
-	src := &svid.StaticSource{SVID: serverSVID, Bundles: x509bundle.NewSet(e.ca.Bundle())}
-	h := server.NewHandler(server.Config{Sessions: e.mgr, Bundles: src, Admins: admins, Introspectors: intro, Logger: logger, Now: e.clock.Now})
-	tlsCfg := auth.ServerTLSConfig(src, src)
-	srv := server.NewHTTPServer(h, tlsCfg, logger)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	go func() { _ = srv.Serve(server.NewListener(ln, tlsCfg, server.ConnLimits{}, logger, nil)) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
-	e.url = "https://" + ln.Addr().String()
-	t.Cleanup(e.checkLogHygiene)
-	return e
-}
-
-// checkLogHygiene: no token, nor any recognisable part of one, is ever logged.
-func (e *env) checkLogHygiene() {
-	log := e.log.String()
-	require.NotEmpty(e.t, log)
-	for _, tok := range e.tokens {
-		parts := strings.Split(tok, ".")
-		require.NotContains(e.t, log, tok)
-		require.NotContains(e.t, log, parts[1], "the token's payload")
-		require.NotContains(e.t, log, parts[2], "the token's signature")
-		require.NotContains(e.t, log, parts[2][:16], "a prefix of the signature")
-		require.NotContains(e.t, log, tok[:16], "a prefix of the token")
-		require.NotContains(e.t, log, parts[1][:16], "a prefix of the payload")
-	}
-}
-
-// identity is one TLS client identity.
-type identity struct {
-	e    *env
-	svid *x509svid.SVID
-	c    *http.Client
-}
-
-func (e *env) as(id string) *identity {
-	return e.asSVID(e.ca.Issue(e.t, id))
-}
-
-func (e *env) asSVID(s *x509svid.SVID) *identity {
-	pool := x509.NewCertPool()
-	pool.AddCert(e.ca.Cert)
-	tr := &http.Transport{TLSClientConfig: &tls.Config{
-		Certificates:       []tls.Certificate{testpki.TLSCertificate(s)},
-		InsecureSkipVerify: true, //nolint:gosec // SVIDs have no DNS SAN; this test exercises the server
-		MinVersion:         tls.VersionTLS13,
-	}}
-	e.t.Cleanup(tr.CloseIdleConnections)
-	return &identity{e: e, svid: s, c: &http.Client{Transport: tr}}
-}
-
-func (i *identity) fp() string { return svid.Fingerprint(i.svid.Certificates[0]) }
-
-type reply struct {
-	status int
-	header http.Header
-	body   []byte
-}
-
-func (r reply) code() api.Code {
-	var er api.ErrorResponse
-	if json.Unmarshal(r.body, &er) != nil || er.Error == nil {
-		return ""
-	}
-	return er.Error.Code
-}
-
-func (r reply) decode(t *testing.T, v any) {
-	t.Helper()
-	require.NoError(t, json.Unmarshal(r.body, v), string(r.body))
-}
-
-func (i *identity) do(method, path, token string, body io.Reader, hdr ...string) reply {
-	t := i.e.t
-	t.Helper()
-	req, err := http.NewRequest(method, i.e.url+path, body)
-	require.NoError(t, err)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	for k := 0; k+1 < len(hdr); k += 2 {
-		req.Header.Add(hdr[k], hdr[k+1])
-	}
-	resp, err := i.c.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	if resp.StatusCode >= 400 {
-		require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
-		require.NotEmpty(t, reply{body: b}.code(), "every error has a code: %s", b)
-	}
-	return reply{status: resp.StatusCode, header: resp.Header, body: b}
-}
-
-func (i *identity) login() (string, api.Session) {
-	t := i.e.t
-	t.Helper()
-	r := i.do(http.MethodPost, api.PathSessions, "", nil)
-	require.Equal(t, http.StatusCreated, r.status, string(r.body))
-	var lr api.LoginResponse
-	r.decode(t, &lr)
-	require.NotEmpty(t, lr.Token)
-	i.e.tokens = append(i.e.tokens, lr.Token)
-	return lr.Token, lr.Session
-}
 
 func TestAPIFlow(t *testing.T) {
 	e := newEnv(t, envOpts{})
@@ -270,7 +103,7 @@ func TestAPIRebind(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.status, string(r.body))
 	var lr api.LoginResponse
 	r.decode(t, &lr)
-	e.tokens = append(e.tokens, lr.Token)
+	e.remember(lr.Token)
 	require.Equal(t, s.SessionID, lr.Session.SessionID)
 	require.Equal(t, s.ExpiresAt, lr.Session.ExpiresAt)
 	require.Equal(t, rotated.fp(), lr.Session.CNF.X5TS256)
@@ -343,7 +176,7 @@ func TestAPIIntrospect(t *testing.T) {
 
 // TestAPIErrors walks every row of the contract's error table.
 func TestAPIErrors(t *testing.T) {
-	e := newEnv(t, envOpts{perIdentity: 2})
+	e := newEnv(t, envOpts{session: session.Config{MaxSessionsPerIdentity: 2}})
 	alice, bob, web, gw := e.as(aliceID), e.as(bobID), e.as(webID), e.as(introID)
 	tok, _ := alice.login()
 	bobTok, _ := bob.login()
@@ -414,7 +247,7 @@ func TestAPIErrors(t *testing.T) {
 }
 
 func TestAPIRateLimited(t *testing.T) {
-	e := newEnv(t, envOpts{loginRate: 0.001, loginBurst: 2})
+	e := newEnv(t, envOpts{session: session.Config{LoginRate: 0.001, LoginBurst: 2}})
 	alice := e.as(aliceID)
 	alice.login()
 	alice.login()
@@ -437,7 +270,7 @@ func TestSecurityEventLog(t *testing.T) {
 	r := rotated.do(http.MethodPost, api.PathRebind, tok, nil)
 	var lr api.LoginResponse
 	r.decode(t, &lr)
-	e.tokens = append(e.tokens, lr.Token)
+	e.remember(lr.Token)
 	rotated.do(http.MethodDelete, api.PathSessionsSelf, lr.Token, nil)
 	e.as(webID).do(http.MethodPost, api.PathSessions, "", nil)
 	_, s2 := alice.login()
@@ -518,7 +351,7 @@ func TestBindingCheckedEveryRequest(t *testing.T) {
 // sessions (DELETE /v1/sessions?spiffe_id=own, no token). Another identity
 // without a token cannot, and a token is still checked when one is sent.
 func TestRevokeOwnSessionsWithSVIDAlone(t *testing.T) {
-	e := newEnv(t, envOpts{perIdentity: 2})
+	e := newEnv(t, envOpts{session: session.Config{MaxSessionsPerIdentity: 2}})
 	alice, bob := e.as(aliceID), e.as(bobID)
 	alice.login()
 	alice.login()
