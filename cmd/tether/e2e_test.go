@@ -287,12 +287,15 @@ func TestUsageErrors(t *testing.T) {
 		want   string
 	}{
 		"no-command":           {args: nil, want: "give a command"},
-		"unknown-command":      {args: []string{"logon"}, want: `unknown command "logon"`},
+		"unknown-command":      {args: []string{"logon"}, want: `unknown command "logon" for "tether" (did you mean login or logout?)`},
 		"unknown-subcommand":   {args: []string{"sessions", "show"}, want: `unknown command "show"`},
 		"no-subcommand":        {args: []string{"sessions"}, want: "give a command"},
 		"unknown-flag":         {args: []string{"whoami", "--verbose"}, want: "unknown flag: --verbose"},
 		"flag-without-value":   {args: []string{"whoami", "--server-id"}, want: "flag needs an argument"},
 		"extra-argument":       {args: []string{"whoami", "alice"}, want: "unknown command"},
+		"bad-flag-value":       {args: []string{"whoami", "--workload-api-timeout", "soon"}, want: `invalid argument "soon" for "--workload-api-timeout"`},
+		"completion-extra-arg": {args: []string{"completion", "bash", "now"}, want: "unknown command"},
+		"version-extra-arg":    {args: []string{"version", "now"}, want: "unknown command"},
 		"revoke-nothing":       {args: []string{"sessions", "revoke"}, want: "give one SESSION_ID or --spiffe-id"},
 		"revoke-two":           {args: []string{"sessions", "revoke", "a", "b"}, want: "give one SESSION_ID"},
 		"revoke-both":          {args: []string{"sessions", "revoke", "a", "--spiffe-id", bobID}, want: "not both"},

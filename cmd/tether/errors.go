@@ -3,69 +3,25 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"net"
 	"strings"
 	"syscall"
 
+	"github.com/tetherproject/tether/internal/cli"
 	"github.com/tetherproject/tether/pkg/api"
 	"github.com/tetherproject/tether/pkg/client"
 )
 
-// Exit codes.
-const (
-	exitOK      = 0
-	exitFailure = 1
-	exitUsage   = 2
-)
+// usagef is a usage error (exit 2); failf a failure (exit 1) saying what
+// to do.
+func usagef(format string, args ...any) error { return cli.Usagef(format, args...) }
 
-// exitError is an error with its exit code and the one line a person reads.
-// Every error that RunE returns is one; anything else comes from cobra
-// (unknown command or flag, wrong number of arguments) and is a usage error.
-type exitError struct {
-	code int
-	msg  string
-}
-
-func (e *exitError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error {
-	return &exitError{code: exitUsage, msg: fmt.Sprintf(format, args...)}
-}
-
-func failf(format string, args ...any) error {
-	return &exitError{code: exitFailure, msg: fmt.Sprintf(format, args...)}
-}
-
-// report prints err as one line on stderr and returns the exit code.
-func report(stderr io.Writer, err error) int {
-	if err == nil {
-		return exitOK
-	}
-	code, msg := exitUsage, err.Error()
-	var ee *exitError
-	if errors.As(err, &ee) {
-		code, msg = ee.code, ee.msg
-	}
-	if code == exitUsage {
-		msg += " (see 'tether --help')"
-	}
-	// Nothing better to do if stderr is gone.
-	_, _ = fmt.Fprintln(stderr, "tether: "+oneLine(msg))
-	return code
-}
-
-func oneLine(s string) string {
-	s = strings.TrimSpace(s)
-	s = strings.ReplaceAll(s, "\r", " ")
-	return strings.ReplaceAll(s, "\n", " ")
-}
+func failf(format string, args ...any) error { return cli.Failf(format, args...) }
 
 // explain turns an error of the client into a failure a person can act on.
 func (e *env) explain(err error) error {
-	var ee *exitError
-	if errors.As(err, &ee) {
+	var ce *cli.Error
+	if errors.As(err, &ce) {
 		return err
 	}
 	server := e.client.ServerURL()

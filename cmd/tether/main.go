@@ -17,6 +17,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/tetherproject/tether/internal/cli"
 )
 
 func main() {
@@ -29,10 +31,5 @@ func main() {
 // run is the whole CLI, with its surroundings passed in so that it can be
 // tested without a process.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	root := newRootCmd(getenv)
-	root.SetArgs(args)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
-	err := root.ExecuteContext(ctx)
-	return report(stderr, err)
+	return cli.Main(ctx, newRootCmd(getenv), args, stdout, stderr)
 }

@@ -4,16 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"runtime/debug"
 
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/tetherproject/tether/internal/cli"
 	"github.com/tetherproject/tether/pkg/api"
 )
-
-// version is set at build time: -ldflags "-X main.version=v1.2.3".
-var version = ""
 
 func newRootCmd(getenv func(string) string) *cobra.Command {
 	g := &globals{getenv: getenv}
@@ -46,22 +43,17 @@ line on stderr), 2 on a usage error.`,
 
   # identity from a SPIRE agent instead of files
   tether --workload-api unix:///run/spire/agent.sock --server-id spiffe://example.org/tetherd whoami`,
-		SilenceUsage:  true,
-		SilenceErrors: true,
 		RunE: func(*cobra.Command, []string) error {
 			return usagef("give a command: login, whoami, logout, sessions or version")
 		},
 	}
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usagef("%v", err) })
 	g.register(root)
 
 	sessions := &cobra.Command{
 		Use:   "sessions",
 		Short: "List and revoke the live sessions of tetherd",
-		RunE: func(_ *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return usagef("unknown command %q for \"tether sessions\": use list or revoke", args[0])
-			}
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
 			return usagef("give a command: tether sessions list, or tether sessions revoke")
 		},
 	}
@@ -260,7 +252,7 @@ func newVersionCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			v := versionInfo{Version: buildVersion(), Go: runtime.Version()}
+			v := versionInfo{Version: cli.Version(), Go: runtime.Version()}
 			p := &printer{w: cmd.OutOrStdout(), json: format == "json"}
 			if p.json {
 				return p.writeJSON(v)
@@ -268,38 +260,4 @@ func newVersionCmd(g *globals) *cobra.Command {
 			return p.line("tether %s (%s)", v.Version, v.Go)
 		},
 	}
-}
-
-// buildVersion is the -X version, else the module version or VCS revision
-// recorded in the binary, else "devel".
-func buildVersion() string {
-	if version != "" {
-		return version
-	}
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "devel"
-	}
-	if v := info.Main.Version; v != "" && v != "(devel)" {
-		return v
-	}
-	rev, dirty := "", false
-	for _, s := range info.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			dirty = s.Value == "true"
-		}
-	}
-	if rev == "" {
-		return "devel"
-	}
-	if len(rev) > 12 {
-		rev = rev[:12]
-	}
-	if dirty {
-		rev += "-dirty"
-	}
-	return "devel-" + rev
 }

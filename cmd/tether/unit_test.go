@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tetherproject/tether/internal/cli"
 	"github.com/tetherproject/tether/pkg/api"
 )
 
@@ -243,7 +244,7 @@ func TestCacheFileChecks(t *testing.T) {
 // assertFailure: err is a failure (exit 1), not a usage error.
 func assertFailure(t *testing.T, err error) {
 	t.Helper()
-	var ee *exitError
-	require.ErrorAs(t, err, &ee)
-	assert.Equal(t, exitFailure, ee.code)
+	var ce *cli.Error
+	require.ErrorAs(t, err, &ce)
+	assert.Equal(t, cli.ExitFailure, ce.Code)
 }

@@ -46,6 +46,9 @@ func TestConfigErrors(t *testing.T) {
 		{"fail/bad-listen", append(append(append([]string{}, id...), admin...), "--listen", "nope"), "--listen"},
 		{"fail/unknown-flag", []string{"--frobnicate"}, "unknown flag"},
 		{"fail/extra-arg", append(append(append([]string{}, id...), admin...), "extra"), "unknown command"},
+		{"fail/unknown-command-suggested", []string{"dve"}, `unknown command "dve" for "tetherd" (did you mean dev?)`},
+		{"fail/version-extra-arg", []string{"version", "now"}, `unknown command "now" for "tetherd version"`},
+		{"fail/dev-unknown-flag", []string{"dev", "--frobnicate"}, "unknown flag: --frobnicate"},
 		{"fail/dev-public-listen", []string{"dev", "--dir", t.TempDir(), "--listen", "0.0.0.0:0"}, "loopback"},
 		{"fail/dev-with-identity", append([]string{"dev", "--dir", t.TempDir()}, id...), "dev mode makes its own identity"},
 	} {

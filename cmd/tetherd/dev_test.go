@@ -16,6 +16,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tetherproject/tether/internal/cli"
 	"github.com/tetherproject/tether/internal/testutil"
 	"github.com/tetherproject/tether/pkg/api"
 )
@@ -144,8 +145,7 @@ func TestDevDirRefused(t *testing.T) {
 	// runs as any user; as root, a folder given away is refused end to end.
 	mine := t.TempDir()
 	err := devDir(mine, os.Getuid()+1)
-	var ue *usageError
-	require.ErrorAs(t, err, &ue)
+	require.Equal(t, cli.ExitUsage, cli.ExitCode(err))
 	require.Equal(t, fmt.Sprintf("--dir: %s belongs to uid %d, not to you (uid %d): give a folder of your own", mine, os.Getuid(), os.Getuid()+1), err.Error())
 	t.Run("foreign-owner", func(t *testing.T) {
 		if os.Getuid() != 0 {

@@ -10,38 +10,17 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
-	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/tetherproject/tether/internal/cli"
 )
 
-// version is set at build time with -ldflags "-X main.version=..."; else the
-// module version from the build info.
-var version = ""
-
-func versionString() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return "devel"
-}
-
-// usageError is a configuration or command-line error: exit 2.
-type usageError struct{ msg string }
-
-func (e *usageError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error {
-	return &usageError{msg: fmt.Sprintf(format, args...)}
-}
+// usagef is a configuration or command-line error: exit 2.
+func usagef(format string, args ...any) error { return cli.Usagef(format, args...) }
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -55,20 +34,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // runContext is run with a context whose end stops serving like SIGTERM.
 func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	cmd := newRootCmd()
-	cmd.SetArgs(args)
-	cmd.SetOut(stdout)
-	cmd.SetErr(stderr)
-	err := cmd.ExecuteContext(ctx)
-	if err == nil {
-		return 0
-	}
-	_, _ = fmt.Fprintf(stderr, "tetherd: %v\n", err)
-	var ue *usageError
-	if errors.As(err, &ue) || isCobraUsage(err) {
-		return 2
-	}
-	return 1
+	return cli.Main(ctx, newRootCmd(), args, stdout, stderr)
 }
 
 func newRootCmd() *cobra.Command {
@@ -92,36 +58,21 @@ in memory only: a restart ends them all.`,
 
   # try it out with a throwaway trust domain
   tetherd dev`,
-		Args:          cobra.NoArgs,
-		SilenceUsage:  true,
-		SilenceErrors: true,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return serve(cmd, o, nil)
 		},
 	}
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{msg: err.Error()} })
 	o.register(root)
 	root.AddCommand(newDevCmd(o), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, err := fmt.Fprintln(cmd.OutOrStdout(), "tetherd", versionString())
+			_, err := fmt.Fprintln(cmd.OutOrStdout(), "tetherd", cli.Version())
 			return err
 		},
 	})
 	root.CompletionOptions.DisableDefaultCmd = true
 	return root
-}
-
-// isCobraUsage recognises cobra's own argument errors (unknown command, too
-// many arguments), which are usage errors.
-func isCobraUsage(err error) bool {
-	msg := err.Error()
-	for _, p := range []string{"unknown command", "accepts ", "unknown flag", "unknown shorthand", "requires at least", "invalid argument"} {
-		if strings.Contains(msg, p) {
-			return true
-		}
-	}
-	return false
 }

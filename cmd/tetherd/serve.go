@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tetherproject/tether/auth"
+	"github.com/tetherproject/tether/internal/cli"
 	"github.com/tetherproject/tether/internal/logthrottle"
 	"github.com/tetherproject/tether/server"
 	"github.com/tetherproject/tether/session"
@@ -155,7 +156,7 @@ func serve(cmd *cobra.Command, o *options, dev *devSetup) error {
 	go func() { errc <- healthSrv.Serve(healthConns) }()
 
 	log.Info("tetherd.started",
-		slog.String("version", versionString()),
+		slog.String("version", cli.Version()),
 		slog.String("spiffe_id", own.ID.String()),
 		slog.String("listen", apiLn.Addr().String()),
 		slog.String("health_listen", healthLn.Addr().String()),
