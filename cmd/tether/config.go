@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"net/url"
 	"strings"
 	"time"
 
@@ -95,13 +94,11 @@ func (g *globals) target(cmd *cobra.Command) (*target, error) {
 	if server == "" {
 		server = defaultServer
 	}
-	u, err := url.Parse(server)
-	if err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+	// Normalised as the client does: the cache file is named after it.
+	u, err := client.ParseServerURL(server)
+	if err != nil {
 		return nil, usagef("--server: %q is not an https://host:port URL", server)
 	}
-	// Normalised as the client does: the cache file is named after it.
-	u.Path = strings.TrimSuffix(u.Path, "/")
-	u.RawPath = ""
 	server = u.String()
 	rawID, _ := g.value(cmd, "server-id", envServerID)
 	if rawID == "" {
@@ -142,6 +139,9 @@ func (g *globals) identitySource(cmd *cobra.Command) (workloadAPI string, files 
 	case wl != "" && (wlFlag || !filesAny):
 		if _, err := workloadapi.TargetFromAddress(wl); err != nil {
 			return "", files, usagef("--workload-api: %q is not unix:///path or tcp://ip:port", wl)
+		}
+		if g.workloadAPITimeout <= 0 {
+			return "", files, usagef("--workload-api-timeout: must be positive")
 		}
 		return wl, [3]string{}, nil
 	case filesAny:
@@ -236,7 +236,7 @@ func (g *globals) newEnv(cmd *cobra.Command, autoLogin bool) (*env, error) {
 		client.WithTokenStore(e.store), client.WithAutoLogin(autoLogin))
 	if err != nil {
 		cleanup()
-		return nil, usagef("--server: %v", strings.TrimPrefix(err.Error(), "client: "))
+		return nil, err // its arguments were checked above: a bug
 	}
 	e.close = func() {
 		_ = e.client.Close()

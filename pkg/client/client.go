@@ -84,7 +84,7 @@ func WithLogger(logger *slog.Logger) Option {
 // API passes its *workloadapi.X509Source for both. The client does not close
 // the sources.
 func New(serverURL string, serverID spiffeid.ID, svids x509svid.Source, bundles x509bundle.Source, opts ...Option) (*Client, error) {
-	base, err := parseServerURL(serverURL)
+	base, err := ParseServerURL(serverURL)
 	if err != nil {
 		return nil, err
 	}
@@ -116,8 +116,12 @@ func New(serverURL string, serverID spiffeid.ID, svids x509svid.Source, bundles 
 	return c, nil
 }
 
-// parseServerURL accepts https://host[:port][/prefix] and nothing else.
-func parseServerURL(raw string) (*url.URL, error) {
+// ParseServerURL checks a tetherd URL as New does, accepting
+// https://host[:port][/prefix] and nothing else, and returns it in the form
+// ServerURL reports (no trailing slash): a program can key what it keeps per
+// server (the tether CLI names its token cache file after it) before it makes
+// the client.
+func ParseServerURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, fmt.Errorf("client: server URL: %w", err)
