@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tetherproject/tether/internal/testpki"
@@ -39,6 +42,7 @@ func TestConfigErrors(t *testing.T) {
 		{"fail/non-spiffe-cert", append([]string{"--svid-cert", files.Bundle, "--svid-key", files.Key, "--bundle", files.Bundle}, admin...), "--svid-cert"},
 		{"fail/bad-ttl", append(append(append([]string{}, id...), admin...), "--session-ttl", "0s"), "--session-ttl"},
 		{"fail/bad-duration", append(append(append([]string{}, id...), admin...), "--idle-timeout", "soon"), "--idle-timeout"},
+		{"fail/idle-above-ttl", append(append(append([]string{}, id...), admin...), "--session-ttl", "1h", "--idle-timeout", "2h"), "--idle-timeout 2h0m0s is longer than --session-ttl 1h0m0s"},
 		{"fail/bad-max", append(append(append([]string{}, id...), admin...), "--max-sessions", "-1"), "--max-sessions"},
 		{"fail/bad-rate", append(append(append([]string{}, id...), admin...), "--login-rate", "-1"), "--login-rate"},
 		{"fail/bad-log-level", append(append(append([]string{}, id...), admin...), "--log-level", "loud"), "--log-level"},
@@ -61,6 +65,34 @@ func TestConfigErrors(t *testing.T) {
 			require.True(t, strings.HasPrefix(lines[0], "tetherd: "), lines[0])
 			require.Contains(t, lines[0], tc.want)
 		})
+	}
+}
+
+// TestIdleTimeoutDefault: an --idle-timeout given above --session-ttl is
+// refused (TestConfigErrors); the default one follows a shorter TTL, and one
+// given at most the TTL is kept.
+func TestIdleTimeoutDefault(t *testing.T) {
+	dir := t.TempDir()
+	ca := testpki.NewCA(t, "example.org")
+	files := ca.WriteFiles(t, dir, "svid", ca.Issue(t, "spiffe://example.org/tetherd"))
+	for _, tc := range []struct {
+		args      []string
+		ttl, idle time.Duration
+	}{
+		{nil, 8 * time.Hour, 15 * time.Minute},
+		{[]string{"--session-ttl", "10m"}, 10 * time.Minute, 10 * time.Minute},
+		{[]string{"--session-ttl", "10m", "--idle-timeout", "10m"}, 10 * time.Minute, 10 * time.Minute},
+		{[]string{"--session-ttl", "1h", "--idle-timeout", "20m"}, time.Hour, 20 * time.Minute},
+	} {
+		o := &options{}
+		cmd := &cobra.Command{}
+		o.register(cmd)
+		require.NoError(t, cmd.ParseFlags(append([]string{"--admin", "spiffe://example.org/admin/*",
+			"--svid-cert", files.Cert, "--svid-key", files.Key, "--bundle", files.Bundle}, tc.args...)))
+		cfg, err := o.check(cmd, false)
+		require.NoError(t, err, "%v", tc.args)
+		assert.Equal(t, tc.ttl, cfg.session.TTL, "%v", tc.args)
+		assert.Equal(t, tc.idle, cfg.session.IdleTimeout, "%v", tc.args)
 	}
 }
 

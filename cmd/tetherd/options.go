@@ -45,7 +45,7 @@ func (o *options) register(cmd *cobra.Command) {
 	f.StringArrayVar(&o.admins, "admin", nil, "who may log in: spiffe://td/path (exactly) or spiffe://td/path/* (any ID below); repeatable, required")
 	f.StringArrayVar(&o.introspectors, "introspector", nil, "who may call /v1/introspect (same pattern syntax); repeatable; default nobody")
 	f.DurationVar(&o.sessionTTL, "session-ttl", session.DefaultTTL, "absolute session lifetime")
-	f.DurationVar(&o.idleTimeout, "idle-timeout", session.DefaultIdleTimeout, "a session not used for this long ends")
+	f.DurationVar(&o.idleTimeout, "idle-timeout", session.DefaultIdleTimeout, "a session not used for this long ends; at most --session-ttl (a shorter --session-ttl lowers the default)")
 	f.IntVar(&o.maxSessions, "max-sessions", session.DefaultMaxSessions, "live sessions in all; more are refused (429)")
 	f.IntVar(&o.maxPerIdentity, "max-sessions-per-identity", session.DefaultMaxSessionsPerIdentity, "live sessions of one SPIFFE ID; more are refused (429)")
 	f.Float64Var(&o.loginRate, "login-rate", float64(session.DefaultLoginRate), "logins per second per SPIFFE ID (0 turns the limit off)")
@@ -140,8 +140,14 @@ func (o *options) check(cmd *cobra.Command, dev bool) (*config, error) {
 			return nil, usagef("%s: must be positive", p.flag)
 		}
 	}
-	if o.idleTimeout > o.sessionTTL {
-		o.idleTimeout = o.sessionTTL
+	idle := o.idleTimeout
+	if idle > o.sessionTTL {
+		if f.Changed("idle-timeout") {
+			return nil, usagef("--idle-timeout %s is longer than --session-ttl %s: a session cannot sit idle longer than it lives; give at most %s", idle, o.sessionTTL, o.sessionTTL)
+		}
+		// Not given: the default follows a shorter TTL (as --help says), so
+		// that tetherd.started shows the idle timeout that applies.
+		idle = o.sessionTTL
 	}
 	if c.logger, err = newLogger(cmd.ErrOrStderr(), o.logLevel, o.logFormat); err != nil {
 		return nil, err
@@ -151,7 +157,7 @@ func (o *options) check(cmd *cobra.Command, dev bool) (*config, error) {
 		lr = rate.Inf
 	}
 	c.session = session.Config{
-		TTL: o.sessionTTL, IdleTimeout: o.idleTimeout,
+		TTL: o.sessionTTL, IdleTimeout: idle,
 		MaxSessions: o.maxSessions, MaxSessionsPerIdentity: o.maxPerIdentity,
 		LoginRate: lr, LoginBurst: o.loginBurst,
 		Logger: c.logger,

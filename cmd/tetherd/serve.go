@@ -162,7 +162,7 @@ func serve(cmd *cobra.Command, o *options, dev *devSetup) error {
 		slog.String("health_listen", healthLn.Addr().String()),
 		slog.Any("admins", cfg.admins.Strings()),
 		slog.Any("introspectors", cfg.introspectors.Strings()),
-		slog.Duration("session_ttl", o.sessionTTL), slog.Duration("idle_timeout", o.idleTimeout),
+		slog.Duration("session_ttl", cfg.session.TTL), slog.Duration("idle_timeout", cfg.session.IdleTimeout),
 		slog.Int("max_connections", o.conns.MaxConnections), slog.Int("max_connections_per_identity", o.conns.MaxPerIdentity),
 		slog.Int("max_handshakes", o.conns.MaxHandshakes))
 	warnDescriptors(log, o.conns.MaxConnections+server.HealthMaxConnections)
