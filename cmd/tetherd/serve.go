@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"sync/atomic"
@@ -16,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/tetherproject/tether/auth"
 	"github.com/tetherproject/tether/internal/cli"
@@ -34,138 +37,34 @@ type devSetup struct {
 	announce      func(w io.Writer, apiAddr string)
 }
 
-// serve runs tetherd until SIGTERM or SIGINT.
+// serve runs tetherd until SIGTERM or SIGINT, in the steps below. What a step
+// opens is closed, in the reverse order, on the way out.
 func serve(cmd *cobra.Command, o *options, dev *devSetup) error {
 	cfg, err := o.check(cmd, dev != nil)
 	if err != nil {
 		return err
 	}
-	log := cfg.logger
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reloadFailures := prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "tether_identity_reload_failures_total",
-		Help: "Changed SVID files that could not be loaded (the last good identity was kept).",
-	})
-	reg.MustRegister(reloadFailures)
-
+	cfg.addDev(dev)
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	// Identity.
-	var src svid.Source
-	var fileSrc *svid.FileSource
-	switch {
-	case dev != nil:
-		src = dev.source
-		cfg.admins = append(cfg.admins, dev.admins...)
-		cfg.introspectors = append(cfg.introspectors, dev.introspectors...)
-	case cfg.files:
-		// The callback may run before NewFileSource returns (it never does
-		// today: the first poll is an interval away), so it reads the source
-		// through a pointer published once the source exists.
-		var current atomic.Pointer[svid.FileSource]
-		fileSrc, err = svid.NewFileSource(svid.FileConfig{
-			CertFile: o.svidCert, KeyFile: o.svidKey, BundleFile: o.bundle,
-			OnReload: func(err error) {
-				if err != nil {
-					reloadFailures.Inc()
-					log.Error("identity.reload_failed", slog.String("error", err.Error()), slog.String("kept", "last good SVID"))
-					return
-				}
-				fs := current.Load()
-				if fs == nil {
-					return
-				}
-				if s, e := fs.GetX509SVID(); e == nil {
-					log.Info("identity.reloaded", slog.String("spiffe_id", s.ID.String()),
-						slog.String("fingerprint", svid.Fingerprint(s.Certificates[0])),
-						slog.Time("not_after", s.Certificates[0].NotAfter))
-				}
-			},
-		})
-		if err != nil {
-			return usagef("--svid-cert: %v", err)
-		}
-		current.Store(fileSrc)
-		src = fileSrc
-	default:
-		log.Info("identity.waiting", slog.String("workload_api", cfg.workloadAPI), slog.Duration("timeout", o.startupTimeout))
-		src, err = svid.NewWorkloadSource(ctx, cfg.workloadAPI, o.startupTimeout, log)
-		if err != nil {
-			return err
-		}
-	}
-	defer func() { _ = src.Close() }() // nothing to do about a failed close at exit
-	own, err := src.GetX509SVID()
+	m := newMetrics()
+	id, err := openIdentity(ctx, o, cfg, dev, m.reloadFailures)
 	if err != nil {
-		return fmt.Errorf("no SVID: %w", err)
+		return err
 	}
-	if err := svid.Usable(src, time.Now()); err != nil {
-		return fmt.Errorf("own SVID not usable: %w", err)
-	}
-
-	// Sessions.
-	cfg.session.Issuer = own.ID
-	cfg.session.Registerer = reg
-	mgr, err := session.NewManager(cfg.session)
+	defer func() { _ = id.src.Close() }() // nothing to do about a failed close at exit
+	mgr, err := newSessions(cfg, id.own.ID, m.reg)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = mgr.Close() }()
-
-	// Listeners.
-	apiLn, err := net.Listen("tcp", o.listen)
+	apiLn, healthLn, err := listen(o)
 	if err != nil {
-		return fmt.Errorf("--listen: %w", err)
+		return err
 	}
-	healthLn, err := net.Listen("tcp", o.healthListen)
-	if err != nil {
-		_ = apiLn.Close()
-		return fmt.Errorf("--health-listen: %w", err)
-	}
-	handler := server.NewHandler(server.Config{
-		Sessions: mgr, Bundles: src, Admins: cfg.admins, Introspectors: cfg.introspectors,
-		Logger: log,
-	})
-	apiTLS := auth.ServerTLSConfig(src, src)
-	apiConns := server.NewListener(apiLn, apiTLS, o.conns, log, reg)
-	apiSrv := server.NewHTTPServer(handler, apiTLS, log)
-	var serving atomic.Bool
-	ready := func() error {
-		if !serving.Load() {
-			return errors.New("the API listener is not serving")
-		}
-		return svid.Usable(src, time.Now())
-	}
-	healthSrv := server.NewHealthServer(server.Health(ready, reg), log)
-	healthShed := prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "tether_health_connections_refused_total",
-		Help: "Connections to --health-listen closed at once because the listener's connection cap was reached.",
-	})
-	reg.MustRegister(healthShed)
-	healthConns := server.LimitListener(healthLn, server.HealthMaxConnections, healthShed.Inc)
-
-	errc := make(chan error, 2)
-	go func() {
-		serving.Store(true)
-		err := apiSrv.Serve(apiConns)
-		serving.Store(false)
-		errc <- err
-	}()
-	go func() { errc <- healthSrv.Serve(healthConns) }()
-
-	log.Info("tetherd.started",
-		slog.String("version", cli.Version()),
-		slog.String("spiffe_id", own.ID.String()),
-		slog.String("listen", apiLn.Addr().String()),
-		slog.String("health_listen", healthLn.Addr().String()),
-		slog.Any("admins", cfg.admins.Strings()),
-		slog.Any("introspectors", cfg.introspectors.Strings()),
-		slog.Duration("session_ttl", cfg.session.TTL), slog.Duration("idle_timeout", cfg.session.IdleTimeout),
-		slog.Int("max_connections", o.conns.MaxConnections), slog.Int("max_connections_per_identity", o.conns.MaxPerIdentity),
-		slog.Int("max_handshakes", o.conns.MaxHandshakes))
-	warnDescriptors(log, o.conns.MaxConnections+server.HealthMaxConnections)
+	srv := startServers(o, cfg, m, id.src, mgr, apiLn, healthLn)
+	logStarted(cfg.logger, o, cfg, id.own.ID, apiLn.Addr(), healthLn.Addr())
 	if dev != nil {
 		dev.announce(cmd.OutOrStdout(), apiLn.Addr().String())
 	}
@@ -173,37 +72,233 @@ func serve(cmd *cobra.Command, o *options, dev *devSetup) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	runErr := waitForStop(ctx, cfg.logger, id.files, hup, srv.stopped)
+	return drain(cfg.logger, o.shutdownTimeout, srv, mgr, runErr)
+}
 
-	var runErr error
-loop:
+// addDev adds dev mode's admin and introspector patterns to the policies.
+func (c *config) addDev(dev *devSetup) {
+	if dev != nil {
+		c.admins = append(c.admins, dev.admins...)
+		c.introspectors = append(c.introspectors, dev.introspectors...)
+	}
+}
+
+// metrics is tetherd's Prometheus registry (served on /metrics) and the
+// counters serve keeps itself; the packages register their own.
+type metrics struct {
+	reg            *prometheus.Registry
+	reloadFailures prometheus.Counter
+	healthShed     prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		reloadFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tether_identity_reload_failures_total",
+			Help: "Changed SVID files that could not be loaded (the last good identity was kept).",
+		}),
+		healthShed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tether_health_connections_refused_total",
+			Help: "Connections to --health-listen closed at once because the listener's connection cap was reached.",
+		}),
+	}
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.reloadFailures, m.healthShed)
+	return m
+}
+
+// identity is tetherd's own: the source of its SVID and trust bundles, and
+// the SVID it starts with.
+type identity struct {
+	src   svid.Source
+	files *svid.FileSource // the source when it is files: SIGHUP reloads them
+	own   *x509svid.SVID
+}
+
+// openIdentity takes the identity from dev mode, from files or from the
+// Workload API, and checks that its SVID is usable now.
+func openIdentity(ctx context.Context, o *options, cfg *config, dev *devSetup, reloadFailures prometheus.Counter) (*identity, error) {
+	id := &identity{}
+	var err error
+	switch {
+	case dev != nil:
+		id.src = dev.source
+	case cfg.files:
+		if id.files, err = watchFiles(o, cfg.logger, reloadFailures); err != nil {
+			return nil, err
+		}
+		id.src = id.files
+	default:
+		cfg.logger.Info("identity.waiting", slog.String("workload_api", cfg.workloadAPI), slog.Duration("timeout", o.startupTimeout))
+		src, err := svid.NewWorkloadSource(ctx, cfg.workloadAPI, o.startupTimeout, cfg.logger)
+		if err != nil {
+			return nil, err
+		}
+		id.src = src
+	}
+	if id.own, err = id.src.GetX509SVID(); err != nil {
+		err = fmt.Errorf("no SVID: %w", err)
+	} else if err = svid.Usable(id.src, time.Now()); err != nil {
+		err = fmt.Errorf("own SVID not usable: %w", err)
+	}
+	if err != nil {
+		_ = id.src.Close() // the error above is the one to report
+		return nil, err
+	}
+	return id, nil
+}
+
+// watchFiles loads the SVID files and watches them. Every reload is logged;
+// one that fails is counted, and the last good identity is kept.
+func watchFiles(o *options, log *slog.Logger, reloadFailures prometheus.Counter) (*svid.FileSource, error) {
+	// The callback may run before NewFileSource returns (it never does
+	// today: the first poll is an interval away), so it reads the source
+	// through a pointer published once the source exists.
+	var current atomic.Pointer[svid.FileSource]
+	fileSrc, err := svid.NewFileSource(svid.FileConfig{
+		CertFile: o.svidCert, KeyFile: o.svidKey, BundleFile: o.bundle,
+		OnReload: func(err error) {
+			if err != nil {
+				reloadFailures.Inc()
+				log.Error("identity.reload_failed", slog.String("error", err.Error()), slog.String("kept", "last good SVID"))
+				return
+			}
+			fs := current.Load()
+			if fs == nil {
+				return
+			}
+			if s, e := fs.GetX509SVID(); e == nil {
+				log.Info("identity.reloaded", slog.String("spiffe_id", s.ID.String()),
+					slog.String("fingerprint", svid.Fingerprint(s.Certificates[0])),
+					slog.Time("not_after", s.Certificates[0].NotAfter))
+			}
+		},
+	})
+	if err != nil {
+		return nil, usagef("--svid-cert: %v", err)
+	}
+	current.Store(fileSrc)
+	return fileSrc, nil
+}
+
+// newSessions starts the session manager, issuing tokens as issuer.
+func newSessions(cfg *config, issuer spiffeid.ID, reg prometheus.Registerer) (*session.Manager, error) {
+	sc := cfg.session
+	sc.Issuer = issuer
+	sc.Registerer = reg
+	return session.NewManager(sc)
+}
+
+// listen binds --listen and --health-listen.
+func listen(o *options) (api, health net.Listener, err error) {
+	if api, err = net.Listen("tcp", o.listen); err != nil {
+		return nil, nil, fmt.Errorf("--listen: %w", err)
+	}
+	if health, err = net.Listen("tcp", o.healthListen); err != nil {
+		_ = api.Close()
+		return nil, nil, fmt.Errorf("--health-listen: %w", err)
+	}
+	return api, health, nil
+}
+
+// servers are the API server (HTTPS, mTLS) and the health server (plain
+// HTTP) once they serve.
+type servers struct {
+	api, health *http.Server
+	serving     atomic.Bool // the API serves: part of /readyz
+	stopped     chan error  // a server that stopped serving, and why
+}
+
+// startServers serves the API on apiLn, behind the connection limits, and
+// /healthz, /readyz and /metrics on healthLn, behind its cap.
+func startServers(o *options, cfg *config, m *metrics, src svid.Source, mgr *session.Manager, apiLn, healthLn net.Listener) *servers {
+	log := cfg.logger
+	apiTLS := auth.ServerTLSConfig(src, src)
+	s := &servers{stopped: make(chan error, 2)}
+	s.api = server.NewHTTPServer(server.NewHandler(server.Config{
+		Sessions: mgr, Bundles: src, Admins: cfg.admins, Introspectors: cfg.introspectors,
+		Logger: log,
+	}), apiTLS, log)
+	ready := func() error {
+		if !s.serving.Load() {
+			return errors.New("the API listener is not serving")
+		}
+		return svid.Usable(src, time.Now())
+	}
+	s.health = server.NewHealthServer(server.Health(ready, m.reg), log)
+	apiConns := server.NewListener(apiLn, apiTLS, o.conns, log, m.reg)
+	healthConns := server.LimitListener(healthLn, server.HealthMaxConnections, m.healthShed.Inc)
+	go func() {
+		s.serving.Store(true)
+		err := s.api.Serve(apiConns)
+		s.serving.Store(false)
+		s.stopped <- err
+	}()
+	go func() { s.stopped <- s.health.Serve(healthConns) }()
+	return s
+}
+
+// shutdown stops both servers, letting in-flight requests finish until ctx
+// ends.
+func (s *servers) shutdown(ctx context.Context) []error {
+	s.serving.Store(false)
+	var errs []error
+	if err := s.api.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("draining the API: %w", err))
+	}
+	if err := s.health.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("stopping health: %w", err))
+	}
+	return errs
+}
+
+// logStarted logs tetherd.started with what tetherd serves and how, and
+// warns if the open-file limit is below the connection caps.
+func logStarted(log *slog.Logger, o *options, cfg *config, own spiffeid.ID, api, health net.Addr) {
+	log.Info("tetherd.started",
+		slog.String("version", cli.Version()),
+		slog.String("spiffe_id", own.String()),
+		slog.String("listen", api.String()),
+		slog.String("health_listen", health.String()),
+		slog.Any("admins", cfg.admins.Strings()),
+		slog.Any("introspectors", cfg.introspectors.Strings()),
+		slog.Duration("session_ttl", cfg.session.TTL), slog.Duration("idle_timeout", cfg.session.IdleTimeout),
+		slog.Int("max_connections", o.conns.MaxConnections), slog.Int("max_connections_per_identity", o.conns.MaxPerIdentity),
+		slog.Int("max_handshakes", o.conns.MaxHandshakes))
+	warnDescriptors(log, o.conns.MaxConnections+server.HealthMaxConnections)
+}
+
+// waitForStop serves until ctx ends (SIGTERM, SIGINT), which is no error,
+// or a server stops by itself, which is. Meanwhile each SIGHUP reloads the
+// identity files (files is nil when the identity is not files).
+func waitForStop(ctx context.Context, log *slog.Logger, files *svid.FileSource, hup <-chan os.Signal, stopped <-chan error) error {
 	for {
 		select {
 		case <-ctx.Done():
-			break loop
+			return nil
 		case <-hup:
-			if fileSrc == nil {
+			if files == nil {
 				log.Info("identity.reload_skipped", slog.String("reason", "SIGHUP reloads file identities only"))
 				continue
 			}
 			log.Info("identity.reload_requested", slog.String("signal", "SIGHUP"))
-			_ = fileSrc.Reload() // the outcome is logged by OnReload
-		case err := <-errc:
-			runErr = fmt.Errorf("serving stopped: %w", err)
-			break loop
+			_ = files.Reload() // the outcome is logged by OnReload
+		case err := <-stopped:
+			return fmt.Errorf("serving stopped: %w", err)
 		}
 	}
+}
 
-	log.Info("tetherd.stopping", slog.Duration("drain_timeout", o.shutdownTimeout))
-	sctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
+// drain stops the servers, giving in-flight requests up to timeout, logs
+// tetherd.stopped, and flushes the log's last summary of suppressed lines.
+// The error joins runErr with what went wrong on the way.
+func drain(log *slog.Logger, timeout time.Duration, srv *servers, mgr *session.Manager, runErr error) error {
+	log.Info("tetherd.stopping", slog.Duration("drain_timeout", timeout))
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	serving.Store(false)
-	errs := []error{runErr}
-	if err := apiSrv.Shutdown(sctx); err != nil {
-		errs = append(errs, fmt.Errorf("draining the API: %w", err))
-	}
-	if err := healthSrv.Shutdown(sctx); err != nil {
-		errs = append(errs, fmt.Errorf("stopping health: %w", err))
-	}
+	errs := append([]error{runErr}, srv.shutdown(ctx)...)
 	log.Info("tetherd.stopped", slog.Int("sessions_dropped", mgr.Len()))
 	if h, ok := log.Handler().(*logthrottle.Handler); ok {
 		_ = h.Flush(context.Background()) // report the last window's suppressed lines before exit
