@@ -42,6 +42,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/stretchr/testify/require"
 
 	"github.com/tetherproject/tether/internal/testpki"
 	"github.com/tetherproject/tether/pkg/api"
@@ -57,9 +58,7 @@ func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 func b64JSON(t *testing.T, v any) string {
 	t.Helper()
 	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return b64(b)
 }
 
@@ -67,17 +66,11 @@ func b64JSON(t *testing.T, v any) string {
 func tokenParts(t *testing.T, tok string) (header, claims map[string]any) {
 	t.Helper()
 	parts := strings.Split(tok, ".")
-	if len(parts) != 3 {
-		t.Fatalf("not a compact JWS: %d parts", len(parts))
-	}
+	require.False(t, len(parts) != 3, "not a compact JWS: %d parts", len(parts))
 	for i, dst := range []*map[string]any{&header, &claims} {
 		raw, err := base64.RawURLEncoding.DecodeString(parts[i])
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := json.Unmarshal(raw, dst); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
+		require.NoError(t, json.Unmarshal(raw, dst))
 	}
 	return header, claims
 }
@@ -87,9 +80,7 @@ func signES256(t *testing.T, key *ecdsa.PrivateKey, header, claims map[string]an
 	input := b64JSON(t, header) + "." + b64JSON(t, claims)
 	h := sha256.Sum256([]byte(input))
 	r, s, err := ecdsa.Sign(rand.Reader, key, h[:])
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	sig := make([]byte, 64)
 	r.FillBytes(sig[:32])
 	s.FillBytes(sig[32:])
@@ -131,7 +122,7 @@ func recoverPublicKey(t *testing.T, tok1, tok2 string) *ecdsa.PublicKey {
 			}
 		}
 	}
-	t.Fatal("public key recovery found no common candidate")
+	require.FailNow(t, "public key recovery found no common candidate")
 	return nil
 }
 
@@ -139,9 +130,7 @@ func p256RecoverCandidates(t *testing.T, tok string) []*ecdsa.PublicKey {
 	t.Helper()
 	parts := strings.Split(tok, ".")
 	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
-	if err != nil || len(sig) != 64 {
-		t.Fatalf("not an ES256 signature: %v", err)
-	}
+	require.False(t, err != nil || len(sig) != 64, "not an ES256 signature: %v", err)
 	digest := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
 	curve := elliptic.P256().Params()
 	p, n := curve.P, curve.N
@@ -244,29 +233,19 @@ func TestAdversarialTokens(t *testing.T) {
 	tok2, _ := e.login(alice)
 	header, claims := tokenParts(t, tok)
 	kid, _ := header["kid"].(string)
-	if header["alg"] != "ES256" || kid == "" {
-		t.Fatalf("unexpected genuine header %v", header)
-	}
+	require.False(t, header["alg"] != "ES256" || kid == "", "unexpected genuine header %v", header)
 
 	// A key the attacker controls, and tetherd's public key recovered from
 	// two of its signatures.
 	attacker, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	ours := recoverPublicKey(t, tok, tok2)
 	spki, err := x509.MarshalPKIXPublicKey(ours)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	jwk, err := jose.JSONWebKey{Key: ours, KeyID: kid, Algorithm: "ES256", Use: "sig"}.MarshalJSON()
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	point, err := ours.Bytes() // the uncompressed point
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	hsKeys := map[string][]byte{
 		"pem":   pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spki}),
 		"der":   spki,
@@ -277,9 +256,7 @@ func TestAdversarialTokens(t *testing.T) {
 	// Another tetherd instance: same issuer and same caller, its own key.
 	other := newEnv(t, envOpts{quiet: true})
 	foreignTok, _, err := other.mgr.Login(context.Background(), session.Peer{ID: aliceSVID.ID, Fingerprint: svid.Fingerprint(aliceSVID.Certificates[0])})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 
 	es := func(h, c map[string]any) string { return signES256(t, attacker, h, c) }
 	oursHdr := map[string]any{"alg": "ES256", "typ": "JWT", "kid": kid}
@@ -349,18 +326,10 @@ func TestAdversarialTokens(t *testing.T) {
 				path += "?access_token=" + tok
 			}
 			r, err := e.do(tc.client, http.MethodGet, path, nil, tc.headers...)
-			if err != nil {
-				t.Fatalf("no HTTP answer (a panic closes the connection): %v", err)
-			}
-			if r.status != tc.status || r.code() != tc.code {
-				t.Fatalf("got %d %q, want %d %q: %s", r.status, r.code(), tc.status, tc.code, r.body)
-			}
-			if r.status == http.StatusUnauthorized && r.header.Get("WWW-Authenticate") != api.WWWAuthenticate(tc.code) {
-				t.Fatalf("WWW-Authenticate %q", r.header.Get("WWW-Authenticate"))
-			}
-			if strings.Contains(string(r.body), tok) {
-				t.Fatal("the answer echoes the token")
-			}
+			require.NoError(t, err, "no HTTP answer (a panic closes the connection): %v", err)
+			require.False(t, r.status != tc.status || r.code() != tc.code, "got %d %q, want %d %q: %s", r.status, r.code(), tc.status, tc.code, r.body)
+			require.False(t, r.status == http.StatusUnauthorized && r.header.Get("WWW-Authenticate") != api.WWWAuthenticate(tc.code), "WWW-Authenticate %q", r.header.Get("WWW-Authenticate"))
+			require.NotContains(t, string(r.body), tok, "the answer echoes the token")
 		})
 	}
 	// The same forgeries sent to introspection are inactive, never an error.
@@ -369,22 +338,18 @@ func TestAdversarialTokens(t *testing.T) {
 	for _, forged := range []string{foreignTok, es(oursHdr, claims), tok[:len(tok)-1], parts[0] + "." + parts[1] + "."} {
 		body := fmt.Sprintf(`{"token":%q,"cnf":{"x5t#S256":%q}}`, forged, fp)
 		r, err := e.do(gw, http.MethodPost, api.PathIntrospect, strings.NewReader(body))
-		if err != nil || r.status != 200 || strings.TrimSpace(string(r.body)) != `{"active":false}` {
-			t.Fatalf("introspect forged: %v %d %s", err, r.status, r.body)
-		}
+		require.False(t, err != nil || r.status != 200 || strings.TrimSpace(string(r.body)) != `{"active":false}`, "introspect forged: %v %d %s", err, r.status, r.body)
 	}
 	// And the genuine token still works: nothing above disturbed the session.
-	if r, err := e.do(alice, http.MethodGet, api.PathSessionsSelf, nil, bearer(tok)...); err != nil || r.status != 200 {
-		t.Fatalf("genuine token after the attacks: %v %d", err, r.status)
-	}
+	r, err := e.do(alice, http.MethodGet, api.PathSessionsSelf, nil, bearer(tok)...)
+	require.NoError(t, err, "the genuine token after the attacks")
+	require.Equal(t, http.StatusOK, r.status, "the genuine token after the attacks")
 }
 
 func mustJWK(t *testing.T, pub *ecdsa.PublicKey) []byte {
 	t.Helper()
 	b, err := jose.JSONWebKey{Key: pub}.MarshalJSON()
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return b
 }
 
@@ -426,23 +391,15 @@ func TestAdversarialHandshakes(t *testing.T) {
 			}
 			// A login, the call that needs no token: refused at the handshake.
 			r, err := e.do(c, http.MethodPost, api.PathSessions, nil)
-			if err == nil {
-				t.Fatalf("got an HTTP answer %d %s; want the handshake refused", r.status, r.body)
-			}
+			require.Error(t, err, "got an HTTP answer %d %s; want the handshake refused", r.status, r.body)
 			after := strings.TrimPrefix(e.log.String(), before)
 			for _, ev := range []string{"session.created", "login.denied", "session.rejected"} {
-				if strings.Contains(after, ev) {
-					t.Fatalf("the handler ran (%s logged)", ev)
-				}
+				require.NotContains(t, after, ev, "the handler ran (%s logged)", ev)
 			}
 		})
 	}
-	if n := e.mgr.Len(); n != 0 {
-		t.Fatalf("%d sessions exist after refused handshakes", n)
-	}
-	if !strings.Contains(e.log.String(), "connection.handshake_failed") {
-		t.Fatal("the refused handshakes were not logged (debug connection.handshake_failed)")
-	}
+	require.Zero(t, e.mgr.Len(), "sessions exist after refused handshakes")
+	require.Contains(t, e.log.String(), "connection.handshake_failed", "the refused handshakes were not logged (debug connection.handshake_failed)")
 }
 
 // TestSlowClients: the server's header, read and handshake timeouts close
@@ -455,13 +412,9 @@ func TestSlowClients(t *testing.T) {
 		readTimeout   = 800 * time.Millisecond
 		bound         = 5 * time.Second // far above the timeouts, far below a hang
 	)
-	if server.ReadHeaderTimeout <= 0 || server.ReadTimeout <= 0 || server.MaxHeaderBytes <= 0 {
-		t.Fatal("the production server has no header/read timeout or header limit")
-	}
+	require.False(t, server.ReadHeaderTimeout <= 0 || server.ReadTimeout <= 0 || server.MaxHeaderBytes <= 0, "the production server has no header/read timeout or header limit")
 	e := newEnv(t, envOpts{conns: server.ConnLimits{HandshakeTimeout: headerTimeout}, tweakSrv: func(s *http.Server) {
-		if s.ReadHeaderTimeout != server.ReadHeaderTimeout || s.ReadTimeout != server.ReadTimeout {
-			t.Errorf("NewHTTPServer does not set the package's timeouts")
-		}
+		require.True(t, s.ReadHeaderTimeout == server.ReadHeaderTimeout && s.ReadTimeout == server.ReadTimeout, "NewHTTPServer does not set the package's timeouts")
 		s.ReadHeaderTimeout, s.ReadTimeout = headerTimeout, readTimeout
 	}})
 	aliceSVID := e.ca.Issue(t, aliceID)
@@ -472,9 +425,7 @@ func TestSlowClients(t *testing.T) {
 		cfg := tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeID(spiffeid.RequireFromString(serverID)))
 		cfg.MinVersion = tls.VersionTLS13
 		conn, err := tls.Dial("tcp", e.addr, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		t.Cleanup(func() { _ = conn.Close() })
 		return conn
 	}
@@ -485,33 +436,25 @@ func TestSlowClients(t *testing.T) {
 		_ = conn.SetReadDeadline(start.Add(bound))
 		b, err := io.ReadAll(conn)
 		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			t.Fatalf("the server held the connection for more than %s", bound)
-		}
+		require.False(t, errors.As(err, &ne) && ne.Timeout(), "the server held the connection for more than %s", bound)
 		return string(b)
 	}
 
 	t.Run("fail/no-client-hello", func(t *testing.T) {
 		conn, err := net.Dial("tcp", e.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		defer conn.Close()
 		start := time.Now()
 		closedWithin(t, conn, start)
-		if d := time.Since(start); d < headerTimeout/2 {
-			t.Fatalf("closed after %s, before the timeout", d)
-		}
+		require.GreaterOrEqual(t, time.Since(start), headerTimeout/2, "closed before the timeout")
 	})
 	t.Run("fail/headers-never-finished", func(t *testing.T) {
 		conn := dialTLS(t, aliceSVID)
 		start := time.Now()
-		if _, err := io.WriteString(conn, "GET /v1/sessions/self HTTP/1.1\r\nHost: tetherd\r\n"); err != nil {
-			t.Fatal(err)
-		}
-		if got := closedWithin(t, conn, start); !netHTTPRefusal(got) {
-			t.Fatalf("answered %q", got)
-		}
+		_, err := io.WriteString(conn, "GET /v1/sessions/self HTTP/1.1\r\nHost: tetherd\r\n")
+		require.NoError(t, err)
+		got := closedWithin(t, conn, start)
+		require.True(t, netHTTPRefusal(got), "answered %q", got)
 	})
 	t.Run("fail/headers-dripped", func(t *testing.T) {
 		// One byte every 50ms keeps the connection busy, but the header
@@ -540,12 +483,8 @@ func TestSlowClients(t *testing.T) {
 		got := closedWithin(t, conn, start)
 		close(stop)
 		wg.Wait()
-		if !netHTTPRefusal(got) {
-			t.Fatalf("answered %q", got)
-		}
-		if d := time.Since(start); d > headerTimeout+2*time.Second {
-			t.Fatalf("a dripping client held the connection for %s", d)
-		}
+		require.True(t, netHTTPRefusal(got), "answered %q", got)
+		require.LessOrEqual(t, time.Since(start), headerTimeout+2*time.Second, "a dripping client held the connection too long")
 	})
 	t.Run("fail/body-never-finished", func(t *testing.T) {
 		// An introspector announces 100 bytes and sends 10: the read
@@ -554,24 +493,17 @@ func TestSlowClients(t *testing.T) {
 		conn := dialTLS(t, gwSVID)
 		start := time.Now()
 		req := "POST /v1/introspect HTTP/1.1\r\nHost: tetherd\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"token\":"
-		if _, err := io.WriteString(conn, req); err != nil {
-			t.Fatal(err)
-		}
+		_, err := io.WriteString(conn, req)
+		require.NoError(t, err)
 		got := closedWithin(t, conn, start)
 		if got != "" {
 			resp, err := http.ReadResponse(bufio.NewReader(strings.NewReader(got)), nil)
-			if err != nil {
-				t.Fatalf("not an HTTP answer: %q", got)
-			}
+			require.NoError(t, err, "not an HTTP answer: %q", got)
 			defer resp.Body.Close()
 			b, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != http.StatusBadRequest || (reply{body: b}).code() != api.CodeBadRequest {
-				t.Fatalf("answered %d %s", resp.StatusCode, b)
-			}
+			require.False(t, resp.StatusCode != http.StatusBadRequest || (reply{body: b}).code() != api.CodeBadRequest, "answered %d %s", resp.StatusCode, b)
 		}
-		if d := time.Since(start); d < readTimeout/2 {
-			t.Fatalf("ended after %s, before the read timeout", d)
-		}
+		require.GreaterOrEqual(t, time.Since(start), readTimeout/2, "ended before the read timeout")
 	})
 	t.Run("fail/http2-not-offered", func(t *testing.T) {
 		// Go's HTTP/2 server does not apply the header and read timeouts to
@@ -587,33 +519,25 @@ func TestSlowClients(t *testing.T) {
 			}
 			got := conn.ConnectionState().NegotiatedProtocol
 			_ = conn.Close()
-			if got == "h2" {
-				t.Fatalf("client offering %v got HTTP/2", protos)
-			}
+			require.False(t, got == "h2", "client offering %v got HTTP/2", protos)
 		}
 		c := e.client(aliceSVID, 0)
 		c.Transport.(*http.Transport).ForceAttemptHTTP2 = true
 		tok, _ := e.login(c)
 		req, err := http.NewRequest(http.MethodGet, "https://"+e.addr+api.PathSessionsSelf, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		req.Header.Set("Authorization", "Bearer "+tok)
 		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		_ = resp.Body.Close()
-		if resp.ProtoMajor != 1 || resp.StatusCode != http.StatusOK {
-			t.Fatalf("an HTTP/2-capable client got %s %d", resp.Proto, resp.StatusCode)
-		}
+		require.False(t, resp.ProtoMajor != 1 || resp.StatusCode != http.StatusOK, "an HTTP/2-capable client got %s %d", resp.Proto, resp.StatusCode)
 	})
 	t.Run("ok/normal-client-unaffected", func(t *testing.T) {
 		c := e.client(aliceSVID, 0)
 		tok, _ := e.login(c)
-		if r, err := e.do(c, http.MethodGet, api.PathSessionsSelf, nil, "Authorization", "Bearer "+tok); err != nil || r.status != 200 {
-			t.Fatalf("%v %d", err, r.status)
-		}
+		r, err := e.do(c, http.MethodGet, api.PathSessionsSelf, nil, "Authorization", "Bearer "+tok)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, r.status)
 	})
 }
 
@@ -662,10 +586,9 @@ func TestLoginHammering(t *testing.T) {
 
 	alice := e.client(e.ca.Issue(t, aliceID), 0)
 	created, limited := hammer(alice, 8, 25)
-	if created != perIdentity || limited != 200-perIdentity || e.mgr.Len() != perIdentity {
-		t.Fatalf("one admin, 200 logins: %d created, %d limited, %d live; want %d, %d, %d",
-			created, limited, e.mgr.Len(), perIdentity, 200-perIdentity, perIdentity)
-	}
+	require.Equal(t, perIdentity, created, "one admin, 200 logins: created")
+	require.Equal(t, 200-perIdentity, limited, "one admin, 200 logins: limited")
+	require.Equal(t, perIdentity, e.mgr.Len(), "one admin, 200 logins: live")
 
 	// Many admin identities: the global cap.
 	var others []*http.Client
@@ -686,26 +609,18 @@ func TestLoginHammering(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if created != total-perIdentity || e.mgr.Len() != total {
-		t.Fatalf("many admins: %d more created, %d live; want %d and %d", created, e.mgr.Len(), total-perIdentity, total)
-	}
+	require.False(t, created != total-perIdentity || e.mgr.Len() != total, "many admins: %d more created, %d live; want %d and %d", created, e.mgr.Len(), total-perIdentity, total)
 
 	// Non-admins: 403, and the store does not move.
 	web := e.client(e.ca.Issue(t, "spiffe://example.org/workload/web"), 0)
 	for range 50 {
 		r, err := e.do(web, http.MethodPost, api.PathSessions, nil)
-		if err != nil || r.status != http.StatusForbidden || r.code() != api.CodeNotAdmin {
-			t.Fatalf("non-admin login: %v %d %s", err, r.status, r.body)
-		}
+		require.False(t, err != nil || r.status != http.StatusForbidden || r.code() != api.CodeNotAdmin, "non-admin login: %v %d %s", err, r.status, r.body)
 	}
-	if n := e.mgr.Len(); n != total {
-		t.Fatalf("%d live after non-admin logins, want %d", n, total)
-	}
+	require.Equal(t, total, e.mgr.Len(), "live after non-admin logins")
 	if s, ok := e.mgr.Store().(interface{ EstimatedBytes() int64 }); ok {
 		per := s.EstimatedBytes() / int64(total)
-		if per <= 0 || per > 4096 {
-			t.Fatalf("estimated %d bytes per session", per)
-		}
+		require.False(t, per <= 0 || per > 4096, "estimated %d bytes per session", per)
 		t.Logf("store at the cap: %d sessions, ~%d bytes estimated", total, s.EstimatedBytes())
 	}
 }
@@ -722,22 +637,14 @@ func TestLoginRateLimited(t *testing.T) {
 	}
 	for range 20 {
 		r, err := e.do(alice, http.MethodPost, api.PathSessions, nil)
-		if err != nil || r.status != http.StatusTooManyRequests || r.code() != api.CodeRateLimited {
-			t.Fatalf("past the burst: %v %d %s", err, r.status, r.body)
-		}
+		require.False(t, err != nil || r.status != http.StatusTooManyRequests || r.code() != api.CodeRateLimited, "past the burst: %v %d %s", err, r.status, r.body)
 		secs, err := strconv.Atoi(r.header.Get("Retry-After"))
-		if err != nil || secs < 1 || secs > 10 {
-			t.Fatalf("Retry-After %q, want 1 to 10 seconds at 0.1 logins/s", r.header.Get("Retry-After"))
-		}
+		require.False(t, err != nil || secs < 1 || secs > 10, "Retry-After %q, want 1 to 10 seconds at 0.1 logins/s", r.header.Get("Retry-After"))
 	}
-	if n := e.mgr.Len(); n != 3 {
-		t.Fatalf("%d sessions after rate-limited logins, want 3", n)
-	}
+	require.Equal(t, 3, e.mgr.Len(), "sessions after rate-limited logins")
 	bob := e.client(e.ca.Issue(t, bobID), 0)
 	e.login(bob)
-	if !strings.Contains(e.log.String(), `"reason":"login_rate"`) {
-		t.Fatal("the refusals were not logged as login.denied with reason login_rate")
-	}
+	require.Contains(t, e.log.String(), `"reason":"login_rate"`, "the refusals were not logged as login.denied with reason login_rate")
 }
 
 // manyHeaders is a genuine bearer header plus n headers of 40 bytes each.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/stretchr/testify/require"
 
 	"github.com/tetherproject/tether/pkg/api"
 	"github.com/tetherproject/tether/session"
@@ -44,9 +45,7 @@ func client(e *env, admin *x509svid.SVID, keepAlive bool) *http.Client {
 // client, server and runtime together.
 func cpuTime(b *testing.B) time.Duration {
 	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
@@ -77,8 +76,8 @@ func trivial(status int) http.Handler {
 }
 
 // request sends one request over c and fails unless it is answered want.
-// It is timed: no t.Helper and no testify, whose bookkeeping would be
-// measured with it.
+// It is timed: no t.Helper and no testify (whose bookkeeping would be
+// measured with it) here, in login, or in the loops.
 func request(b *testing.B, e *env, c *http.Client, method, path, token string, want int) reply {
 	var hdr []string
 	if token != "" {
@@ -129,9 +128,7 @@ func BenchmarkRequestBaseline(b *testing.B) {
 func BenchmarkRequestTokenBaseline(b *testing.B) {
 	e, admin := benchEnv(b, envOpts{serve: trivial(http.StatusOK)})
 	tok, _, err := e.mgr.Login(context.Background(), session.Peer{ID: admin.ID, Fingerprint: svid.Fingerprint(admin.Certificates[0])})
-	if err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, err)
 	c := client(e, admin, true)
 	request(b, e, c, http.MethodGet, api.PathSessionsSelf, tok, http.StatusOK)
 	loop(b, func() { request(b, e, c, http.MethodGet, api.PathSessionsSelf, tok, http.StatusOK) })

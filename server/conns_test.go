@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/tetherproject/tether/internal/testutil"
 	"github.com/tetherproject/tether/pkg/api"
 	"github.com/tetherproject/tether/server"
@@ -59,19 +61,16 @@ func TestConnectionCapPerIdentity(t *testing.T) {
 	var held []*tls.Conn
 	for range 3 {
 		c, err := e.dialAPI(t, gw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp, _, err := roundTrip(t, c, selfRequest); err != nil || resp.StatusCode != http.StatusUnauthorized {
-			t.Fatalf("a connection within the cap: %v %v", resp, err)
-		}
+		require.NoError(t, err)
+		resp, _, err := roundTrip(t, c, selfRequest)
+		require.NoError(t, err, "a connection within the cap")
+		require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "a connection within the cap")
 		held = append(held, c)
 	}
 	c, err := e.dialAPI(t, gw)
 	if err == nil {
-		if _, _, err := roundTrip(t, c, selfRequest); err == nil {
-			t.Fatal("a 4th connection of the same identity was served")
-		}
+		_, _, err := roundTrip(t, c, selfRequest)
+		require.Error(t, err, "a 4th connection of the same identity was served")
 	}
 	testutil.WaitFor(t, 5*time.Second, "the refusal logged", func() bool {
 		return strings.Contains(e.log.String(), `"reason":"max_connections_per_identity"`)
@@ -98,21 +97,16 @@ func TestConnectionCapTotal(t *testing.T) {
 	alice := e.ca.Issue(t, aliceID)
 	for range 4 {
 		c, err := e.dialAPI(t, alice)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp, _, err := roundTrip(t, c, selfRequest); err != nil || resp.StatusCode != http.StatusUnauthorized {
-			t.Fatalf("a connection within the cap: %v %v", resp, err)
-		}
+		require.NoError(t, err)
+		resp, _, err := roundTrip(t, c, selfRequest)
+		require.NoError(t, err, "a connection within the cap")
+		require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "a connection within the cap")
 	}
 	if c, err := e.dialAPI(t, alice); err == nil {
-		if _, _, err := roundTrip(t, c, selfRequest); err == nil {
-			t.Fatal("a 5th connection was served over a cap of 4")
-		}
+		_, _, err := roundTrip(t, c, selfRequest)
+		require.Error(t, err, "a 5th connection was served over a cap of 4")
 	}
-	if !strings.Contains(e.log.String(), `"reason":"max_connections"`) {
-		t.Fatal("the refusal was not logged")
-	}
+	require.Contains(t, e.log.String(), `"reason":"max_connections"`, "the refusal was not logged")
 }
 
 // TestStalledHandshakesPushedOut: connections that never finish their
@@ -123,24 +117,18 @@ func TestStalledHandshakesPushedOut(t *testing.T) {
 	var stalled []net.Conn
 	for range 8 {
 		c, err := net.Dial("tcp", e.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		t.Cleanup(func() { _ = c.Close() })
 		stalled = append(stalled, c)
 	}
 	// The first four were pushed out by the next four.
 	for i, c := range stalled[:4] {
-		if !closedByServer(c, 5*time.Second) {
-			t.Fatalf("stalled connection %d is still open", i)
-		}
+		require.True(t, closedByServer(c, 5*time.Second), "stalled connection %d is still open", i)
 	}
 	alice := e.client(e.ca.Issue(t, aliceID), 0)
 	start := time.Now()
 	e.login(alice)
-	if d := time.Since(start); d > 30*time.Second {
-		t.Fatalf("the login waited %s", d)
-	}
+	require.Less(t, time.Since(start), 30*time.Second, "the login waited")
 }
 
 // TestMaxConnectionAge: a request on a connection older than MaxAge is
@@ -148,19 +136,11 @@ func TestStalledHandshakesPushedOut(t *testing.T) {
 func TestMaxConnectionAge(t *testing.T) {
 	e := newEnv(t, envOpts{conns: server.ConnLimits{MaxAge: time.Nanosecond}})
 	c, err := e.dialAPI(t, e.ca.Issue(t, aliceID))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	resp, _, err := roundTrip(t, c, selfRequest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !resp.Close {
-		t.Fatal("an old connection was kept open")
-	}
-	if !closedByServer(c, 5*time.Second) {
-		t.Fatal("the server did not close the old connection")
-	}
+	require.NoError(t, err)
+	require.True(t, resp.Close, "an old connection was kept open")
+	require.True(t, closedByServer(c, 5*time.Second), "the server did not close the old connection")
 }
 
 // TestNetHTTPAnswersInJSON: what net/http answers by itself (headers over the
@@ -172,45 +152,29 @@ func TestNetHTTPAnswersInJSON(t *testing.T) {
 	check := func(t *testing.T, resp *http.Response, body []byte, status int, code api.Code) {
 		t.Helper()
 		var er api.ErrorResponse
-		if resp.StatusCode != status || json.Unmarshal(body, &er) != nil || er.Error == nil || er.Error.Code != code {
-			t.Fatalf("got %d %q, want %d %s", resp.StatusCode, body, status, code)
-		}
-		if resp.Header.Get("Content-Type") != "application/json" || !resp.Close {
-			t.Fatalf("headers %v", resp.Header)
-		}
+		require.False(t, resp.StatusCode != status || json.Unmarshal(body, &er) != nil || er.Error == nil || er.Error.Code != code, "got %d %q, want %d %s", resp.StatusCode, body, status, code)
+		require.False(t, resp.Header.Get("Content-Type") != "application/json" || !resp.Close, "headers %v", resp.Header)
 	}
 	t.Run("headers-too-large", func(t *testing.T) {
 		c, err := e.dialAPI(t, alice)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		resp, body, err := roundTrip(t, c, "GET /v1/sessions/self HTTP/1.1\r\nHost: tetherd\r\nX-Big: "+strings.Repeat("a", 64<<10)+"\r\n\r\n")
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		check(t, resp, body, http.StatusRequestHeaderFieldsTooLarge, api.CodeHeadersTooLarge)
 	})
 	t.Run("malformed-request-line", func(t *testing.T) {
 		c, err := e.dialAPI(t, alice)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		resp, body, err := roundTrip(t, c, "GET\r\n\r\n")
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		check(t, resp, body, http.StatusBadRequest, api.CodeBadRequest)
 	})
 	t.Run("plain-http-on-tls-port", func(t *testing.T) {
 		c, err := net.Dial("tcp", e.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		defer c.Close()
 		resp, body, err := roundTrip(t, c, selfRequest)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		check(t, resp, body, http.StatusBadRequest, api.CodeBadRequest)
 	})
 }
@@ -244,18 +208,11 @@ func TestBodyBoundEveryEndpoint(t *testing.T) {
 				body = io.MultiReader(bytes.NewReader(big)) // no length: sent chunked
 			}
 			r, err := e.do(alice, c.method, c.path, body, c.headers...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r.status != http.StatusRequestEntityTooLarge || r.code() != api.CodePayloadTooLarge {
-				t.Fatalf("%s %s (chunked %v): %d %s", c.method, c.path, chunked, r.status, r.body)
-			}
+			require.NoError(t, err)
+			require.False(t, r.status != http.StatusRequestEntityTooLarge || r.code() != api.CodePayloadTooLarge, "%s %s (chunked %v): %d %s", c.method, c.path, chunked, r.status, r.body)
 		}
 	}
-	if n := e.mgr.Len(); n != 1 {
-		t.Fatalf("%d sessions, want alice's one: a refused call changed state", n)
-	}
-	if _, ok := e.mgr.Get(s.SessionID); !ok {
-		t.Fatal("a refused call ended the session")
-	}
+	require.Equal(t, 1, e.mgr.Len(), "sessions: want alice's one; a refused call changed state")
+	_, ok := e.mgr.Get(s.SessionID)
+	require.True(t, ok, "a refused call ended the session")
 }

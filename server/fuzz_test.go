@@ -77,22 +77,13 @@ func (a *fzAPI) serve(req *http.Request, leaf *x509.Certificate) *httptest.Respo
 // status, a challenge on 401, no 5xx.
 func fzCheckError(t *testing.T, rec *httptest.ResponseRecorder) api.Code {
 	t.Helper()
-	if rec.Code >= 500 {
-		t.Fatalf("status %d: %s", rec.Code, rec.Body)
-	}
+	require.False(t, rec.Code >= 500, "status %d: %s", rec.Code, rec.Body)
 	var body api.ErrorResponse
-	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body.Error == nil {
-		t.Fatalf("status %d with a body that is not a JSON error: %q", rec.Code, rec.Body)
-	}
-	if got := body.Error.Code; got.Status() != rec.Code {
-		t.Fatalf("code %s with status %d", got, rec.Code)
-	}
-	if rec.Code == http.StatusUnauthorized && rec.Header().Get("WWW-Authenticate") == "" {
-		t.Fatal("401 without WWW-Authenticate")
-	}
-	if rec.Code == http.StatusMethodNotAllowed && rec.Header().Get("Allow") == "" {
-		t.Fatal("405 without Allow")
-	}
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &body), "status %d with a body that is not JSON: %q", rec.Code, rec.Body)
+	require.NotNil(t, body.Error, "status %d with a body that is not a JSON error: %q", rec.Code, rec.Body)
+	require.Equal(t, body.Error.Code.Status(), rec.Code, "code %s with status %d", body.Error.Code, rec.Code)
+	require.False(t, rec.Code == http.StatusUnauthorized && rec.Header().Get("WWW-Authenticate") == "", "401 without WWW-Authenticate")
+	require.False(t, rec.Code == http.StatusMethodNotAllowed && rec.Header().Get("Allow") == "", "405 without Allow")
 	return body.Error.Code
 }
 
@@ -123,35 +114,21 @@ func FuzzIntrospect(f *testing.F) {
 		case len(body) > api.MaxBodyBytes && json.Valid(body[:api.MaxBodyBytes]):
 			// A complete object within the limit and more after it: either
 			// answer is right (413 if the reader hit the limit first).
-			if rec.Code != http.StatusRequestEntityTooLarge && rec.Code != http.StatusBadRequest {
-				t.Fatalf("body of %d bytes: status %d", len(body), rec.Code)
-			}
+			require.False(t, rec.Code != http.StatusRequestEntityTooLarge && rec.Code != http.StatusBadRequest, "body of %d bytes: status %d", len(body), rec.Code)
 			return
 		case len(body) > api.MaxBodyBytes:
-			if c := fzCheckError(t, rec); c != api.CodePayloadTooLarge && c != api.CodeBadRequest {
-				t.Fatalf("body of %d bytes: code %s", len(body), c)
-			}
+			require.Contains(t, []api.Code{api.CodePayloadTooLarge, api.CodeBadRequest}, fzCheckError(t, rec), "body of %d bytes", len(body))
 			return
 		case json.Unmarshal(body, &want) != nil || want.Token == "" || want.CNF.X5TS256 == "":
-			if c := fzCheckError(t, rec); c != api.CodeBadRequest {
-				t.Fatalf("body %q: code %s, want bad_request", body, c)
-			}
+			require.Equal(t, api.CodeBadRequest, fzCheckError(t, rec), "body %q", body)
 			return
 		}
-		if rec.Code != http.StatusOK {
-			t.Fatalf("body %q: status %d %s", body, rec.Code, rec.Body)
-		}
+		require.False(t, rec.Code != http.StatusOK, "body %q: status %d %s", body, rec.Code, rec.Body)
 		var got api.IntrospectResponse
-		if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &got))
 		active := want.Token == a.genuine && want.CNF.X5TS256 == fp
-		if got.Active != active || (got.Session != nil) != active {
-			t.Fatalf("body %q: active %v (session %v), want %v", body, got.Active, got.Session, active)
-		}
-		if strings.Contains(a.inputLog.String(), a.genuine) {
-			t.Fatalf("the token is in the log: %s", a.inputLog)
-		}
+		require.False(t, got.Active != active || (got.Session != nil) != active, "body %q: active %v (session %v), want %v", body, got.Active, got.Session, active)
+		require.NotContains(t, a.inputLog.String(), a.genuine, "the token is in the log")
 	})
 }
 
@@ -185,11 +162,9 @@ func FuzzRoute(f *testing.F) {
 		rec := a.serve(req, a.alice)
 		if rec.Code >= 400 {
 			fzCheckError(t, rec)
-		} else if rec.Code >= 300 || rec.Code < 200 {
-			t.Fatalf("%s %s: status %d", method, target, rec.Code)
+		} else {
+			require.True(t, rec.Code >= 200 && rec.Code < 300, "%s %s: status %d", method, target, rec.Code)
 		}
-		if strings.Contains(a.inputLog.String(), a.genuine) {
-			t.Fatalf("the token is in the log: %s", a.inputLog)
-		}
+		require.NotContains(t, a.inputLog.String(), a.genuine, "the token is in the log")
 	})
 }

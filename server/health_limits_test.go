@@ -412,7 +412,7 @@ func TestLimitListenerSheds(t *testing.T) {
 	testutil.WaitFor(t, healthWait, "onShed", func() bool { return shed.Load() == 3 })
 	select {
 	case c := <-pending:
-		t.Fatalf("Accept returned %v with every slot taken", c)
+		require.FailNowf(t, "Accept returned with every slot taken", "%v", c)
 	default:
 	}
 
@@ -423,7 +423,7 @@ func TestLimitListenerSheds(t *testing.T) {
 	case second, ok = <-pending:
 		require.True(t, ok)
 	case <-time.After(healthWait):
-		t.Fatal("Accept did not return once a slot was free")
+		require.FailNow(t, "Accept did not return once a slot was free")
 	}
 	require.EqualValues(t, 1, ln.open.Load())
 	require.NoError(t, second.Close())

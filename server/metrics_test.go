@@ -55,6 +55,6 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels ma
 			return m.GetCounter().GetValue()
 		}
 	}
-	t.Fatalf("no %s%v", name, labels)
+	require.FailNowf(t, "no such counter", "%s%v", name, labels)
 	return 0
 }
