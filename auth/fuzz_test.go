@@ -9,21 +9,17 @@ package auth_test
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"golang.org/x/time/rate"
+	"github.com/stretchr/testify/require"
 
 	"github.com/tetherproject/tether/auth"
-	"github.com/tetherproject/tether/internal/testpki"
 	"github.com/tetherproject/tether/pkg/api"
 	"github.com/tetherproject/tether/session"
 	"github.com/tetherproject/tether/svid"
@@ -48,15 +44,11 @@ func FuzzParsePattern(f *testing.F) {
 	f.Fuzz(func(t *testing.T, pattern, idString string) {
 		p, err := auth.ParsePattern(pattern)
 		if err != nil {
-			if !strings.HasPrefix(err.Error(), "auth: pattern ") {
-				t.Fatalf("error not wrapped with the package prefix: %v", err)
-			}
+			require.True(t, strings.HasPrefix(err.Error(), "auth: pattern "), "error not wrapped with the package prefix: %v", err)
 			return
 		}
 		again, err := auth.ParsePattern(p.String())
-		if err != nil || again != p {
-			t.Fatalf("%q prints as %q, which parses to %v, %v", pattern, p.String(), again, err)
-		}
+		require.False(t, err != nil || again != p, "%q prints as %q, which parses to %v, %v", pattern, p.String(), again, err)
 		id, err := spiffeid.FromString(idString)
 		if err != nil {
 			return
@@ -67,58 +59,31 @@ func FuzzParsePattern(f *testing.F) {
 		if below {
 			want = strings.HasPrefix(id.String(), base+"/") && len(id.String()) > len(base)+1
 		}
-		if got != want {
-			t.Fatalf("pattern %q (%q) matches %q: %v, want %v", pattern, p.String(), id, got, want)
-		}
-		if got && id.TrustDomain().Name() != strings.SplitN(strings.TrimPrefix(base, "spiffe://"), "/", 2)[0] {
-			t.Fatalf("pattern %q matches %q of another trust domain", p.String(), id)
-		}
-		if auth.Policy([]auth.Pattern{p}).Allows(id) != got {
-			t.Fatal("Policy.Allows disagrees with Pattern.Match")
-		}
+		require.False(t, got != want, "pattern %q (%q) matches %q: %v, want %v", pattern, p.String(), id, got, want)
+		require.False(t, got && id.TrustDomain().Name() != strings.SplitN(strings.TrimPrefix(base, "spiffe://"), "/", 2)[0], "pattern %q matches %q of another trust domain", p.String(), id)
+		require.False(t, auth.Policy([]auth.Pattern{p}).Allows(id) != got, "Policy.Allows disagrees with Pattern.Match")
 	})
 }
 
-// fzEnv is the middleware in front of a handler that answers 200, with a
-// manager holding one live session of alice's.
+// fzEnv is the package's env, its log reset for each input, with one live
+// session of alice's.
 type fzEnv struct {
-	h       http.Handler
-	log     *bytes.Buffer
-	genuine string
-	alice   *x509.Certificate
-	bob     *x509.Certificate
+	*env
+	inputLog *bytes.Buffer
+	genuine  string
+	alice    *x509.Certificate
+	bob      *x509.Certificate
 }
 
 func newFzEnv(tb testing.TB) *fzEnv {
 	tb.Helper()
-	ca := testpki.NewCA(tb, "example.org")
-	e := &fzEnv{
-		log:   &bytes.Buffer{},
-		alice: ca.Issue(tb, "spiffe://example.org/admin/alice").Certificates[0],
-		bob:   ca.Issue(tb, "spiffe://example.org/admin/bob").Certificates[0],
-	}
-	logger := slog.New(slog.NewJSONHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	m, err := session.NewManager(session.Config{
-		Issuer: spiffeid.RequireFromString("spiffe://example.org/tetherd"), LoginRate: rate.Inf,
-		SweepInterval: time.Hour, Logger: logger,
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = m.Close() })
-	aliceID, _ := spiffeid.FromString("spiffe://example.org/admin/alice")
-	e.genuine, _, err = m.Login(context.Background(), session.Peer{ID: aliceID, Fingerprint: svid.Fingerprint(e.alice)})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	mw := &auth.Middleware{Sessions: m, Logger: logger}
-	e.h = mw.RequireSession(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := auth.CallerFrom(r.Context()); !ok {
-			w.WriteHeader(http.StatusInternalServerError)
-			return
-		}
-		w.WriteHeader(http.StatusOK)
-	}))
+	log := &bytes.Buffer{}
+	e := &fzEnv{env: newEnv(tb, envOpts{logTo: log}), inputLog: log}
+	alice := e.ca.Issue(tb, "spiffe://example.org/admin/alice")
+	e.alice, e.bob = alice.Certificates[0], e.ca.Issue(tb, "spiffe://example.org/admin/bob").Certificates[0]
+	var err error
+	e.genuine, _, err = e.mgr.Login(context.Background(), session.Peer{ID: alice.ID, Fingerprint: svid.Fingerprint(e.alice)})
+	require.NoError(tb, err)
 	return e
 }
 
@@ -142,30 +107,22 @@ func FuzzRequireSession(f *testing.F) {
 			values = append(values, value)
 		}
 		for _, leaf := range []*x509.Certificate{e.alice, e.bob} {
-			e.log.Reset()
-			req := httptest.NewRequest(http.MethodGet, "/v1/sessions/self", nil)
-			req.TLS = &tls.ConnectionState{Version: tls.VersionTLS13, PeerCertificates: []*x509.Certificate{leaf}, VerifiedChains: [][]*x509.Certificate{{leaf}}}
+			e.inputLog.Reset()
+			req := httptest.NewRequest(http.MethodGet, pathSession, nil)
 			req.Header["Authorization"] = values
-			rec := httptest.NewRecorder()
-			e.h.ServeHTTP(rec, req)
+			rec := e.serveHTTP(req, []*x509.Certificate{leaf}, true)
 
 			token, isBearer := bearer(value)
 			accept := leaf == e.alice && !twice && isBearer && token == e.genuine
-			if accept != (rec.Code == http.StatusOK) {
-				t.Fatalf("leaf %s, header %q (twice %v): status %d", leaf.URIs[0], value, twice, rec.Code)
-			}
+			require.False(t, accept != (rec.Code == http.StatusOK), "leaf %s, header %q (twice %v): status %d", leaf.URIs[0], value, twice, rec.Code)
 			if rec.Code == http.StatusOK {
 				continue
 			}
 			checkRefusal(t, rec, twice, leaf == e.alice)
-			if strings.Contains(e.log.String(), e.genuine) {
-				t.Fatalf("the genuine token is in the log: %s", e.log)
-			}
+			require.NotContains(t, e.inputLog.String(), e.genuine, "the genuine token is in the log")
 			// A JWS-looking value (it has a dot and is long): must not be
 			// logged either. Shorter ones could be a substring of anything.
-			if len(token) >= 32 && strings.Contains(token, ".") && strings.Contains(e.log.String(), token) {
-				t.Fatalf("the presented token is in the log: %s", e.log)
-			}
+			require.False(t, len(token) >= 32 && strings.Contains(token, ".") && strings.Contains(e.inputLog.String(), token), "the presented token is in the log: %s", e.inputLog)
 		}
 	})
 }
@@ -183,26 +140,17 @@ func bearer(value string) (string, bool) {
 func checkRefusal(t *testing.T, rec *httptest.ResponseRecorder, twice, owner bool) {
 	t.Helper()
 	var body api.ErrorResponse
-	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body.Error == nil {
-		t.Fatalf("status %d with a body that is not a JSON error: %q", rec.Code, rec.Body)
-	}
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &body), "status %d with a body that is not JSON: %q", rec.Code, rec.Body)
+	require.NotNil(t, body.Error, "status %d with a body that is not a JSON error: %q", rec.Code, rec.Body)
 	code := body.Error.Code
-	if code.Status() != rec.Code {
-		t.Fatalf("code %s with status %d", code, rec.Code)
-	}
+	require.Equal(t, code.Status(), rec.Code, "code %s with status %d", code, rec.Code)
 	switch {
 	case twice:
-		if code != api.CodeBadRequest {
-			t.Fatalf("two Authorization headers: code %s, want bad_request", code)
-		}
+		require.Equal(t, api.CodeBadRequest, code, "two Authorization headers")
 	case code == api.CodeSessionEnded || code == api.CodeCertificateRotated:
-		if !owner {
-			t.Fatalf("detailed code %s given to another identity", code)
-		}
-	case code != api.CodeMissingToken && code != api.CodeInvalidToken:
-		t.Fatalf("unexpected code %s", code)
+		require.True(t, owner, "detailed code %s given to another identity", code)
+	default:
+		require.Contains(t, []api.Code{api.CodeMissingToken, api.CodeInvalidToken}, code, "unexpected code")
 	}
-	if rec.Code == http.StatusUnauthorized && rec.Header().Get("WWW-Authenticate") != api.WWWAuthenticate(code) {
-		t.Fatalf("401 %s with WWW-Authenticate %q", code, rec.Header().Get("WWW-Authenticate"))
-	}
+	require.False(t, rec.Code == http.StatusUnauthorized && rec.Header().Get("WWW-Authenticate") != api.WWWAuthenticate(code), "401 %s with WWW-Authenticate %q", code, rec.Header().Get("WWW-Authenticate"))
 }

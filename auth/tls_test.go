@@ -6,109 +6,23 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tetherproject/tether/auth"
 	"github.com/tetherproject/tether/internal/testpki"
-	"github.com/tetherproject/tether/internal/testutil"
 	"github.com/tetherproject/tether/pkg/api"
 	"github.com/tetherproject/tether/svid"
 )
 
-// bundles is a bundle source whose content a test can change.
-type bundles struct {
-	mu  sync.Mutex
-	set *x509bundle.Set
-}
-
-func (b *bundles) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.set.GetX509BundleForTrustDomain(td)
-}
-
-func (b *bundles) replace(bs ...*x509bundle.Bundle) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.set = x509bundle.NewSet(bs...)
-}
-
-type tlsEnv struct {
-	ca      *testpki.CA
-	bundles *bundles
-	srv     *httptest.Server
-	now     atomic.Pointer[time.Time]
-}
-
-// newTLSEnv serves, over auth.ServerTLSConfig, a handler that answers with
-// the caller's SPIFFE ID and fingerprint, behind Middleware.RequirePeer.
-func newTLSEnv(t *testing.T) *tlsEnv {
-	t.Helper()
-	e := &tlsEnv{ca: testpki.NewCA(t, "example.org"), bundles: &bundles{}}
-	e.bundles.replace(e.ca.Bundle())
-	serverSVID := e.ca.Issue(t, "spiffe://example.org/tetherd")
-	mw := &auth.Middleware{Bundles: e.bundles, Now: func() time.Time {
-		if p := e.now.Load(); p != nil {
-			return *p
-		}
-		return time.Now()
-	}}
-	h := mw.RequirePeer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, ok := auth.CallerFrom(r.Context())
-		if !ok {
-			http.Error(w, "no caller", http.StatusInternalServerError)
-			return
-		}
-		_, _ = io.WriteString(w, c.Peer.ID.String()+" "+c.Peer.Fingerprint)
-	}))
-	e.srv = httptest.NewUnstartedServer(h)
-	e.srv.TLS = auth.ServerTLSConfig(&svid.StaticSource{SVID: serverSVID}, e.bundles)
-	e.srv.Config.ConnContext = auth.ConnContext
-	e.srv.StartTLS()
-	t.Cleanup(e.srv.Close)
-	return e
-}
-
-// client returns an HTTP client presenting cert, trusting the test CA for
-// the server, with a session cache so that it resumes TLS sessions.
-func (e *tlsEnv) client(cert tls.Certificate) *http.Client {
-	pool := x509.NewCertPool()
-	pool.AddCert(e.ca.Cert)
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
-		Certificates:       []tls.Certificate{cert},
-		ClientSessionCache: tls.NewLRUClientSessionCache(8),
-		// SVIDs carry no DNS name; the server is checked by chain only here.
-		InsecureSkipVerify: true, //nolint:gosec // test client; the server side is under test
-		MinVersion:         tls.VersionTLS13,
-	}}}
-}
-
-func get(t *testing.T, c *http.Client, url string) (*http.Response, string, error) {
-	t.Helper()
-	resp, err := c.Get(url)
-	if err != nil {
-		return nil, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp, string(b), nil
-}
-
 func TestServerTLSAcceptsSVID(t *testing.T) {
-	e := newTLSEnv(t)
+	e := newEnv(t, envOpts{})
 	alice := e.ca.Issue(t, "spiffe://example.org/admin/alice")
 	resp, body, err := get(t, e.client(testpki.TLSCertificate(alice)), e.srv.URL)
 	require.NoError(t, err)
@@ -118,7 +32,7 @@ func TestServerTLSAcceptsSVID(t *testing.T) {
 }
 
 func TestServerTLSRefuses(t *testing.T) {
-	e := newTLSEnv(t)
+	e := newEnv(t, envOpts{})
 	foreign := testpki.NewCA(t, "evil.org")
 	now := time.Now()
 	for _, tc := range []struct {
@@ -169,7 +83,7 @@ func TestServerTLSRefuses(t *testing.T) {
 // (go-spiffe's tlsconfig helpers check in VerifyPeerCertificate, which Go
 // skips on resumption.)
 func TestServerTLSChecksResumedSessions(t *testing.T) {
-	e := newTLSEnv(t)
+	e := newEnv(t, envOpts{})
 	alice := e.ca.Issue(t, "spiffe://example.org/admin/alice")
 	c := e.client(testpki.TLSCertificate(alice))
 	tr := c.Transport.(*http.Transport)
@@ -195,17 +109,16 @@ func TestServerTLSChecksResumedSessions(t *testing.T) {
 // TestLeafExpiryOnOpenConnection: a connection outlives its certificate; the
 // next request after the leaf's NotAfter is refused and the connection closed.
 func TestLeafExpiryOnOpenConnection(t *testing.T) {
-	e := newTLSEnv(t)
+	e := newEnv(t, envOpts{})
 	c, alice := e.openConnection(t, "spiffe://example.org/admin/alice")
-	later := alice.Certificates[0].NotAfter.Add(time.Second)
-	e.now.Store(&later)
+	e.clock.Add(alice.Certificates[0].NotAfter.Sub(e.clock.Now()) + time.Second)
 	body := refusedOnOpenConnection(t, c, e.srv.URL)
 	require.Contains(t, body, "expired")
 }
 
 // openConnection issues an SVID for id and returns a client holding a
 // kept-alive connection that one successful request opened.
-func (e *tlsEnv) openConnection(t *testing.T, id string) (*http.Client, *x509svid.SVID) {
+func (e *env) openConnection(t *testing.T, id string) (*http.Client, *x509svid.SVID) {
 	t.Helper()
 	s := e.ca.Issue(t, id)
 	c := e.client(testpki.TLSCertificate(s))
@@ -242,12 +155,12 @@ func refusedOnOpenConnection(t *testing.T, c *http.Client, url string) string {
 // dropped), the next request on that very connection is refused and the
 // connection closed: a connection is never trusted longer than its CA.
 func TestOpenConnectionLosesTrust(t *testing.T) {
-	for name, replace := range map[string]func(e *tlsEnv){
-		"ca-removed":        func(e *tlsEnv) { e.bundles.replace(testpki.NewCA(t, "example.org").Bundle()) },
-		"trust-domain-gone": func(e *tlsEnv) { e.bundles.replace(testpki.NewCA(t, "other.org").Bundle()) },
+	for name, replace := range map[string]func(e *env){
+		"ca-removed":        func(e *env) { e.bundles.replace(testpki.NewCA(t, "example.org").Bundle()) },
+		"trust-domain-gone": func(e *env) { e.bundles.replace(testpki.NewCA(t, "other.org").Bundle()) },
 	} {
 		t.Run(name, func(t *testing.T) {
-			e := newTLSEnv(t)
+			e := newEnv(t, envOpts{})
 			c, _ := e.openConnection(t, "spiffe://example.org/admin/alice")
 			replace(e)
 			refusedOnOpenConnection(t, c, e.srv.URL)
@@ -260,59 +173,49 @@ func TestOpenConnectionLosesTrust(t *testing.T) {
 // by mistake: without Bundles it refuses peers the TLS layer did not verify,
 // and with Bundles it verifies the chain itself.
 func TestMiddlewareNeedsVerifiedPeers(t *testing.T) {
-	ca := testpki.NewCA(t, "example.org")
 	rogue := testpki.NewCA(t, "example.org") // same trust domain, not trusted
-	serverSVID := ca.Issue(t, "spiffe://example.org/svc")
-	trusted := &bundles{}
-	trusted.replace(ca.Bundle())
-	serve := func(t *testing.T, mw *auth.Middleware, tlsCfg *tls.Config) *httptest.Server {
-		srv := httptest.NewUnstartedServer(mw.RequirePeer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			c, _ := auth.CallerFrom(r.Context())
-			_, _ = io.WriteString(w, c.Peer.ID.String())
-		})))
-		srv.TLS = tlsCfg
-		srv.Config.ConnContext = auth.ConnContext
-		srv.StartTLS()
-		t.Cleanup(srv.Close)
-		return srv
-	}
-	anyCert := func() *tls.Config {
-		return &tls.Config{
-			MinVersion: tls.VersionTLS13, ClientAuth: tls.RequireAnyClientCert,
-			Certificates: []tls.Certificate{testpki.TLSCertificate(serverSVID)},
+	mallory := rogue.Issue(t, "spiffe://example.org/admin/mallory")
+	// The server's TLS layer takes any client certificate; verify, if set,
+	// makes it verify the chain against the env's CA.
+	anyCert := func(verify bool) func(e *env) *tls.Config {
+		return func(e *env) *tls.Config {
+			cfg := &tls.Config{
+				MinVersion: tls.VersionTLS13, ClientAuth: tls.RequireAnyClientCert,
+				Certificates: []tls.Certificate{testpki.TLSCertificate(e.ca.Issue(t, "spiffe://example.org/svc"))},
+			}
+			if verify {
+				cfg.ClientAuth = tls.RequireAndVerifyClientCert
+				cfg.ClientCAs = x509.NewCertPool()
+				cfg.ClientCAs.AddCert(e.ca.Cert)
+			}
+			return cfg
 		}
 	}
-	e := &tlsEnv{ca: ca}
-	mallory := rogue.Issue(t, "spiffe://example.org/admin/mallory")
-	alice := ca.Issue(t, "spiffe://example.org/admin/alice")
+	noBundles := func(mw *auth.Middleware) { mw.Bundles = nil }
 
 	t.Run("no-bundles-any-cert", func(t *testing.T) {
-		logs := &testutil.Buffer{}
-		srv := serve(t, &auth.Middleware{Logger: slog.New(slog.NewJSONHandler(logs, nil))}, anyCert())
-		for _, who := range []*x509svid.SVID{mallory, alice} {
-			resp, body, err := get(t, e.client(testpki.TLSCertificate(who)), srv.URL)
+		e := newEnv(t, envOpts{mw: noBundles, tls: anyCert(false)})
+		for _, who := range []*x509svid.SVID{mallory, e.ca.Issue(t, "spiffe://example.org/admin/alice")} {
+			resp, body, err := get(t, e.client(testpki.TLSCertificate(who)), e.srv.URL)
 			require.NoError(t, err)
 			require.Equal(t, http.StatusUnauthorized, resp.StatusCode, body)
 		}
-		require.Contains(t, logs.String(), "auth.misconfigured")
+		require.Contains(t, e.log.String(), "auth.misconfigured")
 	})
 	t.Run("bundles-any-cert", func(t *testing.T) {
-		srv := serve(t, &auth.Middleware{Bundles: trusted}, anyCert())
-		resp, body, err := get(t, e.client(testpki.TLSCertificate(mallory)), srv.URL)
+		e := newEnv(t, envOpts{tls: anyCert(false)})
+		resp, body, err := get(t, e.client(testpki.TLSCertificate(mallory)), e.srv.URL)
 		require.NoError(t, err)
 		require.Equal(t, http.StatusUnauthorized, resp.StatusCode, body)
-		resp, body, err = get(t, e.client(testpki.TLSCertificate(alice)), srv.URL)
+		alice := e.ca.Issue(t, "spiffe://example.org/admin/alice")
+		resp, body, err = get(t, e.client(testpki.TLSCertificate(alice)), e.srv.URL)
 		require.NoError(t, err)
 		require.Equal(t, http.StatusOK, resp.StatusCode)
-		require.Equal(t, "spiffe://example.org/admin/alice", body)
+		require.Equal(t, "spiffe://example.org/admin/alice "+svid.Fingerprint(alice.Certificates[0]), body)
 	})
 	t.Run("no-bundles-verified-by-tls", func(t *testing.T) {
-		cfg := anyCert()
-		cfg.ClientAuth = tls.RequireAndVerifyClientCert
-		cfg.ClientCAs = x509.NewCertPool()
-		cfg.ClientCAs.AddCert(ca.Cert)
-		srv := serve(t, &auth.Middleware{}, cfg)
-		resp, body, err := get(t, e.client(testpki.TLSCertificate(alice)), srv.URL)
+		e := newEnv(t, envOpts{mw: noBundles, tls: anyCert(true)})
+		resp, body, err := get(t, e.client(testpki.TLSCertificate(e.ca.Issue(t, "spiffe://example.org/admin/alice"))), e.srv.URL)
 		require.NoError(t, err)
 		require.Equal(t, http.StatusOK, resp.StatusCode, body)
 	})
@@ -323,7 +226,9 @@ func TestMiddlewareNeedsVerifiedPeers(t *testing.T) {
 // through: no digitalSignature key usage, or an extended key usage without
 // clientAuth (server-only, code signing).
 func TestClientLeafUsage(t *testing.T) {
-	e := newTLSEnv(t)
+	e := newEnv(t, envOpts{})
+	// Behind a TLS layer that verified the chain only.
+	chainOnly := newEnv(t, envOpts{mw: func(mw *auth.Middleware) { mw.Bundles = nil }})
 	usage := func(ku x509.KeyUsage, eku ...x509.ExtKeyUsage) testpki.Option {
 		return func(c *x509.Certificate) { c.KeyUsage, c.ExtKeyUsage = ku, eku }
 	}
@@ -339,13 +244,7 @@ func TestClientLeafUsage(t *testing.T) {
 			_, _, err := get(t, e.client(testpki.TLSCertificate(leaf)), e.srv.URL)
 			require.Error(t, err, "the handshake must fail")
 
-			// Behind a TLS layer that verified the chain only.
-			mw := &auth.Middleware{}
-			h := mw.RequirePeer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }))
-			req := httptest.NewRequest(http.MethodGet, "https://tetherd/", nil)
-			req.TLS = &tls.ConnectionState{Version: tls.VersionTLS13, PeerCertificates: leaf.Certificates, VerifiedChains: [][]*x509.Certificate{leaf.Certificates}}
-			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, req)
+			rec := chainOnly.serveHTTP(httptest.NewRequest(http.MethodGet, "https://tetherd/", nil), leaf.Certificates, true)
 			require.Equal(t, http.StatusUnauthorized, rec.Code, rec.Body.String())
 		})
 	}
@@ -360,22 +259,20 @@ func TestClientLeafUsage(t *testing.T) {
 // TestMiddlewareOnError: an embedder answers refusals in its own format; the
 // error still says the contract's code.
 func TestMiddlewareOnError(t *testing.T) {
-	ca := testpki.NewCA(t, "example.org")
 	var got api.Code
-	mw := &auth.Middleware{OnError: func(w http.ResponseWriter, _ *http.Request, err error) {
-		var a interface{ APIError() *api.Error }
-		if errors.As(err, &a) {
-			got = a.APIError().Code
+	e := newEnv(t, envOpts{mw: func(mw *auth.Middleware) {
+		mw.Bundles = nil
+		mw.OnError = func(w http.ResponseWriter, _ *http.Request, err error) {
+			var a interface{ APIError() *api.Error }
+			if errors.As(err, &a) {
+				got = a.APIError().Code
+			}
+			w.WriteHeader(http.StatusTeapot)
+			_, _ = io.WriteString(w, "refused, the embedder's way")
 		}
-		w.WriteHeader(http.StatusTeapot)
-		_, _ = io.WriteString(w, "refused, the embedder's way")
-	}}
-	h := mw.RequirePeer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }))
-	leaf := ca.Issue(t, "spiffe://example.org/admin/alice")
-	req := httptest.NewRequest(http.MethodGet, "https://tetherd/", nil)
-	req.TLS = &tls.ConnectionState{Version: tls.VersionTLS13, PeerCertificates: leaf.Certificates} // not verified by anyone
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
+	}})
+	leaf := e.ca.Issue(t, "spiffe://example.org/admin/alice")
+	rec := e.serveHTTP(httptest.NewRequest(http.MethodGet, "https://tetherd/", nil), leaf.Certificates, false) // verified by nobody
 	require.Equal(t, http.StatusTeapot, rec.Code)
 	require.Equal(t, "refused, the embedder's way", rec.Body.String())
 	require.Equal(t, api.CodeInvalidToken, got)
