@@ -24,7 +24,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
-	"golang.org/x/time/rate"
+	"github.com/stretchr/testify/require"
 )
 
 var (
@@ -36,28 +36,14 @@ var (
 func benchFingerprint(tb testing.TB) string {
 	tb.Helper()
 	var b [32]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		tb.Fatal(err)
-	}
+	_, err := rand.Read(b[:])
+	require.NoError(tb, err)
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-func benchManager(tb testing.TB, cfg Config) *Manager {
-	tb.Helper()
-	cfg.Issuer = benchIssuer
-	if cfg.LoginRate == 0 {
-		cfg.LoginRate = rate.Inf
-	}
-	if cfg.SweepInterval == 0 {
-		cfg.SweepInterval = time.Hour // the benchmarks sweep by themselves
-	}
-	m, err := NewManager(cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = m.Close() })
-	return m
-}
+// realTime runs the package's test Manager on the real clock, as a
+// deployment would (the manual clock takes a lock on every reading).
+func realTime(c *Config) { c.Now = time.Now }
 
 // benchLogin opens n sessions, each for its own leaf of peer's identity.
 func benchLogin(tb testing.TB, m *Manager, id spiffeid.ID, n int) ([]string, []Peer) {
@@ -66,9 +52,7 @@ func benchLogin(tb testing.TB, m *Manager, id spiffeid.ID, n int) ([]string, []P
 	for i := range n {
 		peers[i] = Peer{ID: id, Fingerprint: benchFingerprint(tb)}
 		tok, _, err := m.Login(context.Background(), peers[i])
-		if err != nil {
-			tb.Fatal(err)
-		}
+		require.NoError(tb, err)
 		toks[i] = tok
 	}
 	return toks, peers
@@ -77,12 +61,12 @@ func benchLogin(tb testing.TB, m *Manager, id spiffeid.ID, n int) ([]string, []P
 // BenchmarkValidate is the check behind every request: hash the token, find
 // the session, compare identity and leaf fingerprint, restart the idle clock.
 func BenchmarkValidate(b *testing.B) {
-	m := benchManager(b, Config{})
+	m, _ := NewTestManager(b, realTime)
 	toks, peers := benchLogin(b, m, benchAdmin, 1)
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := m.Validate(ctx, toks[0], peers[0]); err != nil {
+		if _, err := m.Validate(ctx, toks[0], peers[0]); err != nil { // timed: no testify in the loop
 			b.Fatal(err)
 		}
 	}
@@ -91,13 +75,13 @@ func BenchmarkValidate(b *testing.B) {
 // BenchmarkCheckCommit is the same check split as the HTTP layer does it:
 // Check before the handler, Commit once it answered 2xx.
 func BenchmarkCheckCommit(b *testing.B) {
-	m := benchManager(b, Config{})
+	m, _ := NewTestManager(b, realTime)
 	toks, peers := benchLogin(b, m, benchAdmin, 1)
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
 		u, err := m.Check(ctx, toks[0], peers[0])
-		if err != nil {
+		if err != nil { // timed: no testify in the loop
 			b.Fatal(err)
 		}
 		u.Commit()
@@ -109,16 +93,12 @@ func BenchmarkCheckCommit(b *testing.B) {
 // an ended one, and a token never minted. They should cost alike (finding
 // 9): none checks a signature.
 func BenchmarkValidateRefused(b *testing.B) {
-	m := benchManager(b, Config{})
+	m, _ := NewTestManager(b, realTime)
 	ctx := context.Background()
 	toks, peers := benchLogin(b, m, benchAdmin, 2)
 	ended, err := m.Validate(ctx, toks[1], peers[1])
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := m.Logout(ctx, ended.ID); err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, err)
+	require.NoError(b, m.Logout(ctx, ended.ID))
 	mallory := Peer{ID: spiffeid.RequireFromString("spiffe://example.org/admin/mallory"), Fingerprint: benchFingerprint(b)}
 	for _, c := range []struct {
 		name  string
@@ -133,7 +113,7 @@ func BenchmarkValidateRefused(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := m.Validate(ctx, c.token, c.peer); err == nil {
+				if _, err := m.Validate(ctx, c.token, c.peer); err == nil { // timed: no testify in the loop
 					b.Fatal("accepted")
 				}
 			}
@@ -145,7 +125,7 @@ func BenchmarkValidateRefused(b *testing.B) {
 // its own session (as concurrent admins would); run with -cpu 1,2.
 func BenchmarkValidateParallel(b *testing.B) {
 	const sessions = 64
-	m := benchManager(b, Config{MaxSessionsPerIdentity: sessions})
+	m, _ := NewTestManager(b, func(c *Config) { realTime(c); c.MaxSessionsPerIdentity = sessions })
 	toks, peers := benchLogin(b, m, benchAdmin, sessions)
 	ctx := context.Background()
 	var next atomic.Int64
@@ -168,21 +148,15 @@ func BenchmarkValidateParallel(b *testing.B) {
 func BenchmarkJWTSVIDValidate(b *testing.B) {
 	td := benchAdmin.TrustDomain()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, err)
 	const kid = "authority-1"
 	bundle := jwtbundle.New(td)
-	if err := bundle.AddJWTAuthority(kid, key.Public()); err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, bundle.AddJWTAuthority(kid, key.Public()))
 	signer, err := jose.NewSigner(
 		jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: key, KeyID: kid}},
 		(&jose.SignerOptions{}).WithType("JWT"),
 	)
-	if err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, err)
 	now := time.Now()
 	token, err := jwt.Signed(signer).Claims(jwt.Claims{
 		Subject:  benchAdmin.String(),
@@ -190,14 +164,12 @@ func BenchmarkJWTSVIDValidate(b *testing.B) {
 		IssuedAt: jwt.NewNumericDate(now),
 		Expiry:   jwt.NewNumericDate(now.Add(time.Hour)),
 	}).Serialize()
-	if err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, err)
 	aud := []string{benchIssuer.String()}
 	b.ReportAllocs()
 	for b.Loop() {
 		s, err := jwtsvid.ParseAndValidate(token, bundle, aud)
-		if err != nil {
+		if err != nil { // timed: no testify in the loop
 			b.Fatal(err)
 		}
 		if s.ID != benchAdmin {
@@ -219,7 +191,7 @@ func benchFill(tb testing.TB, s Store, n int, created, expires int64) {
 		if i%DefaultMaxSessionsPerIdentity == 0 {
 			var err error
 			owner, err = spiffeid.FromSegments(benchAdmin.TrustDomain(), "admin", fmt.Sprintf("user-%07d", i/DefaultMaxSessionsPerIdentity))
-			if err != nil {
+			if err != nil { // a million times: no testify in the loop
 				tb.Fatal(err)
 			}
 		}
@@ -263,18 +235,15 @@ func BenchmarkSessionMemory(b *testing.B) {
 				now := time.Now().UnixNano()
 				benchFill(b, s, n, now, now+int64(time.Hour))
 				after := benchHeap()
-				if s.Len() != n {
-					b.Fatalf("store holds %d sessions, want %d", s.Len(), n)
-				}
+				require.False(b, s.Len() != n, "store holds %d sessions, want %d", s.Len(), n)
 				measured = float64(after-before) / float64(n)
 				estimated = float64(s.EstimatedBytes()) / float64(n)
 				runtime.KeepAlive(s)
 			}
 			b.ReportMetric(measured, "B/session")
 			b.ReportMetric(estimated, "est-B/session")
-			if off := math.Abs(estimated-measured) / measured; off > 0.20 {
-				b.Errorf("EstimatedBytes is %.0f B/session, measured %.0f: %.0f%% off (limit 20%%)", estimated, measured, off*100)
-			}
+			off := math.Abs(estimated-measured) / measured
+			require.LessOrEqual(b, off, 0.20, "EstimatedBytes is %.0f B/session, measured %.0f: %.0f%% off (limit 20%%)", estimated, measured, off*100)
 		})
 	}
 }
@@ -293,10 +262,10 @@ func BenchmarkValidateDuringSweep(b *testing.B) {
 		var clock atomic.Int64
 		clock.Store(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC).UnixNano())
 		store := NewMemoryStore()
-		m := benchManager(b, Config{
-			Store: store, Now: func() time.Time { return time.Unix(0, clock.Load()) },
-			TTL: 8 * time.Hour, IdleTimeout: 4 * time.Hour,
-			MaxSessions: 2 * expiring, MaxSessionsPerIdentity: live,
+		m, _ := NewTestManager(b, func(c *Config) {
+			c.Store, c.Now = store, func() time.Time { return time.Unix(0, clock.Load()) }
+			c.TTL, c.IdleTimeout = 8*time.Hour, 4*time.Hour
+			c.MaxSessions, c.MaxSessionsPerIdentity = 2*expiring, live
 		})
 		toks, peers := benchLogin(b, m, benchAdmin, live)
 		t0 := clock.Load()
@@ -321,7 +290,7 @@ func BenchmarkValidateDuringSweep(b *testing.B) {
 			t := time.Now()
 			_, err := m.Validate(ctx, toks[i%live], peers[i%live])
 			d := time.Since(t)
-			if err != nil {
+			if err != nil { // timed: no testify in the loop
 				b.Fatal(err)
 			}
 			if len(lat) < cap(lat) {
@@ -330,12 +299,8 @@ func BenchmarkValidateDuringSweep(b *testing.B) {
 		}
 		sweepMS = float64(time.Since(start)) / float64(time.Millisecond)
 		b.StopTimer()
-		if swept != expiring || m.Len() != live {
-			b.Fatalf("swept %d sessions, %d left; want %d and %d", swept, m.Len(), expiring, live)
-		}
-		if len(lat) == 0 {
-			b.Fatal("no validation ran during the sweep")
-		}
+		require.False(b, swept != expiring || m.Len() != live, "swept %d sessions, %d left; want %d and %d", swept, m.Len(), expiring, live)
+		require.False(b, len(lat) == 0, "no validation ran during the sweep")
 		slices.Sort(lat)
 		pct := func(p float64) float64 { return float64(lat[int(math.Ceil(p*float64(len(lat))))-1]) }
 		p50, p99, maxNS = pct(0.50), pct(0.99), float64(lat[len(lat)-1])

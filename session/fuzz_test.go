@@ -15,30 +15,24 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"golang.org/x/time/rate"
+	"github.com/stretchr/testify/require"
 
 	"github.com/tetherproject/tether/pkg/api"
 )
 
 var (
-	fzIssuer = spiffeid.RequireFromString("spiffe://example.org/tetherd")
 	fzAlice  = Peer{ID: spiffeid.RequireFromString("spiffe://example.org/admin/alice"), Fingerprint: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}
 	fzAlice2 = Peer{ID: fzAlice.ID, Fingerprint: "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB"} // alice's next leaf
 	fzBob    = Peer{ID: spiffeid.RequireFromString("spiffe://example.org/admin/bob"), Fingerprint: "CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC"}
 )
 
-// fzManager is a silent manager with one live session of alice's.
+// fzManager is the package's test Manager (silent) with one live session of
+// alice's.
 func fzManager(tb testing.TB) (*Manager, string) {
 	tb.Helper()
-	m, err := NewManager(Config{Issuer: fzIssuer, LoginRate: rate.Inf, SweepInterval: time.Hour})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = m.Close() })
+	m, _ := NewTestManager(tb, nil)
 	tok, _, err := m.Login(context.Background(), fzAlice)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	require.NoError(tb, err)
 	return m, tok
 }
 
@@ -47,9 +41,7 @@ func fzManager(tb testing.TB) (*Manager, string) {
 func fzCode(t *testing.T, err error) api.Code {
 	t.Helper()
 	var se *Error
-	if !errors.As(err, &se) {
-		t.Fatalf("error %T %v is not a *session.Error", err, err)
-	}
+	require.True(t, errors.As(err, &se), "error %T %v is not a *session.Error", err, err)
 	return se.Code
 }
 
@@ -82,50 +74,37 @@ func FuzzValidate(f *testing.F) {
 		// The owner over the bound leaf: accepted exactly for the genuine token.
 		_, err := m.Validate(ctx, token, fzAlice)
 		if token == genuine {
-			if err != nil {
-				t.Fatalf("genuine token refused: %v", err)
-			}
-		} else if err == nil {
-			t.Fatalf("a token other than the genuine one was accepted: %q", token)
-		} else if c := fzCode(t, err); c != api.CodeInvalidToken && c != api.CodeSessionEnded {
-			t.Fatalf("owner, other token: code %s", c)
+			require.NoError(t, err, "genuine token refused")
+		} else {
+			require.Error(t, err, "a token other than the genuine one was accepted: %q", token)
+			require.Contains(t, []api.Code{api.CodeInvalidToken, api.CodeSessionEnded}, fzCode(t, err), "owner, other token")
 		}
 
 		// The owner over another leaf: never accepted.
 		_, err = m.Validate(ctx, token, fzAlice2)
-		if err == nil {
-			t.Fatalf("accepted over another leaf: %q", token)
-		}
-		if c := fzCode(t, err); token == genuine && c != api.CodeCertificateRotated {
-			t.Fatalf("genuine token over a new leaf: code %s, want certificate_rotated", c)
+		require.Error(t, err, "accepted over another leaf: %q", token)
+		if c := fzCode(t, err); token == genuine {
+			require.Equal(t, api.CodeCertificateRotated, c, "genuine token over a new leaf")
 		}
 
 		// Another identity: never accepted, and never told more than invalid_token.
 		_, err = m.Validate(ctx, token, fzBob)
-		if err == nil {
-			t.Fatalf("accepted for another identity: %q", token)
-		}
-		if c := fzCode(t, err); c != api.CodeInvalidToken {
-			t.Fatalf("another identity: code %s, want invalid_token", c)
-		}
+		require.Error(t, err, "accepted for another identity: %q", token)
+		require.Equal(t, api.CodeInvalidToken, fzCode(t, err), "another identity")
 
 		// Introspection: active exactly for the genuine token and its leaf.
-		if _, ok := m.Introspect(ctx, token, fzAlice.Fingerprint); ok != (token == genuine) {
-			t.Fatalf("introspect(%q) active = %v", token, ok)
-		}
-		if _, ok := m.Introspect(ctx, token, fzAlice2.Fingerprint); ok {
-			t.Fatalf("introspect active for another leaf: %q", token)
-		}
+		_, ok := m.Introspect(ctx, token, fzAlice.Fingerprint)
+		require.Equal(t, token == genuine, ok, "introspect(%q) active", token)
+		_, ok = m.Introspect(ctx, token, fzAlice2.Fingerprint)
+		require.False(t, ok, "introspect active for another leaf: %q", token)
 
 		// Rebind: never for another identity; for the owner, only the
 		// genuine token may move the session (and then it is moved back).
-		if _, _, err := m.Rebind(ctx, token, fzBob); err == nil {
-			t.Fatalf("rebind by another identity: %q", token)
-		}
+		_, _, err = m.Rebind(ctx, token, fzBob)
+		require.Error(t, err, "rebind by another identity: %q", token)
 		if token != genuine {
-			if _, _, err := m.Rebind(ctx, token, fzAlice2); err == nil {
-				t.Fatalf("rebind with a token other than the genuine one: %q", token)
-			}
+			_, _, err = m.Rebind(ctx, token, fzAlice2)
+			require.Error(t, err, "rebind with a token other than the genuine one: %q", token)
 		}
 	})
 }
@@ -136,13 +115,9 @@ func FuzzValidate(f *testing.F) {
 func fzSign(tb testing.TB, m *Manager, payload []byte) string {
 	tb.Helper()
 	jws, err := m.keys.signer.Sign(payload)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	require.NoError(tb, err)
 	tok, err := jws.CompactSerialize()
-	if err != nil {
-		tb.Fatal(err)
-	}
+	require.NoError(tb, err)
 	return tok
 }
 
@@ -158,9 +133,7 @@ func fzClaims(m *Manager, sessionID string) map[string]any {
 func fzPayload(tb testing.TB, claims map[string]any) []byte {
 	tb.Helper()
 	b, err := json.Marshal(claims)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	require.NoError(tb, err)
 	return b
 }
 
@@ -175,14 +148,10 @@ func TestReSignedTokensRefused(t *testing.T) {
 	m, genuine := fzManager(t)
 	ctx := context.Background()
 	info, err := m.Validate(ctx, genuine, fzAlice)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	parts := strings.Split(genuine, ".")
 	minted, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	payloads := map[string][]byte{
 		"fail/minted-claims":   minted, // the genuine payload under a new signature
 		"fail/genuine-claims":  fzPayload(t, fzClaims(m, info.ID)),
@@ -200,18 +169,16 @@ func TestReSignedTokensRefused(t *testing.T) {
 			for _, p := range []Peer{fzAlice, fzAlice2, fzBob} {
 				_, err := m.Validate(ctx, tok, p)
 				var se *Error
-				if !errors.As(err, &se) || se.Code != api.CodeInvalidToken || se.Reason != ReasonUnknown {
-					t.Fatalf("%s: got %v, want invalid_token (%s)", p.ID, err, ReasonUnknown)
-				}
+				require.ErrorAs(t, err, &se, "%s", p.ID)
+				require.Equal(t, api.CodeInvalidToken, se.Code, "%s", p.ID)
+				require.Equal(t, ReasonUnknown, se.Reason, "%s", p.ID)
 			}
-			if _, ok := m.Introspect(ctx, tok, fzAlice.Fingerprint); ok {
-				t.Fatal("introspect active for a re-signed token")
-			}
+			_, ok := m.Introspect(ctx, tok, fzAlice.Fingerprint)
+			require.False(t, ok, "introspect active for a re-signed token")
 		})
 	}
-	if _, err := m.Validate(ctx, genuine, fzAlice); err != nil {
-		t.Fatalf("the genuine token stopped working: %v", err)
-	}
+	_, err = m.Validate(ctx, genuine, fzAlice)
+	require.NoError(t, err, "the genuine token stopped working")
 }
 
 func mapWith(c map[string]any, k string, v any) map[string]any {

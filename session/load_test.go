@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/stretchr/testify/require"
 	"golang.org/x/time/rate"
 
 	"github.com/tetherproject/tether/pkg/api"
@@ -397,17 +398,16 @@ func newLdWorld(t *testing.T, cfg session.Config, identities, leavesEach int) (*
 	clock := &ldClock{}
 	clock.ns.Store(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC).UnixNano())
 	events := &ldEvents{clock: clock, ended: map[string][]ldEnd{}}
-	cfg.Issuer = spiffeid.RequireFromString("spiffe://example.org/tetherd")
-	cfg.Now = clock.Now
-	cfg.Logger = slog.New(events)
-	if cfg.LoginRate == 0 {
-		cfg.LoginRate = rate.Inf
-	}
-	m, err := session.NewManager(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m.Close() })
+	// The test's own configuration, whole (zero fields are the package's
+	// defaults), on the world's clock and event log.
+	m, _ := session.NewTestManager(t, func(c *session.Config) {
+		issuer := c.Issuer
+		*c = cfg
+		c.Issuer, c.Now, c.Logger = issuer, clock.Now, slog.New(events)
+		if c.LoginRate == 0 {
+			c.LoginRate = rate.Inf
+		}
+	})
 	w := &ldWorld{
 		t: t, m: m, clock: clock, leaves: map[spiffeid.ID][]session.Peer{},
 		revoking: map[spiffeid.ID]*ldRevoking{}, counts: map[string]int{},
@@ -533,13 +533,9 @@ func TestLoadInvariants(t *testing.T) {
 	}
 	t.Logf("sessions opened %d, live at the end %d; operations %v", len(w.sessions), live, w.counts)
 	for _, op := range []string{"login", "validate.ok", "rebind", "revoke", "tick"} {
-		if w.counts[op] == 0 {
-			t.Errorf("the load never did %s: the mix is too thin to prove anything", op)
-		}
+		require.NotZero(t, w.counts[op], "the load never did %s: the mix is too thin to prove anything", op)
 	}
-	if ended := len(w.sessions) - live; ended == 0 {
-		t.Error("no session ended during the load")
-	}
+	require.NotZero(t, len(w.sessions)-live, "no session ended during the load")
 }
 
 // TestLoadCapsExact: logins racing for the last places get exactly the caps,
@@ -576,25 +572,17 @@ func TestLoadCapsExact(t *testing.T) {
 
 	t.Run("total", func(t *testing.T) {
 		ok, w := run(t, 40, 100, 8, 32, 10)
-		if ok != 40 || w.m.Len() != 40 {
-			t.Fatalf("%d logins succeeded, %d live; want exactly 40", ok, w.m.Len())
-		}
+		require.False(t, ok != 40 || w.m.Len() != 40, "%d logins succeeded, %d live; want exactly 40", ok, w.m.Len())
 	})
 	t.Run("per-identity", func(t *testing.T) {
 		ok, w := run(t, 1000, 7, 1, 32, 10)
-		if ok != 7 || w.m.Len() != 7 || len(w.m.List(&w.ids[0])) != 7 {
-			t.Fatalf("%d logins succeeded, %d live; want exactly 7", ok, w.m.Len())
-		}
+		require.False(t, ok != 7 || w.m.Len() != 7 || len(w.m.List(&w.ids[0])) != 7, "%d logins succeeded, %d live; want exactly 7", ok, w.m.Len())
 	})
 	t.Run("both", func(t *testing.T) {
 		ok, w := run(t, 20, 3, 10, 40, 5)
-		if ok != 20 || w.m.Len() != 20 {
-			t.Fatalf("%d logins succeeded, %d live; want exactly 20", ok, w.m.Len())
-		}
+		require.False(t, ok != 20 || w.m.Len() != 20, "%d logins succeeded, %d live; want exactly 20", ok, w.m.Len())
 		for _, id := range w.ids {
-			if n := len(w.m.List(&id)); n > 3 {
-				t.Fatalf("%s holds %d sessions, cap 3", id, n)
-			}
+			require.LessOrEqual(t, len(w.m.List(&id)), 3, "%s holds more sessions than its cap", id)
 		}
 	})
 	t.Run("churn", func(t *testing.T) {
@@ -630,9 +618,8 @@ func TestLoadCapsExact(t *testing.T) {
 			}()
 		}
 		wg.Wait()
-		if want := int(logins.Load() - revokes.Load()); w.m.Len() != want || len(w.m.List(nil)) != want {
-			t.Fatalf("live %d (listed %d), want logins %d - revocations %d = %d",
-				w.m.Len(), len(w.m.List(nil)), logins.Load(), revokes.Load(), want)
-		}
+		want := int(logins.Load() - revokes.Load())
+		require.Equal(t, want, w.m.Len(), "live, want logins %d - revocations %d", logins.Load(), revokes.Load())
+		require.Len(t, w.m.List(nil), want, "listed")
 	})
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/time/rate"
 
-	"github.com/tetherproject/tether/internal/testutil"
 	"github.com/tetherproject/tether/pkg/api"
 	"github.com/tetherproject/tether/session"
 )
@@ -26,22 +25,6 @@ var (
 	alice2 = session.Peer{ID: alice.ID, Fingerprint: "fp-alice-2"} // alice after rotation
 	bob    = session.Peer{ID: spiffeid.RequireFromString("spiffe://example.org/admin/bob"), Fingerprint: "fp-bob"}
 )
-
-func newManager(t *testing.T, mod func(*session.Config)) (*session.Manager, *testutil.Clock) {
-	t.Helper()
-	clk := testutil.NewClock(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))
-	cfg := session.Config{
-		Issuer: issuer, TTL: time.Hour, IdleTimeout: 10 * time.Minute,
-		LoginRate: rate.Inf, Now: clk.Now, SweepInterval: time.Hour,
-	}
-	if mod != nil {
-		mod(&cfg)
-	}
-	m, err := session.NewManager(cfg)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, m.Close()) })
-	return m, clk
-}
 
 func login(t *testing.T, m *session.Manager, p session.Peer) (string, session.Info) {
 	t.Helper()
@@ -66,7 +49,7 @@ func TestNewManagerConfig(t *testing.T) {
 }
 
 func TestTokenClaims(t *testing.T) {
-	m, clk := newManager(t, nil)
+	m, clk := session.NewTestManager(t, nil)
 	tok, info := login(t, m, alice)
 
 	parts := strings.Split(tok, ".")
@@ -96,7 +79,7 @@ func TestTokenClaims(t *testing.T) {
 }
 
 func TestSessionIDs(t *testing.T) {
-	m, _ := newManager(t, func(c *session.Config) { c.MaxSessionsPerIdentity = 1000 })
+	m, _ := session.NewTestManager(t, func(c *session.Config) { c.MaxSessionsPerIdentity = 1000 })
 	seen := map[string]bool{}
 	for range 200 {
 		_, info := login(t, m, alice)
@@ -108,7 +91,7 @@ func TestSessionIDs(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	m, clk := newManager(t, nil)
+	m, clk := session.NewTestManager(t, nil)
 	ctx := context.Background()
 	tok, info := login(t, m, alice)
 	bobTok, _ := login(t, m, bob)
@@ -120,7 +103,7 @@ func TestValidate(t *testing.T) {
 	require.Equal(t, clk.Now(), got.LastUsedAt, "a use moves last_used_at")
 	require.Equal(t, clk.Now().Add(10*time.Minute), got.IdleExpiresAt)
 
-	other, _ := newManager(t, nil) // another tetherd instance: its own key
+	other, _ := session.NewTestManager(t, nil) // another tetherd instance: its own key
 	foreign, _, err := other.Login(ctx, alice)
 	require.NoError(t, err)
 
@@ -153,7 +136,7 @@ func TestValidate(t *testing.T) {
 func TestExpiry(t *testing.T) {
 	ctx := context.Background()
 	t.Run("idle", func(t *testing.T) {
-		m, clk := newManager(t, nil)
+		m, clk := session.NewTestManager(t, nil)
 		tok, _ := login(t, m, alice)
 		clk.Add(9 * time.Minute)
 		_, err := m.Validate(ctx, tok, alice)
@@ -172,7 +155,7 @@ func TestExpiry(t *testing.T) {
 		requireCode(t, err, api.CodeInvalidToken)
 	})
 	t.Run("absolute", func(t *testing.T) {
-		m, clk := newManager(t, nil)
+		m, clk := session.NewTestManager(t, nil)
 		tok, _ := login(t, m, alice)
 		for range 6 { // used every 9 minutes: never idle, still ends at 1h
 			clk.Add(9 * time.Minute)
@@ -184,7 +167,7 @@ func TestExpiry(t *testing.T) {
 		requireCode(t, err, api.CodeSessionEnded)
 	})
 	t.Run("sweep", func(t *testing.T) {
-		m, clk := newManager(t, nil)
+		m, clk := session.NewTestManager(t, nil)
 		login(t, m, alice)
 		login(t, m, bob)
 		require.Equal(t, 2, m.Len())
@@ -196,7 +179,7 @@ func TestExpiry(t *testing.T) {
 }
 
 func TestRebind(t *testing.T) {
-	m, clk := newManager(t, nil)
+	m, clk := session.NewTestManager(t, nil)
 	ctx := context.Background()
 	tok, info := login(t, m, alice)
 	clk.Add(time.Minute)
@@ -227,7 +210,7 @@ func TestRebind(t *testing.T) {
 }
 
 func TestRevocation(t *testing.T) {
-	m, _ := newManager(t, nil)
+	m, _ := session.NewTestManager(t, nil)
 	ctx := context.Background()
 	a1, i1 := login(t, m, alice)
 	a2, _ := login(t, m, alice)
@@ -253,7 +236,7 @@ func TestRevocation(t *testing.T) {
 }
 
 func TestList(t *testing.T) {
-	m, clk := newManager(t, nil)
+	m, clk := session.NewTestManager(t, nil)
 	_, a := login(t, m, alice)
 	clk.Add(time.Second)
 	_, b := login(t, m, bob)
@@ -281,7 +264,7 @@ func ids(infos []session.Info) []string {
 func TestLimits(t *testing.T) {
 	ctx := context.Background()
 	t.Run("per-identity", func(t *testing.T) {
-		m, _ := newManager(t, func(c *session.Config) { c.MaxSessionsPerIdentity = 2 })
+		m, _ := session.NewTestManager(t, func(c *session.Config) { c.MaxSessionsPerIdentity = 2 })
 		login(t, m, alice)
 		_, i2 := login(t, m, alice)
 		_, _, err := m.Login(ctx, alice)
@@ -291,7 +274,7 @@ func TestLimits(t *testing.T) {
 		login(t, m, alice) // room again
 	})
 	t.Run("total", func(t *testing.T) {
-		m, _ := newManager(t, func(c *session.Config) { c.MaxSessions = 2 })
+		m, _ := session.NewTestManager(t, func(c *session.Config) { c.MaxSessions = 2 })
 		login(t, m, alice)
 		login(t, m, bob)
 		_, _, err := m.Login(ctx, alice2)
@@ -299,7 +282,7 @@ func TestLimits(t *testing.T) {
 		require.Equal(t, 2, m.Len())
 	})
 	t.Run("rate", func(t *testing.T) {
-		m, clk := newManager(t, func(c *session.Config) { c.LoginRate = 1; c.LoginBurst = 3 })
+		m, clk := session.NewTestManager(t, func(c *session.Config) { c.LoginRate = 1; c.LoginBurst = 3 })
 		for range 3 {
 			login(t, m, alice)
 		}
@@ -313,7 +296,7 @@ func TestLimits(t *testing.T) {
 }
 
 func TestIntrospect(t *testing.T) {
-	m, clk := newManager(t, nil)
+	m, clk := session.NewTestManager(t, nil)
 	ctx := context.Background()
 	tok, info := login(t, m, alice)
 	clk.Add(time.Minute)
@@ -332,15 +315,15 @@ func TestIntrospect(t *testing.T) {
 
 func TestRestartEndsEverySession(t *testing.T) {
 	ctx := context.Background()
-	m1, _ := newManager(t, nil)
+	m1, _ := session.NewTestManager(t, nil)
 	tok, _ := login(t, m1, alice)
-	m2, _ := newManager(t, nil) // same issuer, new process: new key, empty store
+	m2, _ := session.NewTestManager(t, nil) // same issuer, new process: new key, empty store
 	_, err := m2.Validate(ctx, tok, alice)
 	requireCode(t, err, api.CodeInvalidToken)
 }
 
 func TestStoreKeepsNoToken(t *testing.T) {
-	m, _ := newManager(t, nil)
+	m, _ := session.NewTestManager(t, nil)
 	tok, info := login(t, m, alice)
 	var found *session.Record
 	m.Store().Range(func(r *session.Record) bool { found = r; return false })
@@ -355,7 +338,7 @@ func TestStoreKeepsNoToken(t *testing.T) {
 // leaf, the previous leaf can never take it back, not even with the new
 // token; only a strictly newer leaf may rebind it.
 func TestRebindOnlyToNewerLeaf(t *testing.T) {
-	m, clk := newManager(t, nil)
+	m, clk := session.NewTestManager(t, nil)
 	ctx := context.Background()
 	t0 := clk.Now().Add(-time.Minute).Truncate(time.Second)
 	leafA := session.Peer{ID: alice.ID, Fingerprint: "fp-a", NotBefore: t0}
@@ -412,7 +395,7 @@ func TestRebindOnlyToNewerLeaf(t *testing.T) {
 // (an embedder that does not set Peer.NotBefore) rebinds to any other leaf;
 // once bound to a leaf with a known NotBefore, ordering holds from then on.
 func TestRebindUnknownNotBefore(t *testing.T) {
-	m, clk := newManager(t, nil)
+	m, clk := session.NewTestManager(t, nil)
 	ctx := context.Background()
 	tok, _ := login(t, m, alice) // NotBefore unknown
 	tok, _, err := m.Rebind(ctx, tok, alice2)
@@ -428,7 +411,7 @@ func TestRebindUnknownNotBefore(t *testing.T) {
 // only Commit does, at the time of the check. A session whose checks are
 // never committed (every request failed) idles out on schedule.
 func TestCheckCommit(t *testing.T) {
-	m, clk := newManager(t, nil) // idle timeout 10m
+	m, clk := session.NewTestManager(t, nil) // idle timeout 10m
 	ctx := context.Background()
 	tok, info := login(t, m, alice)
 
@@ -477,7 +460,7 @@ func TestCheckCommit(t *testing.T) {
 
 // TestValidateCommits: Validate is Check and Commit at once.
 func TestValidateCommits(t *testing.T) {
-	m, clk := newManager(t, nil)
+	m, clk := session.NewTestManager(t, nil)
 	ctx := context.Background()
 	tok, info := login(t, m, alice)
 	clk.Add(3 * time.Minute)
@@ -493,7 +476,7 @@ func TestValidateCommits(t *testing.T) {
 // one, no identity ever gets a second login, however the two interleave (a
 // bucket dropped between its lookup and its use would hand out a fresh one).
 func TestLoginLimitUnderSweep(t *testing.T) {
-	m, _ := newManager(t, func(c *session.Config) {
+	m, _ := session.NewTestManager(t, func(c *session.Config) {
 		c.LoginRate, c.LoginBurst, c.MaxSessions = rate.Every(time.Hour), 1, 1<<20
 	})
 	ctx := context.Background()

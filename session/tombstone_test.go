@@ -30,7 +30,7 @@ func requireRefusal(t *testing.T, err error, code api.Code, reason string) {
 // witness (a signature check costs over a hundred): every refusal allocates
 // the same, at most the error more than an accepted token.
 func TestRefusalsCostTheSame(t *testing.T) {
-	m, _ := newManager(t, nil)
+	m, _ := session.NewTestManager(t, nil)
 	ctx := context.Background()
 	live, _ := login(t, m, alice)
 	ended, endedInfo := login(t, m, alice)
@@ -105,7 +105,7 @@ func TestTombstones(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m, clk := newManager(t, nil)
+			m, clk := session.NewTestManager(t, nil)
 			tok, info := login(t, m, alice)
 			tc.end(t, m, clk, tok, info)
 			require.Equal(t, 1, m.Tombstones())
@@ -129,7 +129,7 @@ func TestTombstones(t *testing.T) {
 		// tombstone is kept TombstoneGrace longer, so the owner hears
 		// session_ended (expired) before and after the sweep; after the
 		// grace nobody remembers the token.
-		m, clk := newManager(t, nil)
+		m, clk := session.NewTestManager(t, nil)
 		tok, _ := login(t, m, alice)
 		for range 6 {
 			clk.Add(9 * time.Minute)
@@ -158,7 +158,7 @@ func TestTombstones(t *testing.T) {
 	})
 
 	t.Run("unknown", func(t *testing.T) {
-		m, _ := newManager(t, nil)
+		m, _ := session.NewTestManager(t, nil)
 		tok, _ := login(t, m, alice)
 		for token, reason := range map[string]string{
 			tok[:len(tok)-8] + "AAAAAAAA": session.ReasonUnknown,
@@ -204,7 +204,7 @@ func TestTombstoneCaps(t *testing.T) {
 	}
 
 	t.Run("per-identity", func(t *testing.T) {
-		m, _ := newManager(t, func(c *session.Config) { c.MaxTombstonesPerIdentity = 3 })
+		m, _ := session.NewTestManager(t, func(c *session.Config) { c.MaxTombstonesPerIdentity = 3 })
 		a := churn(t, m, alice, 5)
 		b := churn(t, m, bob, 2)
 		require.Equal(t, 5, m.Tombstones())
@@ -213,7 +213,7 @@ func TestTombstoneCaps(t *testing.T) {
 		requireEnded(t, m, bob, b...) // another identity keeps its own
 	})
 	t.Run("total", func(t *testing.T) {
-		m, _ := newManager(t, func(c *session.Config) { c.MaxTombstones = 4 })
+		m, _ := session.NewTestManager(t, func(c *session.Config) { c.MaxTombstones = 4 })
 		a := churn(t, m, alice, 3)
 		b := churn(t, m, bob, 3)
 		require.Equal(t, 4, m.Tombstones())
@@ -222,7 +222,7 @@ func TestTombstoneCaps(t *testing.T) {
 		requireEnded(t, m, bob, b...)
 	})
 	t.Run("superseded-counts-too", func(t *testing.T) {
-		m, _ := newManager(t, func(c *session.Config) { c.MaxTombstonesPerIdentity = 2 })
+		m, _ := session.NewTestManager(t, func(c *session.Config) { c.MaxTombstonesPerIdentity = 2 })
 		tok, _ := login(t, m, alice)
 		var old []string
 		for i := range 4 {
@@ -237,7 +237,7 @@ func TestTombstoneCaps(t *testing.T) {
 		requireRefusal(t, err, api.CodeSessionEnded, session.ReasonSuperseded)
 	})
 	t.Run("defaults-bound-a-login-loop", func(t *testing.T) {
-		m, _ := newManager(t, nil)
+		m, _ := session.NewTestManager(t, nil)
 		churn(t, m, alice, 3*session.DefaultTombstonesPerSession*session.DefaultMaxSessionsPerIdentity)
 		require.Equal(t, session.DefaultTombstonesPerSession*session.DefaultMaxSessionsPerIdentity, m.Tombstones())
 	})
@@ -252,7 +252,7 @@ func TestTombstoneCaps(t *testing.T) {
 // sweep.
 func TestTombstonesSwept(t *testing.T) {
 	ctx := context.Background()
-	m, clk := newManager(t, nil) // TTL 1h
+	m, clk := session.NewTestManager(t, nil) // TTL 1h
 	tok, info := login(t, m, alice)
 	clk.Add(time.Minute)
 	require.NoError(t, m.Logout(ctx, info.ID))
@@ -285,7 +285,7 @@ func TestTombstonesSwept(t *testing.T) {
 // prefix or trust domain.
 func TestTombstoneOwnerCompare(t *testing.T) {
 	ctx := context.Background()
-	m, _ := newManager(t, nil)
+	m, _ := session.NewTestManager(t, nil)
 	tok, info := login(t, m, alice)
 	require.NoError(t, m.Logout(ctx, info.ID))
 	for _, id := range []string{
@@ -304,8 +304,8 @@ func TestTombstoneOwnerCompare(t *testing.T) {
 // unknown_session.
 func TestPreviousInstanceToken(t *testing.T) {
 	ctx := context.Background()
-	before, _ := newManager(t, nil)
-	now, _ := newManager(t, nil)
+	before, _ := session.NewTestManager(t, nil)
+	now, _ := session.NewTestManager(t, nil)
 	old, _ := login(t, before, alice)
 	_, err := now.Validate(ctx, old, alice)
 	requireRefusal(t, err, api.CodeInvalidToken, session.ReasonOtherKey)
