@@ -131,6 +131,47 @@ func (c *Client) RevokeIdentity(ctx context.Context, id spiffeid.ID) (int, error
 	return out.Revoked, nil
 }
 
+// RevokeOwn ends every session of the client's own SPIFFE ID (the one of the
+// SVID the source holds now) with the SVID alone: DELETE
+// /v1/sessions?spiffe_id=OWN without a token. It never sends the stored
+// token, never logs in and never rebinds, so it works when no session can be
+// had (at tetherd's per-identity cap, say), and it returns how many sessions
+// ended. The stored token, whose session is one of them, is then forgotten;
+// logins and rebinds of the client wait until that is done.
+func (c *Client) RevokeOwn(ctx context.Context) (int, error) {
+	svid, err := c.svids.GetX509SVID()
+	if err != nil {
+		return 0, wrapf("revoke own sessions", fmt.Errorf("own X.509 SVID: %w", err))
+	}
+	if svid == nil || svid.ID.IsZero() {
+		return 0, errors.New("client: revoke own sessions: the source holds no SVID")
+	}
+	op := "revoke own sessions of " + svid.ID.String()
+	if err := c.lockAuth(ctx); err != nil {
+		return 0, wrapf(op, err)
+	}
+	defer c.unlockAuth()
+	q := url.Values{api.QuerySPIFFEID: {svid.ID.String()}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, c.endpoint(api.PathSessions, q).String(), http.NoBody)
+	if err != nil {
+		return 0, wrapf(op, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.send(req) //nolint:bodyclose // decode closes it
+	if err != nil {
+		return 0, wrapf(op, err)
+	}
+	var out api.RevokeResponse
+	if err := decode(resp, &out); err != nil {
+		return 0, wrapf(op, err)
+	}
+	if err := c.store.DeleteToken(); err != nil {
+		return out.Revoked, wrapf(op, fmt.Errorf("forget the token: %w", err))
+	}
+	c.log.Debug("client.revoke_own", "server", c.base.String(), "spiffe_id", svid.ID.String(), "revoked", out.Revoked)
+	return out.Revoked, nil
+}
+
 // Introspect asks tetherd whether token is live and bound to the certificate
 // fingerprint fp (base64url SHA-256 of the leaf's DER, see svid.Fingerprint)
 // (POST /v1/introspect). Only an --introspector of tetherd may ask; it needs
