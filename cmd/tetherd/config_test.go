@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 
 	"github.com/tetherproject/tether/internal/testpki"
 )
@@ -58,12 +56,13 @@ func TestConfigErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
-			code := run(tc.args, &stdout, &stderr)
-			require.Equal(t, 2, code, "stderr: %s", stderr.String())
+			if code := run(tc.args, &stdout, &stderr); code != 2 {
+				t.Fatalf("exit %d, want 2; stderr: %s", code, stderr.String())
+			}
 			lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
-			require.Len(t, lines, 1, "one clear line: %q", stderr.String())
-			require.True(t, strings.HasPrefix(lines[0], "tetherd: "), lines[0])
-			require.Contains(t, lines[0], tc.want)
+			if len(lines) != 1 || !strings.HasPrefix(lines[0], "tetherd: ") || !strings.Contains(lines[0], tc.want) {
+				t.Fatalf("want one clear line starting \"tetherd: \" and saying %q, got %q", tc.want, stderr.String())
+			}
 		})
 	}
 }
@@ -87,17 +86,23 @@ func TestIdleTimeoutDefault(t *testing.T) {
 		o := &options{}
 		cmd := &cobra.Command{}
 		o.register(cmd)
-		require.NoError(t, cmd.ParseFlags(append([]string{"--admin", "spiffe://example.org/admin/*",
-			"--svid-cert", files.Cert, "--svid-key", files.Key, "--bundle", files.Bundle}, tc.args...)))
+		if err := cmd.ParseFlags(append([]string{"--admin", "spiffe://example.org/admin/*",
+			"--svid-cert", files.Cert, "--svid-key", files.Key, "--bundle", files.Bundle}, tc.args...)); err != nil {
+			t.Fatal(err)
+		}
 		cfg, err := o.check(cmd, false)
-		require.NoError(t, err, "%v", tc.args)
-		assert.Equal(t, tc.ttl, cfg.session.TTL, "%v", tc.args)
-		assert.Equal(t, tc.idle, cfg.session.IdleTimeout, "%v", tc.args)
+		if err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if cfg.session.TTL != tc.ttl || cfg.session.IdleTimeout != tc.idle {
+			t.Errorf("%v: TTL %s, idle timeout %s; want %s and %s", tc.args, cfg.session.TTL, cfg.session.IdleTimeout, tc.ttl, tc.idle)
+		}
 	}
 }
 
 func TestVersion(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	require.Equal(t, 0, run([]string{"version"}, &stdout, &stderr))
-	require.True(t, strings.HasPrefix(stdout.String(), "tetherd "), stdout.String())
+	if code := run([]string{"version"}, &stdout, &stderr); code != 0 || !strings.HasPrefix(stdout.String(), "tetherd ") {
+		t.Fatalf("exit %d, stdout %q", code, stdout.String())
+	}
 }

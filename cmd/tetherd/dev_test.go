@@ -1,9 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -11,10 +8,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/require"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/tetherproject/tether/internal/cli"
 	"github.com/tetherproject/tether/internal/testutil"
@@ -26,64 +24,62 @@ import (
 // in and refuses the non-admin; cancelling it (as SIGTERM would) exits 0.
 func TestDevMode(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "dev")
-	stdout, stderr := &testutil.Buffer{}, &testutil.Buffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan int, 1)
-	go func() {
-		done <- runContext(ctx, []string{"dev", "--dir", dir, "--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0"}, stdout, stderr)
-	}()
-	t.Cleanup(cancel)
+	p := ftInProcess(t, "dev", "--dir", dir)
 
 	exports := map[string]string{}
 	re := regexp.MustCompile(`(?m)^export (TETHER_[A-Z_]+)=(\S+)$`)
 	testutil.WaitFor(t, 10*time.Second, "the export lines", func() bool {
-		for _, m := range re.FindAllStringSubmatch(stdout.String(), -1) {
+		for _, m := range re.FindAllStringSubmatch(p.Stdout(), -1) {
 			exports[m[1]] = m[2]
 		}
 		return len(exports) == 5
 	})
-	require.Equal(t, "spiffe://tether.test/tetherd", exports["TETHER_SERVER_ID"])
-	require.True(t, strings.HasPrefix(exports["TETHER_SERVER"], "https://127.0.0.1:"))
+	if got := exports["TETHER_SERVER_ID"]; got != "spiffe://tether.test/tetherd" {
+		t.Fatalf("TETHER_SERVER_ID=%s", got)
+	}
+	var ok bool
+	if p.api, ok = strings.CutPrefix(exports["TETHER_SERVER"], "https://127.0.0.1:"); !ok {
+		t.Fatalf("TETHER_SERVER=%s, want https://127.0.0.1:PORT", exports["TETHER_SERVER"])
+	}
+	p.api = "127.0.0.1:" + p.api
 	for _, f := range []string{"bundle.pem", "admin.pem", "admin.key", "user.pem", "user.key"} {
-		_, err := os.Stat(filepath.Join(dir, f))
-		require.NoError(t, err, f)
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
 	}
 
-	client := func(cert, key string) *http.Client {
-		c, err := tls.LoadX509KeyPair(cert, key)
-		require.NoError(t, err)
-		return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
-			Certificates: []tls.Certificate{c}, MinVersion: tls.VersionTLS13,
-			InsecureSkipVerify: true, //nolint:gosec // checks the issuer, not the client
-		}}}
+	login := func(cert, key string) (int, []byte) {
+		t.Helper()
+		s, err := x509svid.Load(cert, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.call(p.apiClient(s), http.MethodPost, api.PathSessions, "")
 	}
-	post := func(c *http.Client) (int, []byte) {
-		resp, err := c.Post(exports["TETHER_SERVER"]+api.PathSessions, "application/json", nil)
-		require.NoError(t, err)
-		defer func() { _ = resp.Body.Close() }()
-		var buf bytes.Buffer
-		_, _ = buf.ReadFrom(resp.Body)
-		return resp.StatusCode, buf.Bytes()
+	status, body := login(exports["TETHER_SVID_CERT"], exports["TETHER_SVID_KEY"])
+	if status != http.StatusCreated {
+		t.Fatalf("the dev admin's login: %d %s", status, body)
 	}
-	status, body := post(client(exports["TETHER_SVID_CERT"], exports["TETHER_SVID_KEY"]))
-	require.Equal(t, http.StatusCreated, status, string(body))
 	var lr api.LoginResponse
-	require.NoError(t, json.Unmarshal(body, &lr))
-	require.Equal(t, "spiffe://tether.test/admin/dev", lr.Session.SPIFFEID)
-
-	status, body = post(client(filepath.Join(dir, "user.pem"), filepath.Join(dir, "user.key")))
-	require.Equal(t, http.StatusForbidden, status)
-	require.Contains(t, string(body), string(api.CodeNotAdmin))
-
-	cancel()
-	select {
-	case code := <-done:
-		require.Equal(t, 0, code, stderr.String())
-	case <-time.After(15 * time.Second):
-		t.Fatal("tetherd dev did not stop")
+	if err := json.Unmarshal(body, &lr); err != nil {
+		t.Fatal(err)
 	}
-	require.Contains(t, stderr.String(), "tetherd.stopped")
-	require.NotContains(t, stderr.String(), lr.Token[:16], "no token in the log")
+	if lr.Session.SPIFFEID != "spiffe://tether.test/admin/dev" {
+		t.Fatalf("logged in as %s", lr.Session.SPIFFEID)
+	}
+
+	status, body = login(filepath.Join(dir, "user.pem"), filepath.Join(dir, "user.key"))
+	if status != http.StatusForbidden || !strings.Contains(string(body), string(api.CodeNotAdmin)) {
+		t.Fatalf("the non-admin's login: %d %s, want 403 %s", status, body, api.CodeNotAdmin)
+	}
+
+	p.signal(syscall.SIGTERM)
+	if code := p.Exit(t, 15*time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if log := p.Stderr(); !strings.Contains(log, "tetherd.stopped") || strings.Contains(log, lr.Token[:16]) {
+		t.Fatalf("the log says no tetherd.stopped, or holds a token:\n%s", log)
+	}
 }
 
 // TestDevDirRefused: `tetherd dev --dir` refuses, as a usage error naming
@@ -93,67 +89,76 @@ func TestDevMode(t *testing.T) {
 func TestDevDirRefused(t *testing.T) {
 	devFails := func(t *testing.T, dir string, want ...string) {
 		t.Helper()
-		stdout, stderr := &testutil.Buffer{}, &testutil.Buffer{}
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		done := make(chan int, 1)
-		go func() {
-			done <- runContext(ctx, []string{"dev", "--dir", dir, "--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0"}, stdout, stderr)
-		}()
-		select {
-		case code := <-done:
-			require.Equal(t, 2, code, stderr.String())
-		case <-time.After(10 * time.Second):
-			cancel()
-			<-done
-			t.Fatalf("tetherd dev --dir %s did not refuse the folder; it printed:\n%s", dir, stdout)
+		p := ftInProcess(t, "dev", "--dir", dir)
+		if code := p.Exit(t, 10*time.Second); code != 2 {
+			t.Fatalf("exit %d, want 2 (usage)", code)
 		}
-		require.Empty(t, stdout.String())
-		line := stderr.String()
-		require.True(t, strings.HasPrefix(line, "tetherd: --dir: "+dir+" ") && strings.Count(line, "\n") == 1, "one line naming --dir: %q", line)
+		if out := p.Stdout(); out != "" {
+			t.Fatalf("it printed %q", out)
+		}
+		line := p.Stderr()
+		if !strings.HasPrefix(line, "tetherd: --dir: "+dir+" ") || strings.Count(line, "\n") != 1 {
+			t.Fatalf("want one line naming --dir, got %q", line)
+		}
 		for _, w := range want {
-			require.Contains(t, line, w)
+			if !strings.Contains(line, w) {
+				t.Fatalf("%q does not say %q", line, w)
+			}
 		}
 	}
 	noFiles := func(t *testing.T, dir string) {
 		t.Helper()
 		entries, err := os.ReadDir(dir)
-		require.NoError(t, err)
-		require.Empty(t, entries, "nothing was written")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(entries) != 0 {
+			t.Fatalf("%d files written in %s", len(entries), dir)
+		}
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	for _, perm := range []os.FileMode{0o777, 0o770, 0o702, 0o1777} {
 		dir := filepath.Join(t.TempDir(), "dev")
-		require.NoError(t, os.Mkdir(dir, 0o700))
-		require.NoError(t, os.Chmod(dir, perm))
+		must(os.Mkdir(dir, 0o700))
+		must(os.Chmod(dir, perm))
 		devFails(t, dir, "is writable by other users", "chmod 700 "+dir)
 		noFiles(t, dir)
 	}
 
 	target := filepath.Join(t.TempDir(), "target")
-	require.NoError(t, os.Mkdir(target, 0o700))
+	must(os.Mkdir(target, 0o700))
 	link := filepath.Join(t.TempDir(), "link")
-	require.NoError(t, os.Symlink(target, link))
+	must(os.Symlink(target, link))
 	devFails(t, link, "is a symbolic link")
 	noFiles(t, target)
 
 	file := filepath.Join(t.TempDir(), "file")
-	require.NoError(t, os.WriteFile(file, nil, 0o600))
+	must(os.WriteFile(file, nil, 0o600))
 	devFails(t, file, "is not a folder")
 
 	// Not the user's: the owner it must have is a parameter, so that this
 	// runs as any user; as root, a folder given away is refused end to end.
 	mine := t.TempDir()
 	err := devDir(mine, os.Getuid()+1)
-	require.Equal(t, cli.ExitUsage, cli.ExitCode(err))
-	require.Equal(t, fmt.Sprintf("--dir: %s belongs to uid %d, not to you (uid %d): give a folder of your own", mine, os.Getuid(), os.Getuid()+1), err.Error())
+	if code := cli.ExitCode(err); code != cli.ExitUsage {
+		t.Fatalf("exit code %d for %v, want a usage error", code, err)
+	}
+	if want := fmt.Sprintf("--dir: %s belongs to uid %d, not to you (uid %d): give a folder of your own", mine, os.Getuid(), os.Getuid()+1); err.Error() != want {
+		t.Fatalf("%q, want %q", err, want)
+	}
 	t.Run("foreign-owner", func(t *testing.T) {
 		if os.Getuid() != 0 {
 			t.Skip("needs root to chown a folder to another user")
 		}
 		theirs := filepath.Join(t.TempDir(), "theirs")
-		require.NoError(t, os.Mkdir(theirs, 0o700))
-		require.NoError(t, os.Chown(theirs, 4242, -1))
+		must(os.Mkdir(theirs, 0o700))
+		must(os.Chown(theirs, 4242, -1))
 		devFails(t, theirs, "belongs to uid 4242, not to you (uid 0)")
 		noFiles(t, theirs)
 	})
@@ -162,12 +167,16 @@ func TestDevDirRefused(t *testing.T) {
 	// missing one, made 0700 with its parents.
 	for _, perm := range []os.FileMode{0o700, 0o750, 0o755} {
 		dir := t.TempDir()
-		require.NoError(t, os.Chmod(dir, perm))
-		require.NoError(t, devDir(dir, os.Getuid()), "%04o", perm)
+		must(os.Chmod(dir, perm))
+		if err := devDir(dir, os.Getuid()); err != nil {
+			t.Fatalf("%04o: %v", perm, err)
+		}
 	}
 	missing := filepath.Join(t.TempDir(), "a", "dev")
-	require.NoError(t, devDir(missing, os.Getuid()))
+	must(devDir(missing, os.Getuid()))
 	fi, err := os.Lstat(missing)
-	require.NoError(t, err)
-	require.Equal(t, os.FileMode(0o700), fi.Mode().Perm())
+	must(err)
+	if perm := fi.Mode().Perm(); perm != 0o700 {
+		t.Fatalf("made %s %04o, want 0700", missing, perm)
+	}
 }
