@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -106,7 +107,15 @@ func (m *Middleware) RequirePeer(next http.Handler) http.Handler {
 // SPIFFE ID. The handler finds the Caller with its session in the context.
 // The request counts as a use of the session (its idle clock restarts) only
 // if the handler answers with a 2xx status.
-func (m *Middleware) RequireSession(next http.Handler) http.Handler {
+//
+// Options add what the handler needs beyond a session: WithRole (403
+// role_required without it) and WithFreshLogin (401
+// insufficient_user_authentication, RFC 9470, for an older login).
+func (m *Middleware) RequireSession(next http.Handler, opts ...SessionOption) http.Handler {
+	var need sessionNeeds
+	for _, o := range opts {
+		o(&need)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r, c, ok := m.peer(w, r)
 		if !ok {
@@ -123,10 +132,71 @@ func (m *Middleware) RequireSession(next http.Handler) http.Handler {
 			return
 		}
 		c.Session, c.Token = use.Info, token
+		if err := m.meets(r, c, need); err != nil {
+			m.deny(w, r, c.Peer, err)
+			return
+		}
 		uw := &useWriter{ResponseWriter: w, use: use}
 		next.ServeHTTP(uw, r)
 		uw.answered(http.StatusOK) // a handler that wrote nothing answered 200
 	})
+}
+
+// SessionOption is what a handler needs of a session beyond its binding.
+type SessionOption func(*sessionNeeds)
+
+type sessionNeeds struct {
+	roles  []string
+	maxAge time.Duration // 0: any login
+}
+
+// WithRole requires the session to hold role; each use is logged
+// (role.used, naming the identity, the session and the role), so an audit
+// log can say who did what in which session.
+func WithRole(role string) SessionOption {
+	return func(n *sessionNeeds) { n.roles = append(n.roles, role) }
+}
+
+// WithFreshLogin requires the session's login (its authenticated_at) to be
+// at most maxAge old: RFC 9470's step-up. The refusal's WWW-Authenticate
+// carries max_age, and the client logs in again.
+func WithFreshLogin(maxAge time.Duration) SessionOption {
+	return func(n *sessionNeeds) { n.maxAge = maxAge }
+}
+
+// meets checks the options against the caller's session.
+func (m *Middleware) meets(r *http.Request, c *Caller, need sessionNeeds) error {
+	for _, role := range need.roles {
+		if !slices.Contains(c.Session.Roles, role) {
+			return &session.Error{Code: api.CodeRoleRequired, Reason: "role_required",
+				Detail: "this call needs a session with role " + role + ": tether login --role " + role}
+		}
+	}
+	// LastUsedAt is the time of this check, on the Manager's clock.
+	if need.maxAge > 0 && c.Session.LastUsedAt.Sub(c.Session.AuthenticatedAt) > need.maxAge {
+		return &stepUp{maxAge: need.maxAge}
+	}
+	for _, role := range need.roles {
+		m.logger().LogAttrs(r.Context(), slog.LevelInfo, "role.used", slog.String("role", role),
+			slog.String("spiffe_id", c.Peer.ID.String()), slog.String("session_id", c.Session.ID),
+			slog.String("fingerprint", c.Peer.Fingerprint), slog.String("method", r.Method), slog.String("path", r.URL.Path))
+	}
+	return nil
+}
+
+// stepUp is the refusal of a login older than a call allows (RFC 9470).
+type stepUp struct{ maxAge time.Duration }
+
+func (e *stepUp) Error() string { return "auth: the login is older than " + e.maxAge.String() }
+
+// APIError is the refusal as it is answered.
+func (e *stepUp) APIError() *api.Error {
+	return &api.Error{Code: api.CodeInsufficientAuth, Message: "this call needs a login younger than " + e.maxAge.String() + ": log in again"}
+}
+
+// WWWAuthenticate is RFC 9470's challenge with the max_age hint.
+func (e *stepUp) WWWAuthenticate() string {
+	return api.StepUpChallenge(int64(e.maxAge / time.Second))
 }
 
 // useWriter records the session's use once the handler answers with a 2xx,
@@ -202,11 +272,14 @@ func (m *Middleware) deny(w http.ResponseWriter, r *http.Request, p session.Peer
 		var se *session.Error
 		var pe *peerRefusal
 		var ae *api.Error
+		var su *stepUp
 		switch {
 		case errors.As(err, &se):
 			code, reason = se.Code, se.Reason
 		case errors.As(err, &pe):
 			reason = pe.reason
+		case errors.As(err, &su):
+			code, reason = api.CodeInsufficientAuth, "stale_login"
 		case errors.As(err, &ae):
 			code, reason = ae.Code, string(ae.Code)
 		}

@@ -95,7 +95,7 @@ func NewHandler(cfg Config) http.Handler {
 	}
 	a := &handler{cfg: cfg, log: log, mw: &auth.Middleware{Sessions: cfg.Sessions, Bundles: cfg.Bundles, Logger: log, Now: cfg.Now}}
 	routes := []route{
-		{method: http.MethodPost, path: api.PathSessions, who: admin, handler: a.login},
+		{method: http.MethodPost, path: api.PathSessions, who: admin, handler: a.login, body: true},
 		{method: http.MethodGet, path: api.PathSessions, who: holder, handler: a.list},
 		{method: http.MethodDelete, path: api.PathSessions, who: holderOrSelf, handler: a.revokeIdentity},
 		{method: http.MethodGet, path: api.PathSessionsSelf, who: holder, handler: a.self},
@@ -105,6 +105,9 @@ func NewHandler(cfg Config) http.Handler {
 		{method: http.MethodPost, path: api.PathRebind, who: anyPeer, handler: a.rebind},
 		{method: http.MethodDelete, path: api.PathSessions + "/{id}", who: holder, handler: a.revoke},
 		{method: http.MethodPost, path: api.PathIntrospect, who: introspector, handler: a.introspect, body: true},
+		// Approvers are session holders; Decide checks the role's approvers.
+		{method: http.MethodPost, path: api.PathSessions + "/{id}" + api.PathApprove, who: holder, handler: a.decide(true)},
+		{method: http.MethodPost, path: api.PathSessions + "/{id}" + api.PathDeny, who: holder, handler: a.decide(false)},
 	}
 	rt := &router{log: log, metrics: newHTTPMetrics(cfg.Registerer)}
 	for _, ro := range routes {
@@ -244,11 +247,15 @@ func (rt *router) route(w http.ResponseWriter, r *http.Request) string {
 // matchPath matches an exact pattern, or one ending in "/{id}" against a
 // path with one more non-empty segment that is not a reserved name.
 func matchPath(pattern, path string) (string, bool) {
-	prefix, isParam := strings.CutSuffix(pattern, "/{id}")
+	prefix, suffix, isParam := strings.Cut(pattern, "/{id}")
 	if !isParam {
 		return "", pattern == path
 	}
-	id, ok := strings.CutPrefix(path, prefix+"/")
+	rest, ok := strings.CutPrefix(path, prefix+"/")
+	if !ok {
+		return "", false
+	}
+	id, ok := strings.CutSuffix(rest, suffix)
 	if !ok || id == "" || strings.Contains(id, "/") || id == "self" {
 		return "", false
 	}
@@ -264,9 +271,15 @@ func (a *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	render.Error(w, r, a.log, err)
 }
 
-// login opens a session for an --admin peer (the route table checked it).
+// login opens a session for an --admin peer (the route table checked it),
+// with the roles its optional body asks for.
 func (a *handler) login(w http.ResponseWriter, r *http.Request) {
-	tok, info, err := a.cfg.Sessions.Login(r.Context(), a.caller(r).Peer)
+	var req api.LoginRequest
+	if err := decodeOptionalBody(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	tok, info, err := a.cfg.Sessions.Login(r.Context(), a.caller(r).Peer, req.Roles...)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -361,36 +374,66 @@ func discardBody(w http.ResponseWriter, r *http.Request) error {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil
 	}
-	if r.ContentLength > api.MaxBodyBytes {
-		return errTooBig
-	}
-	if _, err := io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, api.MaxBodyBytes)); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return errTooBig
-		}
-		return &api.Error{Code: api.CodeBadRequest, Message: "the body could not be read"}
-	}
-	return nil
+	_, err := readBody(w, r)
+	return err
 }
 
 var errTooBig = &api.Error{Code: api.CodePayloadTooLarge, Message: "the body is over 64 KiB"}
+
+// decide approves or denies the pending session in the path, as the caller.
+func (a *handler) decide(approve bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		info, err := a.cfg.Sessions.Decide(r.Context(), r.PathValue("id"), a.caller(r).Peer, approve)
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		render.JSON(w, http.StatusOK, api.SessionResponse{Session: Wire(info)})
+	}
+}
+
+// decodeOptionalBody is decodeBody for a call whose body may be absent or
+// empty: then v is left as it is.
+func decodeOptionalBody(w http.ResponseWriter, r *http.Request, v any) error {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return nil
+	}
+	raw, err := readBody(w, r)
+	if err != nil || len(bytes.TrimSpace(raw)) == 0 {
+		return err
+	}
+	return decodeJSON(raw, v)
+}
 
 // decodeBody reads one JSON object of at most api.MaxBodyBytes: a larger
 // body is 413 whatever it holds, anything else that is not one JSON object of
 // the expected shape is 400.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	raw, err := readBody(w, r)
+	if err != nil {
+		return err
+	}
+	return decodeJSON(raw, v)
+}
+
+// readBody reads a body of at most api.MaxBodyBytes (413 beyond).
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if r.ContentLength > api.MaxBodyBytes {
-		return errTooBig
+		return nil, errTooBig
 	}
 	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, api.MaxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return errTooBig
+			return nil, errTooBig
 		}
-		return &api.Error{Code: api.CodeBadRequest, Message: "the body could not be read"}
+		return nil, &api.Error{Code: api.CodeBadRequest, Message: "the body could not be read"}
 	}
+	return raw, nil
+}
+
+// decodeJSON decodes exactly one JSON object of v's shape from raw.
+func decodeJSON(raw []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	if err := dec.Decode(v); err != nil {
 		return &api.Error{Code: api.CodeBadRequest, Message: "the body is not a valid JSON object of the expected shape"}
@@ -423,13 +466,27 @@ func spiffeIDParam(r *http.Request, required bool) (*spiffeid.ID, error) {
 
 // Wire turns a session into its API object.
 func Wire(in session.Info) api.Session {
-	return api.Session{
-		SessionID:     in.ID,
-		SPIFFEID:      in.SPIFFEID.String(),
-		CNF:           api.CNF{X5TS256: in.Fingerprint},
-		CreatedAt:     in.CreatedAt,
-		LastUsedAt:    in.LastUsedAt,
-		ExpiresAt:     in.ExpiresAt,
-		IdleExpiresAt: in.IdleExpiresAt,
+	s := api.Session{
+		SessionID:       in.ID,
+		SPIFFEID:        in.SPIFFEID.String(),
+		CNF:             api.CNF{X5TS256: in.Fingerprint},
+		CreatedAt:       in.CreatedAt,
+		LastUsedAt:      in.LastUsedAt,
+		ExpiresAt:       in.ExpiresAt,
+		IdleExpiresAt:   in.IdleExpiresAt,
+		Roles:           in.Roles,
+		State:           in.State,
+		Approvals:       make([]api.Approval, 0, len(in.Approvals)),
+		AuthenticatedAt: in.AuthenticatedAt,
 	}
+	if s.Roles == nil {
+		s.Roles = []string{}
+	}
+	if s.State == "" {
+		s.State = api.StateActive
+	}
+	for _, a := range in.Approvals {
+		s.Approvals = append(s.Approvals, api.Approval{SPIFFEID: a.SPIFFEID.String(), At: a.At})
+	}
+	return s
 }

@@ -16,6 +16,9 @@ type Error struct {
 	Reason string
 	// RetryAfter is set on rate_limited refusals.
 	RetryAfter time.Duration
+	// Detail, if set, is the public message instead of the code's own; it
+	// names only identities and roles, never a secret.
+	Detail string
 }
 
 // Error implements error.
@@ -34,6 +37,9 @@ func (e *Error) Is(target error) bool {
 // message.
 func (e *Error) APIError() *api.Error {
 	msg := messages[e.Code]
+	if e.Detail != "" {
+		msg = e.Detail
+	}
 	if e.Reason == ReasonSameLeaf {
 		msg = "the session is already bound to this certificate: nothing to rebind"
 	}
@@ -57,6 +63,7 @@ var messages = map[api.Code]string{
 	api.CodeRateLimited:        "too many logins: retry later",
 	api.CodeNotFound:           "no such session",
 	api.CodeBadRequest:         "bad request",
+	api.CodeApprovalPending:    "the session waits for approval: an approver runs 'tether sessions approve SESSION_ID'",
 }
 
 // Reasons, the fixed vocabulary of the Reason field.
@@ -73,6 +80,12 @@ const (
 	ReasonSameLeaf      = "same_leaf"            // rebind over the bound leaf
 	ReasonOlderLeaf     = "older_leaf"           // rebind over a leaf not newer than the bound one
 	ReasonMissingToken  = "missing_token"        // no Authorization: Bearer (decided by package auth)
+	ReasonPending       = "approval_pending"     // the session waits for approvals
+	ReasonRoleNotHeld   = "role_not_held"        // a role asked for that the identity may not hold
+	ReasonNotPending    = "not_pending"          // approve or deny of a session that waits for nothing
+	ReasonSelfApproval  = "self_approval"        // a requester approving its own session
+	ReasonNotApprover   = "not_approver"         // an approver the role does not allow
+	ReasonDenied        = "denied"               // the session's approval was denied
 	ReasonLimitTotal    = "max_sessions"
 	ReasonLimitIdentity = "max_sessions_per_identity"
 	ReasonRate          = "login_rate"

@@ -44,6 +44,7 @@ const (
 	CauseIdle    = "idle"
 	CauseLogout  = "logout"
 	CauseRevoked = "revoked"
+	CauseDenied  = "denied" // an approver denied the session's roles
 )
 
 // Config configures a Manager. Zero values take the defaults above.
@@ -69,6 +70,8 @@ type Config struct {
 	Store Store
 	// Logger receives the security events; default silent.
 	Logger *slog.Logger
+	// Roles are the roles sessions may hold (see Role); none by default.
+	Roles []Role
 	// Registerer, if set, receives the session metrics (counters of
 	// logins, rebinds, ends and refusals; gauges of live sessions, the
 	// store's estimated bytes and tombstones).
@@ -103,6 +106,13 @@ type Info struct {
 	LastUsedAt    time.Time
 	ExpiresAt     time.Time
 	IdleExpiresAt time.Time
+	// Roles the session holds, sorted; State is api.StateActive or
+	// api.StatePending; Approvals are those received so far.
+	Roles     []string
+	State     string
+	Approvals []Approval
+	// AuthenticatedAt is when the owner logged in (a rebind keeps it).
+	AuthenticatedAt time.Time
 }
 
 // Manager issues, checks, rebinds and ends sessions. It is safe for
@@ -115,6 +125,7 @@ type Manager struct {
 	limits  Limits
 	store   Store
 	tombs   *tombstones
+	roles   roleSet
 	keys    *tokenKeys
 	log     *slog.Logger
 	metrics *metrics
@@ -142,11 +153,16 @@ func NewManager(cfg Config) (*Manager, error) {
 		cfg.MaxTombstones < 0 || cfg.MaxTombstonesPerIdentity < 0 || cfg.LoginRate < 0 || cfg.LoginBurst < 0 {
 		return nil, fmt.Errorf("session: negative limit in config")
 	}
+	roles, err := newRoleSet(cfg.Roles)
+	if err != nil {
+		return nil, err
+	}
 	keys, err := newTokenKeys()
 	if err != nil {
 		return nil, err
 	}
 	m := &Manager{
+		roles:  roles,
 		issuer: cfg.Issuer,
 		iss:    cfg.Issuer.String(),
 		ttl:    orDefault(cfg.TTL, DefaultTTL),
@@ -207,8 +223,21 @@ func (m *Manager) Issuer() spiffeid.ID { return m.issuer }
 func (m *Manager) Store() Store { return m.store }
 
 // Login opens a session for peer and returns its token. The caller must have
-// decided that peer may log in. Refusals (*Error): rate_limited, session_limit.
-func (m *Manager) Login(ctx context.Context, peer Peer) (string, Info, error) {
+// decided that peer may log in. The session holds the roles asked for (each
+// must be held by peer's identity), or without any, the identity's roles
+// that need neither approval nor a shorter lifetime; with a role that needs
+// approvals it starts pending (its token refused with approval_pending until
+// Decide approves it). Refusals (*Error): rate_limited, session_limit,
+// forbidden (a role not held).
+func (m *Manager) Login(ctx context.Context, peer Peer, roles ...string) (string, Info, error) {
+	granted, approvals, roleTTL, gerr := m.roles.grant(peer.ID, roles)
+	if gerr != nil {
+		var se *Error
+		if errors.As(gerr, &se) {
+			m.denied(ctx, EventLoginDenied, peer, "", se.Code, se.Reason)
+		}
+		return "", Info{}, gerr
+	}
 	if err := m.logins.allow(peer.ID, m.now()); err != nil {
 		m.denied(ctx, EventLoginDenied, peer, "", err.Code, err.Reason)
 		return "", Info{}, err
@@ -218,15 +247,23 @@ func (m *Manager) Login(ctx context.Context, peer Peer) (string, Info, error) {
 		return "", Info{}, err
 	}
 	now := m.now()
-	exp := now.Add(m.ttl).Truncate(time.Second) // exp is whole seconds in the token
+	ttl := m.ttl
+	if roleTTL > 0 {
+		ttl = min(ttl, roleTTL)
+	}
+	exp := now.Add(ttl).Truncate(time.Second) // exp is whole seconds in the token
 	tok, err := m.keys.mint(&claims{
 		Issuer: m.iss, Audience: m.iss, Subject: peer.ID.String(), ID: id,
 		IssuedAt: now.Unix(), Expiry: exp.Unix(), CNF: api.CNF{X5TS256: peer.Fingerprint},
+		AuthTime: now.Unix(), Roles: granted,
 	})
 	if err != nil {
 		return "", Info{}, err
 	}
 	r := NewRecord(id, peer.ID, now.UnixNano(), exp.UnixNano(), &Binding{Token: hashToken(tok), Fingerprint: peer.Fingerprint, NotBefore: peer.NotBefore})
+	if len(granted) > 0 {
+		r.grants = &grants{roles: granted, needed: approvals}
+	}
 	if err := m.store.Insert(r, m.limits); err != nil {
 		reason := ReasonLimitTotal
 		var se *Error
@@ -238,7 +275,12 @@ func (m *Manager) Login(ctx context.Context, peer Peer) (string, Info, error) {
 	}
 	m.metrics.created()
 	info := m.info(r)
-	m.event(ctx, slog.LevelInfo, "session.created", peer, slog.String("session_id", id), slog.Time("expires_at", info.ExpiresAt))
+	m.event(ctx, slog.LevelInfo, "session.created", peer, slog.String("session_id", id), slog.Time("expires_at", info.ExpiresAt),
+		slog.Any("roles", info.Roles), slog.String("state", info.State))
+	if approvals > 0 {
+		m.event(ctx, slog.LevelWarn, "session.approval_requested", peer, slog.String("session_id", id),
+			slog.Any("roles", granted), slog.Int("approvals_needed", approvals))
+	}
 	return tok, info, nil
 }
 
@@ -289,6 +331,9 @@ func (m *Manager) Check(ctx context.Context, token string, peer Peer) (Use, erro
 	}
 	if r.Ended() { // revoked while we looked: a revocation that returned wins
 		return Use{}, m.rejected(ctx, peer, r.ID, api.CodeSessionEnded, ReasonEnded)
+	}
+	if r.grants.pending() {
+		return Use{}, m.rejected(ctx, peer, r.ID, api.CodeApprovalPending, ReasonPending)
 	}
 	return Use{Info: m.infoAt(r, b, max(r.LastUsed(), now)), r: r, at: now}, nil
 }
@@ -382,6 +427,7 @@ func (m *Manager) Rebind(ctx context.Context, token string, peer Peer) (string, 
 	tok, err := m.keys.mint(&claims{
 		Issuer: m.iss, Audience: m.iss, Subject: r.Owner.String(), ID: r.ID,
 		IssuedAt: now.Unix(), Expiry: r.ExpiresAt / int64(time.Second), CNF: api.CNF{X5TS256: peer.Fingerprint},
+		AuthTime: r.CreatedAt / int64(time.Second), Roles: r.grants.roleNames(),
 	})
 	if err != nil {
 		return "", Info{}, err
@@ -432,7 +478,7 @@ func (m *Manager) Introspect(ctx context.Context, token, fp string) (Info, bool)
 	}
 	b := r.Binding()
 	now := m.now().UnixNano()
-	if b.Token != h || m.endCause(r, now) != "" ||
+	if b.Token != h || m.endCause(r, now) != "" || r.grants.pending() ||
 		subtle.ConstantTimeCompare([]byte(b.Fingerprint), []byte(fp)) != 1 {
 		return Info{}, false
 	}
@@ -562,6 +608,8 @@ func causeReason(cause string) string {
 		return ReasonExpired
 	case CauseIdle:
 		return ReasonIdle
+	case CauseDenied:
+		return ReasonDenied
 	default:
 		return ReasonEnded
 	}
@@ -580,6 +628,7 @@ const (
 	EventRejected         = "session.rejected"  // a request with (or needing) a token
 	EventLoginDenied      = "login.denied"      // a login
 	EventIntrospectDenied = "introspect.denied" // an introspection
+	EventApprovalRefused  = "approval.denied"   // an approval or denial by someone not allowed
 )
 
 // Deny records a refusal decided outside the Manager (an HTTP layer's: no
@@ -617,14 +666,23 @@ func (m *Manager) info(r *Record) Info { return m.infoAt(r, r.Binding(), r.LastU
 
 // infoAt is the view of r bound by b and last used at last (Unix nanoseconds).
 func (m *Manager) infoAt(r *Record, b *Binding, last int64) Info {
+	roles, approvals, pending := r.grants.snapshot()
+	state := api.StateActive
+	if pending {
+		state = api.StatePending
+	}
 	return Info{
-		ID:            r.ID,
-		SPIFFEID:      r.Owner,
-		Fingerprint:   b.Fingerprint,
-		CreatedAt:     time.Unix(0, r.CreatedAt).UTC(),
-		LastUsedAt:    time.Unix(0, last).UTC(),
-		ExpiresAt:     time.Unix(0, r.ExpiresAt).UTC(),
-		IdleExpiresAt: time.Unix(0, min(last+int64(m.idle), r.ExpiresAt)).UTC(),
+		ID:              r.ID,
+		SPIFFEID:        r.Owner,
+		Fingerprint:     b.Fingerprint,
+		CreatedAt:       time.Unix(0, r.CreatedAt).UTC(),
+		LastUsedAt:      time.Unix(0, last).UTC(),
+		ExpiresAt:       time.Unix(0, r.ExpiresAt).UTC(),
+		IdleExpiresAt:   time.Unix(0, min(last+int64(m.idle), r.ExpiresAt)).UTC(),
+		Roles:           roles,
+		State:           state,
+		Approvals:       approvals,
+		AuthenticatedAt: time.Unix(0, r.CreatedAt).UTC(),
 	}
 }
 

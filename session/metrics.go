@@ -35,7 +35,7 @@ func newMetrics(reg prometheus.Registerer, m *Manager) *metrics {
 			Name: "tether_logins_denied_total", Help: "Logins refused, by reason.",
 		}, []string{"reason"}),
 	}
-	for _, c := range []string{CauseExpired, CauseIdle, CauseLogout, CauseRevoked} {
+	for _, c := range []string{CauseExpired, CauseIdle, CauseLogout, CauseRevoked, CauseDenied} {
 		mt.endedTotal.WithLabelValues(c)
 	}
 	reg.MustRegister(mt.createdTotal, mt.reboundTotal, mt.endedTotal, mt.rejectedTotal, mt.deniedTotal,

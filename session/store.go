@@ -37,6 +37,7 @@ type Record struct {
 	lastUsed atomic.Int64 // Unix nanoseconds
 	binding  atomic.Pointer[Binding]
 	ended    atomic.Bool
+	grants   *grants // roles and approvals; nil without roles
 }
 
 // NewRecord makes a record for a new session.

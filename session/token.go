@@ -32,6 +32,10 @@ type claims struct {
 	IssuedAt int64   `json:"iat"`
 	Expiry   int64   `json:"exp"`
 	CNF      api.CNF `json:"cnf"`
+	// Optional claims: when the owner logged in (RFC 9470 auth_time; a
+	// rebind keeps it) and the roles the session holds.
+	AuthTime int64    `json:"auth_time,omitempty"`
+	Roles    []string `json:"roles,omitempty"`
 }
 
 // tokenKeys is the signing key of this process. Nothing verifies its

@@ -35,6 +35,11 @@ type Answerable interface {
 	APIError() *api.Error
 }
 
+// challenger is a 401 with its own WWW-Authenticate (RFC 9470's step-up).
+type challenger interface {
+	WWWAuthenticate() string
+}
+
 // retryable is an error that asks the client to wait before retrying.
 type retryable interface {
 	RetryDelay() time.Duration
@@ -63,7 +68,12 @@ func Error(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) 
 	}
 	status := e.Code.Status()
 	if status == http.StatusUnauthorized {
-		w.Header().Set("WWW-Authenticate", api.WWWAuthenticate(e.Code))
+		challenge := api.WWWAuthenticate(e.Code)
+		var ch challenger
+		if errors.As(err, &ch) {
+			challenge = ch.WWWAuthenticate()
+		}
+		w.Header().Set("WWW-Authenticate", challenge)
 	}
 	JSON(w, status, api.ErrorResponse{Error: &api.Error{Code: e.Code, Message: e.Message}})
 }

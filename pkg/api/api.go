@@ -8,9 +8,12 @@ const (
 	PathSessionsSelf = "/v1/sessions/self"
 	PathRebind       = "/v1/sessions/self/rebind"
 	PathIntrospect   = "/v1/introspect"
-	PathHealthz      = "/healthz"
-	PathReadyz       = "/readyz"
-	PathMetrics      = "/metrics"
+	// PathApprove and PathDeny follow a session's path: /v1/sessions/{id}/approve.
+	PathApprove = "/approve"
+	PathDeny    = "/deny"
+	PathHealthz = "/healthz"
+	PathReadyz  = "/readyz"
+	PathMetrics = "/metrics"
 )
 
 // QuerySPIFFEID is the query parameter that selects sessions by SPIFFE ID.
@@ -35,6 +38,34 @@ type Session struct {
 	LastUsedAt    time.Time `json:"last_used_at"`
 	ExpiresAt     time.Time `json:"expires_at"`
 	IdleExpiresAt time.Time `json:"idle_expires_at"`
+	// Roles the session holds (never null: [] without roles).
+	Roles []string `json:"roles"`
+	// State is StateActive, or StatePending while it waits for approvals.
+	State string `json:"state"`
+	// Approvals received, oldest first (never null).
+	Approvals []Approval `json:"approvals"`
+	// AuthenticatedAt is when its owner last proved its SVID by logging in
+	// (RFC 9470's auth_time); a rebind keeps it.
+	AuthenticatedAt time.Time `json:"authenticated_at"`
+}
+
+// States of a session.
+const (
+	StateActive  = "active"
+	StatePending = "pending"
+)
+
+// Approval is one approver's approval of a pending session.
+type Approval struct {
+	SPIFFEID string    `json:"spiffe_id"`
+	At       time.Time `json:"at"`
+}
+
+// LoginRequest is the optional body of POST /v1/sessions.
+type LoginRequest struct {
+	// Roles asks for these roles; without them the session gets the
+	// identity's roles that need neither approval nor a shorter lifetime.
+	Roles []string `json:"roles,omitempty"`
 }
 
 // LoginResponse answers POST /v1/sessions and POST /v1/sessions/self/rebind.

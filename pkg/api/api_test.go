@@ -24,6 +24,9 @@ func TestWireGolden(t *testing.T) {
 		SessionID: "dyo3ql73cyrlb6vmvtpeexty3q", SPIFFEID: "spiffe://example.org/admin/alice",
 		CNF:       api.CNF{X5TS256: "aUfhS1eptcdumpXPZjdfdbjY3gKmPDbECSonnqyfxOE"},
 		CreatedAt: at, LastUsedAt: at.Add(time.Minute), ExpiresAt: at.Add(8 * time.Hour), IdleExpiresAt: at.Add(16 * time.Minute),
+		Roles: []string{"restore"}, State: api.StatePending,
+		Approvals:       []api.Approval{{SPIFFEID: "spiffe://example.org/admin/bob", At: at.Add(2 * time.Minute)}},
+		AuthenticatedAt: at,
 	}
 	for name, v := range map[string]any{
 		"login":               api.LoginResponse{Token: "header.payload.signature", Session: s},
@@ -34,6 +37,7 @@ func TestWireGolden(t *testing.T) {
 		"introspect-request":  api.IntrospectRequest{Token: "header.payload.signature", CNF: s.CNF},
 		"introspect-active":   api.IntrospectResponse{Active: true, Session: &s},
 		"introspect-inactive": api.IntrospectResponse{Active: false},
+		"login-request":       api.LoginRequest{Roles: []string{"restore"}},
 		"error":               api.ErrorResponse{Error: &api.Error{Code: api.CodeCertificateRotated, Message: "rebind or log in again"}},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"fmt"
 	"net/http"
 )
 
@@ -24,6 +25,9 @@ const (
 	CodeRateLimited        Code = "rate_limited"
 	CodeInternal           Code = "internal"
 	CodeUnavailable        Code = "unavailable"
+	CodeRoleRequired       Code = "role_required"
+	CodeApprovalPending    Code = "approval_pending"
+	CodeInsufficientAuth   Code = "insufficient_user_authentication"
 )
 
 // Status is the HTTP status that goes with the code; 500 for unknown codes.
@@ -31,9 +35,9 @@ func (c Code) Status() int {
 	switch c {
 	case CodeBadRequest:
 		return http.StatusBadRequest
-	case CodeMissingToken, CodeInvalidToken, CodeSessionEnded, CodeCertificateRotated:
+	case CodeMissingToken, CodeInvalidToken, CodeSessionEnded, CodeCertificateRotated, CodeInsufficientAuth:
 		return http.StatusUnauthorized
-	case CodeNotAdmin, CodeForbidden:
+	case CodeNotAdmin, CodeForbidden, CodeRoleRequired, CodeApprovalPending:
 		return http.StatusForbidden
 	case CodeNotFound:
 		return http.StatusNotFound
@@ -87,8 +91,18 @@ func (e *Error) Is(target error) bool {
 
 // WWWAuthenticate is the challenge sent with every 401 (RFC 6750 §3).
 func WWWAuthenticate(c Code) string {
-	if c == CodeMissingToken {
+	switch c {
+	case CodeMissingToken:
 		return `Bearer realm="tether", error="invalid_request"`
+	case CodeInsufficientAuth:
+		return `Bearer realm="tether", error="insufficient_user_authentication"`
 	}
 	return `Bearer realm="tether", error="invalid_token"`
+}
+
+// StepUpChallenge is the WWW-Authenticate of a 401
+// insufficient_user_authentication (RFC 9470 §3): log in again, at most
+// maxAge seconds before the request.
+func StepUpChallenge(maxAgeSeconds int64) string {
+	return fmt.Sprintf(`Bearer realm="tether", error="insufficient_user_authentication", max_age=%d`, maxAgeSeconds)
 }
