@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -40,6 +42,7 @@ type globals struct {
 	svidCert, svidKey, bundle string
 	output                    string
 	workloadAPITimeout        time.Duration
+	verbose                   bool
 	getenv                    func(string) string
 }
 
@@ -54,6 +57,15 @@ func (g *globals) register(cmd *cobra.Command) {
 	f.StringVarP(&g.output, "output", "o", "", "text or json (env "+envOutput+", default text)")
 	f.DurationVar(&g.workloadAPITimeout, "workload-api-timeout", 10*time.Second, "how long to wait for an SVID from the Workload API")
 	_ = f.MarkHidden("workload-api-timeout")
+	f.BoolVarP(&g.verbose, "verbose", "v", false, "log what the client does (logins, rebinds, retries; never a token) to stderr")
+}
+
+// logger is the debug log of -v on w (stderr), else a silent one.
+func (g *globals) logger(w io.Writer) *slog.Logger {
+	if !g.verbose {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // value is the flag's value if given, else the environment variable's.
@@ -158,9 +170,12 @@ func (g *globals) identitySource(cmd *cobra.Command) (workloadAPI string, files 
 
 // loadIdentity loads the SVID from the chosen source. The bundle of PEM
 // files is the trust domain of --server-id's.
-func (g *globals) loadIdentity(ctx context.Context, workloadAPI string, files [3]string, serverID spiffeid.ID) (*identity, error) {
+func (g *globals) loadIdentity(ctx context.Context, workloadAPI string, files [3]string, serverID spiffeid.ID, log *slog.Logger) (*identity, error) {
 	if workloadAPI != "" {
-		src, err := svidsource.NewWorkloadSource(ctx, workloadAPI, g.workloadAPITimeout, nil)
+		if err := checkSocket(workloadAPI); err != nil {
+			return nil, err
+		}
+		src, err := svidsource.NewWorkloadSource(ctx, workloadAPI, g.workloadAPITimeout, log)
 		if err != nil {
 			return nil, failf("%s (check --workload-api)", strings.TrimPrefix(err.Error(), "svid: "))
 		}
@@ -208,8 +223,9 @@ func (g *globals) newEnv(cmd *cobra.Command, autoLogin bool) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
+	log := g.logger(cmd.ErrOrStderr())
 	ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
-	ident, err := g.loadIdentity(ctx, workloadAPI, files, t.serverID)
+	ident, err := g.loadIdentity(ctx, workloadAPI, files, t.serverID, log)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -232,8 +248,9 @@ func (g *globals) newEnv(cmd *cobra.Command, autoLogin bool) (*env, error) {
 		cleanup()
 		return nil, err
 	}
+	log.Debug("tether.identity", "server", t.server, "server_id", t.serverID.String(), "spiffe_id", ident.id.String(), "cache", e.store.path)
 	e.client, err = client.New(t.server, t.serverID, ident.svids, ident.bundles,
-		client.WithTokenStore(e.store), client.WithAutoLogin(autoLogin))
+		client.WithTokenStore(e.store), client.WithAutoLogin(autoLogin), client.WithLogger(log))
 	if err != nil {
 		cleanup()
 		return nil, err // its arguments were checked above: a bug

@@ -4,7 +4,6 @@ import (
 	"testing"
 
 	"github.com/spf13/cobra"
-	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tetherproject/tether/internal/cli"
@@ -35,12 +34,12 @@ func TestTargetServerURL(t *testing.T) {
 		got, err := g.target(cmd)
 		if tc.want == "" {
 			require.Error(t, err, tc.given)
-			assert.Equal(t, cli.ExitUsage, cli.ExitCode(err), tc.given)
-			assert.Contains(t, err.Error(), "--server")
+			require.Equal(t, cli.ExitUsage, cli.ExitCode(err), tc.given)
+			require.Contains(t, err.Error(), "--server")
 			continue
 		}
 		require.NoError(t, err, tc.given)
-		assert.Equal(t, tc.want, got.server, tc.given)
+		require.Equal(t, tc.want, got.server, tc.given)
 	}
 }
 
@@ -51,7 +50,7 @@ func TestWorkloadAPITimeoutPositive(t *testing.T) {
 		g, cmd := newGlobals(func(string) string { return "" })
 		require.NoError(t, cmd.ParseFlags([]string{"--workload-api", "unix:///tmp/agent.sock", "--workload-api-timeout", d}))
 		_, _, err := g.identitySource(cmd)
-		assert.Equal(t, cli.ExitUsage, cli.ExitCode(err), d)
-		assert.ErrorContains(t, err, "--workload-api-timeout: must be positive")
+		require.Equal(t, cli.ExitUsage, cli.ExitCode(err), d)
+		require.ErrorContains(t, err, "--workload-api-timeout: must be positive")
 	}
 }

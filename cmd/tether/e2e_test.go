@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tetherproject/tether/internal/testpki"
@@ -27,89 +26,89 @@ func TestWalkthrough(t *testing.T) {
 
 	// login
 	r := alice.ok("login")
-	assert.Contains(t, r.stdout, "Logged in to "+s.URL())
-	assert.Contains(t, r.stdout, aliceID)
-	assert.Regexp(t, regexp.MustCompile(`Expires:\s+in 7h59m`), r.stdout, "times are relative")
-	assert.Regexp(t, regexp.MustCompile(`Idle end:\s+in 14m5\ds unless used`), r.stdout)
+	require.Contains(t, r.stdout, "Logged in to "+s.URL())
+	require.Contains(t, r.stdout, aliceID)
+	require.Regexp(t, regexp.MustCompile(`Expires:\s+in 7h59m`), r.stdout, "times are relative")
+	require.Regexp(t, regexp.MustCompile(`Idle end:\s+in 14m5\ds unless used`), r.stdout)
 
 	// The cache: folder 0700, one file 0600 named after server and SPIFFE ID.
 	fi, err := os.Stat(alice.cache)
 	require.NoError(t, err)
-	assert.Equal(t, os.FileMode(0o700), fi.Mode().Perm())
+	require.Equal(t, os.FileMode(0o700), fi.Mode().Perm())
 	entries, err := os.ReadDir(alice.cache)
 	require.NoError(t, err)
 	require.Len(t, entries, 1, "no temporary files are left behind")
-	assert.Equal(t, filepath.Base(alice.cacheFile()), entries[0].Name())
-	assert.Regexp(t, `^[0-9a-f]{64}\.json$`, entries[0].Name())
+	require.Equal(t, filepath.Base(alice.cacheFile()), entries[0].Name())
+	require.Regexp(t, `^[0-9a-f]{64}\.json$`, entries[0].Name())
 	fi, err = os.Stat(alice.cacheFile())
 	require.NoError(t, err)
-	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
 
 	// whoami, text and JSON; global flags before or after the command.
 	me := alice.session("whoami")
-	assert.Equal(t, aliceID, me.SPIFFEID)
-	assert.Equal(t, svid.Fingerprint(alice.svid.Certificates[0]), me.CNF.X5TS256, "bound to alice's leaf")
+	require.Equal(t, aliceID, me.SPIFFEID)
+	require.Equal(t, svid.Fingerprint(alice.svid.Certificates[0]), me.CNF.X5TS256, "bound to alice's leaf")
 	var before api.SessionResponse
 	decodeJSON(t, alice.ok("--output", "json", "whoami").stdout, &before)
-	assert.Equal(t, me.SessionID, before.Session.SessionID)
+	require.Equal(t, me.SessionID, before.Session.SessionID)
 	var viaEnv api.SessionResponse
 	decodeJSON(t, alice.runEnv(map[string]string{"TETHER_OUTPUT": "json"}, "whoami").stdout, &viaEnv)
-	assert.Equal(t, me.SessionID, viaEnv.Session.SessionID)
+	require.Equal(t, me.SessionID, viaEnv.Session.SessionID)
 	r = alice.ok("whoami")
-	assert.Contains(t, r.stdout, me.SessionID)
-	assert.Contains(t, r.stdout, me.CNF.X5TS256)
+	require.Contains(t, r.stdout, me.SessionID)
+	require.Contains(t, r.stdout, me.CNF.X5TS256)
 
 	// bob's sessions; he logs in by himself.
 	bobSession := bob.list()
 	require.Len(t, bobSession, 2, "alice's and bob's own, logged in by itself")
 	b1 := bob.session("whoami")
-	assert.Equal(t, bobID, b1.SPIFFEID)
+	require.Equal(t, bobID, b1.SPIFFEID)
 
 	// sessions list: a table for people, the API's objects in JSON.
 	r = alice.ok("sessions", "list")
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	require.Len(t, lines, 3, r.stdout)
-	assert.Regexp(t, `^SESSION ID\s+SPIFFE ID\s+CREATED\s+LAST USED\s+EXPIRES\s+IDLE END$`, lines[0])
-	assert.Equal(t, strings.Index(lines[0], "SPIFFE ID"), strings.Index(lines[1], "spiffe://"), "aligned columns")
-	assert.Equal(t, strings.Index(lines[0], "SPIFFE ID"), strings.Index(lines[2], "spiffe://"), "aligned columns")
-	assert.Contains(t, lines[1], me.SessionID, "oldest first")
-	assert.Contains(t, lines[1], "in 7h59m")
-	assert.Contains(t, lines[2], b1.SessionID)
+	require.Regexp(t, `^SESSION ID\s+SPIFFE ID\s+CREATED\s+LAST USED\s+EXPIRES\s+IDLE END$`, lines[0])
+	require.Equal(t, strings.Index(lines[0], "SPIFFE ID"), strings.Index(lines[1], "spiffe://"), "aligned columns")
+	require.Equal(t, strings.Index(lines[0], "SPIFFE ID"), strings.Index(lines[2], "spiffe://"), "aligned columns")
+	require.Contains(t, lines[1], me.SessionID, "oldest first")
+	require.Contains(t, lines[1], "in 7h59m")
+	require.Contains(t, lines[2], b1.SessionID)
 	onlyBob := alice.list("--spiffe-id", bobID)
 	require.Len(t, onlyBob, 1)
-	assert.Equal(t, b1.SessionID, onlyBob[0].SessionID)
+	require.Equal(t, b1.SessionID, onlyBob[0].SessionID)
 
 	// sessions revoke SESSION_ID
 	r = alice.ok("sessions", "revoke", b1.SessionID)
-	assert.Contains(t, r.stdout, "Revoked session "+b1.SessionID)
+	require.Contains(t, r.stdout, "Revoked session "+b1.SessionID)
 	alice.fail(1, []string{"sessions", "revoke", b1.SessionID}, "no live session "+b1.SessionID)
-	assert.Empty(t, alice.list("--spiffe-id", bobID))
+	require.Empty(t, alice.list("--spiffe-id", bobID))
 
 	// sessions revoke --spiffe-id, in JSON
 	bob.ok("login")
 	var revoked api.RevokeResponse
 	decodeJSON(t, alice.ok("sessions", "revoke", "--spiffe-id", bobID, "-o", "json").stdout, &revoked)
-	assert.Equal(t, 1, revoked.Revoked)
+	require.Equal(t, 1, revoked.Revoked)
 	r = alice.ok("sessions", "revoke", "--spiffe-id", bobID)
-	assert.Contains(t, r.stdout, "Revoked 0 sessions of "+bobID)
+	require.Contains(t, r.stdout, "Revoked 0 sessions of "+bobID)
 
 	// logout
 	r = alice.ok("logout")
-	assert.Contains(t, r.stdout, "Logged out")
-	assert.NoFileExists(t, alice.cacheFile())
+	require.Contains(t, r.stdout, "Logged out")
+	require.NoFileExists(t, alice.cacheFile())
 	alice.fail(1, []string{"whoami"}, "not logged in")
 	r = alice.ok("logout")
-	assert.Contains(t, r.stdout, "nothing to do")
+	require.Contains(t, r.stdout, "nothing to do")
 	for _, s := range bob.list() {
-		assert.NotEqual(t, me.SessionID, s.SessionID, "alice's session is over")
+		require.NotEqual(t, me.SessionID, s.SessionID, "alice's session is over")
 	}
 
 	// version
 	r = alice.ok("version")
-	assert.Regexp(t, `^tether \S+ \(go`, r.stdout)
+	require.Regexp(t, `^tether \S+ \(go`, r.stdout)
 	var v map[string]string
 	require.NoError(t, json.Unmarshal([]byte(alice.ok("version", "-o", "json").stdout), &v))
-	assert.NotEmpty(t, v["version"])
+	require.NotEmpty(t, v["version"])
 }
 
 func TestLoginEndsThePreviousSession(t *testing.T) {
@@ -118,10 +117,10 @@ func TestLoginEndsThePreviousSession(t *testing.T) {
 	alice := s.user(t, aliceID)
 	first := alice.session("login")
 	second := alice.session("login")
-	assert.NotEqual(t, first.SessionID, second.SessionID)
+	require.NotEqual(t, first.SessionID, second.SessionID)
 	live := alice.list("--spiffe-id", aliceID)
 	require.Len(t, live, 1, "the first session was ended, not left to idle out")
-	assert.Equal(t, second.SessionID, live[0].SessionID)
+	require.Equal(t, second.SessionID, live[0].SessionID)
 }
 
 // TestRotationRebinds: the SVID rotates (a new leaf and key for the same
@@ -135,15 +134,15 @@ func TestRotationRebinds(t *testing.T) {
 
 	alice.rotate()
 	rebound := alice.session("whoami")
-	assert.Equal(t, first.SessionID, rebound.SessionID, "the same session")
-	assert.Equal(t, first.ExpiresAt, rebound.ExpiresAt, "rebind never moves the absolute end")
-	assert.Equal(t, svid.Fingerprint(alice.svid.Certificates[0]), rebound.CNF.X5TS256, "bound to the new leaf")
+	require.Equal(t, first.SessionID, rebound.SessionID, "the same session")
+	require.Equal(t, first.ExpiresAt, rebound.ExpiresAt, "rebind never moves the absolute end")
+	require.Equal(t, svid.Fingerprint(alice.svid.Certificates[0]), rebound.CNF.X5TS256, "bound to the new leaf")
 
 	alice.rotate()
 	list := alice.list()
 	require.Len(t, list, 1, "no new session was started")
-	assert.Equal(t, first.SessionID, list[0].SessionID)
-	assert.Equal(t, svid.Fingerprint(alice.svid.Certificates[0]), list[0].CNF.X5TS256)
+	require.Equal(t, first.SessionID, list[0].SessionID)
+	require.Equal(t, svid.Fingerprint(alice.svid.Certificates[0]), list[0].CNF.X5TS256)
 }
 
 // TestSessionEndedLogsInAgain: a command that needs a session logs in again
@@ -164,13 +163,13 @@ func TestSessionEndedLogsInAgain(t *testing.T) {
 		}
 	}
 	require.Len(t, mine, 1, "alice logged in again")
-	assert.NotEqual(t, first.SessionID, mine[0])
-	assert.Equal(t, mine[0], alice.session("whoami").SessionID)
+	require.NotEqual(t, first.SessionID, mine[0])
+	require.Equal(t, mine[0], alice.session("whoami").SessionID)
 
 	// whoami shows the cached session and never starts one.
 	bob.ok("sessions", "revoke", "--spiffe-id", aliceID)
 	alice.fail(1, []string{"whoami"}, "the session has ended", "tether login")
-	assert.Empty(t, bob.list("--spiffe-id", aliceID), "whoami did not log in")
+	require.Empty(t, bob.list("--spiffe-id", aliceID), "whoami did not log in")
 	alice.fail(1, []string{"whoami"}, "not logged in")
 }
 
@@ -184,8 +183,8 @@ func TestRestartedTetherd(t *testing.T) {
 	s.restart()
 	list := alice.list()
 	require.Len(t, list, 1)
-	assert.NotEqual(t, first.SessionID, list[0].SessionID)
-	assert.Equal(t, aliceID, list[0].SPIFFEID)
+	require.NotEqual(t, first.SessionID, list[0].SessionID)
+	require.Equal(t, aliceID, list[0].SPIFFEID)
 }
 
 // TestCopiedCacheFile: a cache file copied to another user, even renamed to
@@ -213,13 +212,13 @@ func TestCopiedCacheFile(t *testing.T) {
 	// Renamed to be bob's: tetherd refuses alice's token over bob's SVID.
 	plant(bob, filepath.Base(bob.cacheFile()))
 	r := bob.fail(1, []string{"whoami"}, "does not accept the cached token")
-	assert.NotContains(t, r.stdout+r.stderr, aliceSession.SessionID)
+	require.NotContains(t, r.stdout+r.stderr, aliceSession.SessionID)
 	// A command that needs a session logs bob in as bob.
 	plant(bob, filepath.Base(bob.cacheFile()))
 	bob.list()
 	me := bob.session("whoami")
-	assert.Equal(t, bobID, me.SPIFFEID)
-	assert.NotEqual(t, aliceSession.SessionID, me.SessionID)
+	require.Equal(t, bobID, me.SPIFFEID)
+	require.NotEqual(t, aliceSession.SessionID, me.SessionID)
 
 	// carol is no admin: the stolen file gets her nowhere.
 	plant(carol, filepath.Base(carol.cacheFile()))
@@ -230,7 +229,7 @@ func TestCopiedCacheFile(t *testing.T) {
 	carol.fail(1, []string{"sessions", "revoke", aliceSession.SessionID}, "not an admin")
 
 	// alice's session is untouched and still hers.
-	assert.Equal(t, aliceSession.SessionID, alice.session("whoami").SessionID)
+	require.Equal(t, aliceSession.SessionID, alice.session("whoami").SessionID)
 }
 
 func TestWrongServerIDRefused(t *testing.T) {
@@ -239,7 +238,7 @@ func TestWrongServerIDRefused(t *testing.T) {
 	alice := s.user(t, aliceID)
 	args := []string{"--server-id", "spiffe://example.org/not-tetherd", "login"}
 	alice.fail(1, args, "refusing to talk to "+s.URL(), "presented "+serverID, "spiffe://example.org/not-tetherd")
-	assert.NoFileExists(t, alice.cacheFile(), "nothing was cached")
+	require.NoFileExists(t, alice.cacheFile(), "nothing was cached")
 
 	// The same, from the environment, for a command that already holds a
 	// session for the right server.
@@ -315,10 +314,10 @@ func TestUsageErrors(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			r := alice.runEnv(tc.change, tc.args...)
 			checkFailure(t, r, 2, tc.args, tc.want)
-			assert.Empty(t, r.stdout)
+			require.Empty(t, r.stdout)
 		})
 	}
-	assert.NoDirExists(t, alice.cache, "usage errors never talk to tetherd")
+	require.NoDirExists(t, alice.cache, "usage errors never talk to tetherd")
 
 	// A flag beats the environment: --workload-api with TETHER_SVID_* set
 	// takes the Workload API (which is not there).
@@ -331,16 +330,16 @@ func TestHelpAndCompletion(t *testing.T) {
 	for _, args := range [][]string{{"--help"}, {"login", "--help"}, {"sessions", "revoke", "--help"}, {"help", "sessions", "list"}} {
 		r := u.run(args...)
 		require.Equal(t, 0, r.code, r.String())
-		assert.Contains(t, r.stdout, "Example", "help for %v has examples", args)
+		require.Contains(t, r.stdout, "Example", "help for %v has examples", args)
 	}
 	for _, shell := range []string{"bash", "zsh"} {
 		r := u.run("completion", shell)
 		require.Equal(t, 0, r.code, r.String())
-		assert.Contains(t, r.stdout, "tether")
-		assert.Empty(t, r.stderr)
+		require.Contains(t, r.stdout, "tether")
+		require.Empty(t, r.stderr)
 	}
 	r := u.run("version")
-	assert.Equal(t, 0, r.code, "version needs no server or identity: %s", r)
+	require.Equal(t, 0, r.code, "version needs no server or identity: %s", r)
 }
 
 // TestCacheFallbacks: $TETHER_CACHE_DIR, else $XDG_RUNTIME_DIR/tether, else
@@ -354,12 +353,12 @@ func TestCacheFallbacks(t *testing.T) {
 	require.NoError(t, os.Mkdir(xdg, 0o700))
 
 	alice.runEnv(map[string]string{"TETHER_CACHE_DIR": "", "XDG_RUNTIME_DIR": xdg}, "login")
-	assert.FileExists(t, filepath.Join(xdg, "tether", name))
+	require.FileExists(t, filepath.Join(xdg, "tether", name))
 	alice.runEnv(map[string]string{"TETHER_CACHE_DIR": ""}, "login")
-	assert.FileExists(t, filepath.Join(alice.dir, ".cache", "tether", name))
+	require.FileExists(t, filepath.Join(alice.dir, ".cache", "tether", name))
 	fi, err := os.Stat(filepath.Join(alice.dir, ".cache", "tether"))
 	require.NoError(t, err)
-	assert.Equal(t, os.FileMode(0o700), fi.Mode().Perm())
+	require.Equal(t, os.FileMode(0o700), fi.Mode().Perm())
 
 	// A folder of the user's that others may enter but not write is
 	// accepted, as ssh accepts such a ~/.ssh: the files in it are 0600.
@@ -369,7 +368,7 @@ func TestCacheFallbacks(t *testing.T) {
 	alice.runEnv(map[string]string{"TETHER_CACHE_DIR": readable}, "login")
 	fi, err = os.Stat(filepath.Join(readable, name))
 	require.NoError(t, err)
-	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
 }
 
 // openFolder makes dir (if missing) and gives it mode perm, whatever the
@@ -408,11 +407,11 @@ func TestCacheFolderCheckedBeforeLogin(t *testing.T) {
 			r := alice.run(args...)
 			require.Empty(t, aliceSessions(bob), "%04o: tether %v started no session for alice", perm, args)
 			checkFailure(t, r, 1, args, "token cache folder "+alice.cache+" is writable by other users", "chmod 700 "+alice.cache)
-			assert.Empty(t, r.stdout)
+			require.Empty(t, r.stdout)
 		}
 	}
 	require.Len(t, bob.list("--spiffe-id", bobID), 1, "alice revoked nothing")
-	assert.NoFileExists(t, alice.cacheFile())
+	require.NoFileExists(t, alice.cacheFile())
 
 	// A symbolic link to a good folder is not followed.
 	target := filepath.Join(alice.dir, "target")
@@ -420,7 +419,7 @@ func TestCacheFolderCheckedBeforeLogin(t *testing.T) {
 	link := filepath.Join(alice.dir, "link")
 	require.NoError(t, os.Symlink(target, link))
 	alice.failEnv(map[string]string{"TETHER_CACHE_DIR": link}, 1, []string{"login"}, "token cache folder "+link+" is a symbolic link")
-	assert.Empty(t, aliceSessions(bob))
+	require.Empty(t, aliceSessions(bob))
 
 	// Not the user's folder (only root can give a folder away).
 	t.Run("foreign-owner", func(t *testing.T) {
@@ -431,13 +430,13 @@ func TestCacheFolderCheckedBeforeLogin(t *testing.T) {
 		openFolder(t, theirs, 0o700)
 		require.NoError(t, os.Chown(theirs, 4242, -1))
 		alice.failEnv(map[string]string{"TETHER_CACHE_DIR": theirs}, 1, []string{"login"}, "token cache folder "+theirs+" belongs to uid 4242, not to you (uid 0)")
-		assert.Empty(t, aliceSessions(bob))
+		require.Empty(t, aliceSessions(bob))
 	})
 
 	// Fixed as the message says, login works.
 	require.NoError(t, os.Chmod(alice.cache, 0o700))
 	alice.ok("login")
-	assert.Len(t, aliceSessions(bob), 1)
+	require.Len(t, aliceSessions(bob), 1)
 }
 
 // TestCachedTokenNeverReadFromAnOpenPlace: a token cached in a folder that
@@ -455,9 +454,9 @@ func TestCachedTokenNeverReadFromAnOpenPlace(t *testing.T) {
 		t.Helper()
 		for _, args := range [][]string{{"whoami"}, {"logout"}, {"login"}, {"sessions", "list"}} {
 			r := alice.fail(1, args, want...)
-			assert.NotContains(t, r.stdout+r.stderr, me.SessionID, "the cached session was not shown")
+			require.NotContains(t, r.stdout+r.stderr, me.SessionID, "the cached session was not shown")
 		}
-		assert.Equal(t, []string{me.SessionID}, aliceSessions(bob), "the session was neither ended nor replaced")
+		require.Equal(t, []string{me.SessionID}, aliceSessions(bob), "the session was neither ended nor replaced")
 	}
 
 	openFolder(t, alice.cache, 0o777)
@@ -488,5 +487,5 @@ func TestCachedTokenNeverReadFromAnOpenPlace(t *testing.T) {
 	})
 
 	// Put right, the same session is there.
-	assert.Equal(t, me.SessionID, alice.session("whoami").SessionID)
+	require.Equal(t, me.SessionID, alice.session("whoami").SessionID)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/stretchr/testify/require"
 
 	"github.com/tetherproject/tether/internal/testpki"
 	"github.com/tetherproject/tether/internal/testproc"
@@ -88,7 +89,7 @@ func newStack(t *testing.T, extra ...string) *stack {
 			break
 		}
 		if attempt == 3 || s.proc == nil || !strings.Contains(s.proc.Stderr(), "address already in use") {
-			t.Fatal(err)
+			require.NoError(t, err, "tetherd did not start")
 		}
 	}
 	t.Cleanup(func() {
@@ -129,7 +130,7 @@ func (s *stack) stop() {
 	defer cancel()
 	if _, err := p.WaitExit(ctx); err != nil {
 		_ = p.Kill()
-		s.t.Errorf("tetherd did not stop on SIGTERM: %v\n%s", err, p.Report())
+		require.NoError(s.t, err, "tetherd did not stop on SIGTERM:\n%s", p.Report())
 	}
 }
 
@@ -138,18 +139,14 @@ func (s *stack) stop() {
 func (s *stack) restart() {
 	s.t.Helper()
 	s.stop()
-	if err := s.start(); err != nil {
-		s.t.Fatal(err)
-	}
+	require.NoError(s.t, s.start())
 }
 
 // freeAddr is a loopback address with a port nobody listens on now.
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	addr := ln.Addr().String()
 	_ = ln.Close()
 	return addr
@@ -233,9 +230,7 @@ func (u *user) runEnv(change map[string]string, args ...string) result {
 	}
 	p := testproc.Exec(u.t, testproc.Config{Path: bin.tether, Args: args, Env: list}, 90*time.Second)
 	r := result{code: p.ExitCode(), stdout: p.Stdout(), stderr: p.Stderr()}
-	if r.code < 0 {
-		u.t.Fatalf("tether %s: %v", strings.Join(args, " "), p.WaitErr())
-	}
+	require.GreaterOrEqual(u.t, r.code, 0, "tether %s: %v", strings.Join(args, " "), p.WaitErr())
 	return r
 }
 
@@ -244,9 +239,7 @@ func (u *user) runEnv(change map[string]string, args ...string) result {
 func (u *user) ok(args ...string) result {
 	u.t.Helper()
 	r := u.run(args...)
-	if r.code != 0 || r.stderr != "" {
-		u.t.Fatalf("tether %s: want exit 0 and a quiet stderr, got %s\ntetherd:\n%s", strings.Join(args, " "), r, u.s.proc.Stderr())
-	}
+	require.True(u.t, r.code == 0 && r.stderr == "", "tether %s: want exit 0 and a quiet stderr, got %s\ntetherd:\n%s", strings.Join(args, " "), r, u.s.proc.Stderr())
 	return r
 }
 
@@ -266,16 +259,11 @@ func (u *user) failEnv(change map[string]string, code int, args []string, want .
 
 func checkFailure(t *testing.T, r result, code int, args []string, want ...string) {
 	t.Helper()
-	if r.code != code {
-		t.Fatalf("tether %s: want exit %d, got %s", strings.Join(args, " "), code, r)
-	}
-	if !strings.HasPrefix(r.stderr, "tether: ") || !strings.HasSuffix(r.stderr, "\n") || strings.Count(r.stderr, "\n") != 1 {
-		t.Fatalf("tether %s: want one line on stderr starting \"tether: \", got %q", strings.Join(args, " "), r.stderr)
-	}
+	require.Equal(t, code, r.code, "tether %s: %s", strings.Join(args, " "), r)
+	require.True(t, strings.HasPrefix(r.stderr, "tether: ") && strings.HasSuffix(r.stderr, "\n") && strings.Count(r.stderr, "\n") == 1,
+		"tether %s: want one line on stderr starting \"tether: \", got %q", strings.Join(args, " "), r.stderr)
 	for _, w := range want {
-		if !strings.Contains(r.stderr, w) {
-			t.Errorf("tether %s: stderr %q does not say %q", strings.Join(args, " "), r.stderr, w)
-		}
+		require.Contains(t, r.stderr, w, "tether %s", strings.Join(args, " "))
 	}
 }
 
@@ -301,7 +289,5 @@ func decodeJSON(t *testing.T, s string, v any) {
 	t.Helper()
 	dec := json.NewDecoder(strings.NewReader(s))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		t.Fatalf("output is not the API's JSON: %v\n%s", err, s)
-	}
+	require.NoError(t, dec.Decode(v), "output is not the API's JSON:\n%s", s)
 }

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tetherproject/tether/internal/testpki"
@@ -36,8 +35,8 @@ func TestLibraryAgainstTetherd(t *testing.T) {
 	src.Set(s.ca.Issue(t, aliceID))
 	after, err := c.Whoami(ctx)
 	require.NoError(t, err)
-	assert.Equal(t, first.SessionID, after.SessionID)
-	assert.Equal(t, svid.Fingerprint(src.SVID().Certificates[0]), after.CNF.X5TS256)
+	require.Equal(t, first.SessionID, after.SessionID)
+	require.Equal(t, svid.Fingerprint(src.SVID().Certificates[0]), after.CNF.X5TS256)
 
 	// Do, with a relative URL.
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api.PathSessionsSelf, nil)
@@ -47,7 +46,7 @@ func TestLibraryAgainstTetherd(t *testing.T) {
 	var self api.SessionResponse
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&self))
 	_ = resp.Body.Close()
-	assert.Equal(t, first.SessionID, self.Session.SessionID)
+	require.Equal(t, first.SessionID, self.Session.SessionID)
 
 	// carol, an --introspector, checks a token the CLI cached for alice.
 	alice := s.user(t, aliceID)
@@ -62,17 +61,17 @@ func TestLibraryAgainstTetherd(t *testing.T) {
 	in, err := carol.Introspect(ctx, cached.Token, svid.Fingerprint(alice.svid.Certificates[0]))
 	require.NoError(t, err)
 	require.True(t, in.Active)
-	assert.Equal(t, aliceSession.SessionID, in.Session.SessionID)
+	require.Equal(t, aliceSession.SessionID, in.Session.SessionID)
 	in, err = carol.Introspect(ctx, cached.Token, svid.Fingerprint(src.SVID().Certificates[0]))
 	require.NoError(t, err)
-	assert.False(t, in.Active, "bound to another leaf")
+	require.False(t, in.Active, "bound to another leaf")
 
 	// alice's own client is no introspector.
 	_, err = c.Introspect(ctx, cached.Token, aliceSession.CNF.X5TS256)
 	var apiErr *client.Error
 	require.ErrorAs(t, err, &apiErr)
-	assert.Equal(t, api.CodeForbidden, apiErr.Code)
-	assert.Equal(t, http.StatusForbidden, apiErr.Status)
+	require.Equal(t, api.CodeForbidden, apiErr.Code)
+	require.Equal(t, http.StatusForbidden, apiErr.Status)
 
 	require.NoError(t, c.Logout(ctx))
 	_, err = c.Rebind(ctx)

@@ -27,11 +27,17 @@ that others can write, and a cache file that others can read or write. A
 copied token or cache file is worth nothing without the SVID's private key.
 
 Commands that need a session log in by themselves, rebind the session when
-your SVID has rotated, and log in again when the session has ended.
+your SVID has rotated, and log in again when the session has ended. When
+tetherd refuses you a new session (--max-sessions-per-identity reached),
+'tether logout --all' ends every session of your SPIFFE ID with your SVID
+alone.
 
-Global flags go before or after the command; each has an environment
-variable it falls back to. Exit status: 0 on success, 1 on failure (with one
-line on stderr), 2 on a usage error.`,
+Global flags go before or after the command; each but -v has an environment
+variable it falls back to. -v logs what the client does (logins, rebinds,
+retries; never a token) on stderr. Exit status: 0 on success, 1 on failure
+(with one line on stderr), 2 on a usage error, 130 when interrupted (Ctrl-C).
+Shell completion (tether completion bash|zsh|fish) offers the commands,
+flags, -o values, and session IDs from tetherd with the cached session.`,
 		Example: `  # point tether at tetherd (tetherd dev prints these lines)
   export TETHER_SERVER=https://127.0.0.1:8443 TETHER_SERVER_ID=spiffe://example.org/tetherd
   export TETHER_SVID_CERT=svid.pem TETHER_SVID_KEY=svid.key TETHER_BUNDLE=bundle.pem
@@ -40,12 +46,12 @@ line on stderr), 2 on a usage error.`,
   tether whoami --output json
   tether sessions list
   tether sessions revoke --spiffe-id spiffe://example.org/admin/mallory
+  tether logout --all      # every session of yours, with the SVID alone
 
   # identity from a SPIRE agent instead of files
   tether --workload-api unix:///run/spire/agent.sock --server-id spiffe://example.org/tetherd whoami`,
-		RunE: func(*cobra.Command, []string) error {
-			return usagef("give a command: login, whoami, logout, sessions or version")
-		},
+		// Without a command: the help, as gh, kubectl and vault do.
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	g.register(root)
 
@@ -53,12 +59,11 @@ line on stderr), 2 on a usage error.`,
 		Use:   "sessions",
 		Short: "List and revoke the live sessions of tetherd",
 		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			return usagef("give a command: tether sessions list, or tether sessions revoke")
-		},
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	sessions.AddCommand(newListCmd(g), newRevokeCmd(g))
-	root.AddCommand(newLoginCmd(g), newWhoamiCmd(g), newLogoutCmd(g), sessions, newVersionCmd(g))
+	root.AddCommand(newLoginCmd(g), newWhoamiCmd(g), newLogoutCmd(g), newTokenCmd(g), sessions, newVersionCmd(g))
+	registerCompletions(g, root)
 	return root
 }
 
@@ -128,16 +133,33 @@ same session).`,
 }
 
 func newLogoutCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "logout",
-		Short: "End the cached session and forget its token",
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "logout [--all]",
+		Short: "End the cached session (--all: every session of yours) and forget its token",
 		Long: `logout ends the cached session at tetherd and deletes the cache file. It never
 logs in. Without a cached session, or when it has already ended, there is
-nothing to end and logout succeeds.`,
-		Example: `  tether logout`,
-		Args:    cobra.NoArgs,
+nothing to end and logout succeeds.
+
+With --all, it ends every session of your SPIFFE ID, wherever it was started,
+with your SVID alone: it needs no session, so it works when tetherd refuses
+you a new one (--max-sessions-per-identity reached, and the sessions' tokens
+lost). It deletes the cache file too.
+
+The cache file goes whatever tetherd says. If tetherd cannot be reached or
+does not confirm, logout deletes it anyway and exits 1 saying so: the session
+is then still live at tetherd until it idles out (or tetherd restarts); run
+'tether logout --all' once tetherd answers to end it. Interrupted (Ctrl-C),
+logout leaves the cache as it was.`,
+		Example: `  tether logout
+  tether logout --all
+  tether logout --all -o json     # {"revoked": N}`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withEnv(g, cmd, false, func(e *env) error {
+				if all {
+					return logoutAll(cmd, e)
+				}
 				token, err := e.store.LoadToken()
 				if err != nil {
 					return err
@@ -146,9 +168,75 @@ nothing to end and logout succeeds.`,
 					return e.out.line("Not logged in to %s as %s: nothing to do.", e.client.ServerURL(), e.id)
 				}
 				if err := e.client.Logout(e.ctx); err != nil {
-					return err
+					return e.forgetAnyway(cmd, err, "the session stays live at tetherd until it idles out: run 'tether logout --all' once tetherd answers")
 				}
 				return e.out.line("Logged out of %s.", e.client.ServerURL())
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&all, "all", false, "end every session of your SPIFFE ID, with your SVID alone (no session needed)")
+	return cmd
+}
+
+// logoutAll ends every session of the caller's SPIFFE ID with the SVID
+// alone; RevokeOwn deletes the cache file (the client's token store).
+func logoutAll(cmd *cobra.Command, e *env) error {
+	n, err := e.client.RevokeOwn(e.ctx)
+	if err != nil {
+		return e.forgetAnyway(cmd, err, "no session was ended: run 'tether logout --all' again once tetherd answers")
+	}
+	return e.out.revoked(n, fmt.Sprintf("Ended %d %s of %s at %s; the cached token is deleted.", n, plural(n, "session", "sessions"), e.id, e.client.ServerURL()))
+}
+
+// forgetAnyway deletes the cache file after tetherd did not confirm a
+// logout (err), and fails saying so and what then: logging out on this
+// machine does not wait for tetherd. An interrupted logout (Ctrl-C), or one
+// that failed before asking tetherd (a cache check), changes nothing.
+func (e *env) forgetAnyway(cmd *cobra.Command, err error, then string) error {
+	var local *cli.Error
+	if cmd.Context().Err() != nil || errors.As(err, &local) {
+		return err
+	}
+	if derr := e.store.DeleteToken(); derr != nil {
+		return failf("%v; and the cached token could not be deleted: %v", e.explain(err), derr)
+	}
+	return failf("%v; the cached token is deleted anyway, but %s", e.explain(err), then)
+}
+
+// tokenCmd prints the session token.
+func newTokenCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "token",
+		Short: "Print the session's token, for scripts",
+		Long: `token prints the session's token alone on stdout (one line, whatever
+--output says), for scripts and tools that call tetherd's API themselves.
+Like the other commands it logs in when there is no session, rebinds the
+session when your SVID has rotated and logs in again when it has ended; it
+asks tetherd about the session first, so the token printed is live and bound
+to the leaf certificate your SVID has now.
+
+The token is worth nothing without that certificate's private key: tetherd
+accepts it only over mTLS from that leaf, presented by your SPIFFE ID. After
+your SVID rotates, run token again. Keep it out of logs anyway.`,
+		Example: `  TOKEN=$(tether token)
+  # then send "Authorization: Bearer $TOKEN" to tetherd over mTLS with the same SVID`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withEnv(g, cmd, true, func(e *env) error {
+				if _, err := e.client.Whoami(e.ctx); err != nil {
+					return err
+				}
+				token, err := e.store.LoadToken()
+				if err != nil {
+					return err
+				}
+				if token == "" {
+					return failf("no session token was kept for %s at %s: run 'tether login'", e.id, e.client.ServerURL())
+				}
+				if _, err := fmt.Fprintln(cmd.OutOrStdout(), token); err != nil {
+					return failf("write the output: %v", err)
+				}
+				return nil
 			})
 		},
 	}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tetherproject/tether/internal/cli"
@@ -35,9 +34,9 @@ func TestRelative(t *testing.T) {
 		{-90 * time.Minute, "1h30m ago"},
 		{50 * time.Hour, "in 2d2h"},
 	} {
-		assert.Equal(t, tc.want, relative(now.Add(tc.d), now), tc.d.String())
+		require.Equal(t, tc.want, relative(now.Add(tc.d), now), tc.d.String())
 	}
-	assert.Equal(t, "-", relative(time.Time{}, now))
+	require.Equal(t, "-", relative(time.Time{}, now))
 }
 
 func TestSessionsTable(t *testing.T) {
@@ -52,18 +51,18 @@ func TestSessionsTable(t *testing.T) {
 	require.Len(t, lines, 3)
 	col := strings.Index(lines[0], "SPIFFE ID")
 	for _, l := range lines[1:] {
-		assert.Equal(t, col, strings.Index(l, "spiffe://"), "aligned:\n%s", b.String())
+		require.Equal(t, col, strings.Index(l, "spiffe://"), "aligned:\n%s", b.String())
 	}
-	assert.Contains(t, lines[1], "1h00m ago")
-	assert.Contains(t, lines[1], "in 7h00m")
+	require.Contains(t, lines[1], "1h00m ago")
+	require.Contains(t, lines[1], "in 7h00m")
 
 	b.Reset()
 	require.NoError(t, p.sessions(nil))
-	assert.Equal(t, "no live sessions\n", b.String())
+	require.Equal(t, "no live sessions\n", b.String())
 	b.Reset()
 	p.json = true
 	require.NoError(t, p.sessions([]api.Session{}))
-	assert.JSONEq(t, `{"sessions": []}`, b.String())
+	require.JSONEq(t, `{"sessions": []}`, b.String())
 }
 
 func TestFileStore(t *testing.T) {
@@ -73,54 +72,54 @@ func TestFileStore(t *testing.T) {
 
 	tok, err := s.LoadToken()
 	require.NoError(t, err)
-	assert.Empty(t, tok)
+	require.Empty(t, tok)
 	_, err = os.Stat(dir)
-	assert.True(t, os.IsNotExist(err), "loading creates nothing")
+	require.True(t, os.IsNotExist(err), "loading creates nothing")
 
 	require.NoError(t, s.SaveToken("t1"))
 	require.NoError(t, s.SaveToken("t2"))
 	tok, err = s.LoadToken()
 	require.NoError(t, err)
-	assert.Equal(t, "t2", tok)
+	require.Equal(t, "t2", tok)
 	entries, err := os.ReadDir(dir)
 	require.NoError(t, err)
 	require.Len(t, entries, 1, "the temporary file was renamed")
 	fi, err := entries[0].Info()
 	require.NoError(t, err)
-	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
-	assert.NotContains(t, s.String(), "t2")
+	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+	require.NotContains(t, s.String(), "t2")
 
 	// One file per server and identity.
 	other := newFileStore(dir, "https://127.0.0.1:9443", id)
 	tok, err = other.LoadToken()
 	require.NoError(t, err)
-	assert.Empty(t, tok)
-	assert.NotEqual(t, s.path, newFileStore(dir, "https://127.0.0.1:8443", spiffeid.RequireFromString("spiffe://example.org/admin/bob")).path)
+	require.Empty(t, tok)
+	require.NotEqual(t, s.path, newFileStore(dir, "https://127.0.0.1:8443", spiffeid.RequireFromString("spiffe://example.org/admin/bob")).path)
 
 	// A damaged file is no token.
 	require.NoError(t, os.WriteFile(s.path, []byte("{not json"), 0o600))
 	tok, err = s.LoadToken()
 	require.NoError(t, err)
-	assert.Empty(t, tok)
+	require.Empty(t, tok)
 
 	require.NoError(t, s.DeleteToken())
 	require.NoError(t, s.DeleteToken(), "deleting nothing is fine")
-	assert.NoFileExists(t, s.path)
+	require.NoFileExists(t, s.path)
 }
 
 func TestCacheDir(t *testing.T) {
 	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 	d, err := cacheDir(env(map[string]string{"TETHER_CACHE_DIR": "/c", "XDG_RUNTIME_DIR": "/run/user/1"}))
 	require.NoError(t, err)
-	assert.Equal(t, "/c", d)
+	require.Equal(t, "/c", d)
 	d, err = cacheDir(env(map[string]string{"XDG_RUNTIME_DIR": "/run/user/1"}))
 	require.NoError(t, err)
-	assert.Equal(t, "/run/user/1/tether", d)
+	require.Equal(t, "/run/user/1/tether", d)
 	home, err := os.UserHomeDir()
 	require.NoError(t, err)
 	d, err = cacheDir(env(nil))
 	require.NoError(t, err)
-	assert.Equal(t, filepath.Join(home, ".cache", "tether"), d)
+	require.Equal(t, filepath.Join(home, ".cache", "tether"), d)
 }
 
 // TestCacheFolderChecks: the token cache folder must be a folder of the
@@ -142,19 +141,19 @@ func TestCacheFolderChecks(t *testing.T) {
 		require.NoError(t, s.prepare(false), "%04o", perm)
 		tok, err := s.LoadToken()
 		require.NoError(t, err, "%04o", perm)
-		assert.Equal(t, "planted", tok, "%04o", perm)
+		require.Equal(t, "planted", tok, "%04o", perm)
 	}
 	for _, perm := range []os.FileMode{0o720, 0o702, 0o770, 0o777, 0o1777} {
 		s := store(t, perm)
 		for _, create := range []bool{false, true} {
 			err := s.prepare(create)
 			require.Error(t, err, "%04o", perm)
-			assert.Equal(t, fmt.Sprintf("the token cache folder %s is writable by other users (mode %04o): chmod 700 %s, or set TETHER_CACHE_DIR", s.dir, perm&0o777, s.dir), err.Error())
+			require.Equal(t, fmt.Sprintf("the token cache folder %s is writable by other users (mode %04o): chmod 700 %s, or set TETHER_CACHE_DIR", s.dir, perm&0o777, s.dir), err.Error())
 			assertFailure(t, err)
 		}
 		tok, err := s.LoadToken()
 		require.Error(t, err, "%04o", perm)
-		assert.Empty(t, tok, "%04o: the token is not read", perm)
+		require.Empty(t, tok, "%04o: the token is not read", perm)
 		require.Error(t, s.SaveToken("t"), "%04o", perm)
 	}
 
@@ -164,7 +163,7 @@ func TestCacheFolderChecks(t *testing.T) {
 	s.uid = os.Getuid() + 1
 	tok, err := s.LoadToken()
 	require.ErrorContains(t, err, fmt.Sprintf("belongs to uid %d, not to you (uid %d): set TETHER_CACHE_DIR to a folder of your own", os.Getuid(), s.uid))
-	assert.Empty(t, tok)
+	require.Empty(t, tok)
 	require.Error(t, s.prepare(true))
 
 	// A symbolic link to a good folder is not followed; nor is a file a
@@ -175,7 +174,7 @@ func TestCacheFolderChecks(t *testing.T) {
 	viaLink := newFileStore(link, "https://127.0.0.1:8443", id)
 	tok, err = viaLink.LoadToken()
 	require.ErrorContains(t, err, "token cache folder "+link+" is a symbolic link")
-	assert.Empty(t, tok)
+	require.Empty(t, tok)
 	require.Error(t, viaLink.prepare(true))
 	require.Error(t, viaLink.SaveToken("t"))
 	notDir := newFileStore(s.path, "https://127.0.0.1:8443", id)
@@ -185,11 +184,11 @@ func TestCacheFolderChecks(t *testing.T) {
 	// alone otherwise.
 	deep := newFileStore(filepath.Join(t.TempDir(), "a", "b", "cache"), "https://127.0.0.1:8443", id)
 	require.NoError(t, deep.prepare(false))
-	assert.NoDirExists(t, deep.dir)
+	require.NoDirExists(t, deep.dir)
 	require.NoError(t, deep.prepare(true))
 	fi, err := os.Lstat(deep.dir)
 	require.NoError(t, err)
-	assert.Equal(t, os.FileMode(0o700), fi.Mode().Perm())
+	require.Equal(t, os.FileMode(0o700), fi.Mode().Perm())
 }
 
 // TestCacheFileChecks: a cache file must be a regular file of the user's
@@ -207,15 +206,15 @@ func TestCacheFileChecks(t *testing.T) {
 		require.NoError(t, os.Chmod(s.path, perm))
 		tok, err := load()
 		require.Error(t, err, "%04o", perm)
-		assert.Equal(t, fmt.Sprintf("the token cache file %s is open to other users (mode %04o): chmod 600 %s", s.path, perm, s.path), err.Error())
+		require.Equal(t, fmt.Sprintf("the token cache file %s is open to other users (mode %04o): chmod 600 %s", s.path, perm, s.path), err.Error())
 		assertFailure(t, err)
-		assert.Empty(t, tok)
+		require.Empty(t, tok)
 	}
 	for _, perm := range []os.FileMode{0o600, 0o400} {
 		require.NoError(t, os.Chmod(s.path, perm))
 		tok, err := load()
 		require.NoError(t, err)
-		assert.Equal(t, "mine", tok)
+		require.Equal(t, "mine", tok)
 	}
 
 	// Not the user's: the owner it must have is a parameter, so that this
@@ -234,7 +233,7 @@ func TestCacheFileChecks(t *testing.T) {
 	require.NoError(t, os.Symlink(elsewhere, s.path))
 	tok, err := load()
 	require.ErrorContains(t, err, "token cache file "+s.path+" is a symbolic link")
-	assert.Empty(t, tok)
+	require.Empty(t, tok)
 	require.NoError(t, os.Remove(s.path))
 	require.NoError(t, os.Mkdir(s.path, 0o700))
 	_, err = load()
@@ -246,5 +245,5 @@ func assertFailure(t *testing.T, err error) {
 	t.Helper()
 	var ce *cli.Error
 	require.ErrorAs(t, err, &ce)
-	assert.Equal(t, cli.ExitFailure, ce.Code)
+	require.Equal(t, cli.ExitFailure, ce.Code)
 }
