@@ -2,27 +2,28 @@
 // X.509 SVID (from the SPIFFE Workload API or from PEM files), keeps the
 // session token in a per-user cache, and lists and revokes sessions.
 //
-//	tether [global flags] login | whoami | logout
+//	tether [global flags] login | whoami | token | logout [--all]
 //	tether [global flags] sessions list [--spiffe-id ID]
 //	tether [global flags] sessions revoke SESSION_ID | --spiffe-id ID
-//	tether version
+//	tether version | completion bash|zsh|fish|powershell
 //
-// Exit status: 0 on success, 1 on a failure (one line on stderr saying what
-// to do), 2 on a usage error.
+// Exit status: 0 on success (and for help, which tether alone prints), 1 on
+// a failure (one line on stderr saying what to do), 2 on a usage error, 130
+// when Ctrl-C stopped it.
 package main
 
 import (
 	"context"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/tetherproject/tether/internal/cli"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// Ctrl-C ends the command's context: it stops waiting (for the Workload
+	// API, for tetherd) and exits 130.
+	ctx, stop := cli.SignalContext(context.Background())
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
 	stop()
 	os.Exit(code)

@@ -19,7 +19,7 @@ const (
 
 // Error is an error that carries the exit status it ends the command with.
 type Error struct {
-	Code int // ExitFailure or ExitUsage
+	Code int // ExitFailure, ExitUsage, or ExitInterrupted (128 + a signal's number)
 	Err  error
 }
 
@@ -56,7 +56,9 @@ func ExitCode(err error) int {
 // Main runs root with args, its output going to stdout and stderr, and
 // returns the exit status for os.Exit. An error is written to stderr as one
 // line, "NAME: message", which on a usage error ends by pointing to --help.
-// cobra's own refusals are usage errors (see the package comment).
+// cobra's own refusals are usage errors (see the package comment). A command
+// that fails once ctx has ended with an *Error as its cause (a signal, see
+// SignalContext) ends with that error instead.
 func Main(ctx context.Context, root *cobra.Command, args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -70,6 +72,14 @@ func Main(ctx context.Context, root *cobra.Command, args []string, stdout, stder
 	classify(root)
 
 	err := root.ExecuteContext(ctx)
+	if err != nil && ctx.Err() != nil {
+		// Stopped by a signal (see SignalContext): that is the outcome,
+		// whatever error the command made of its ended context.
+		var stopped *Error
+		if cause := context.Cause(ctx); errors.As(cause, &stopped) {
+			err = cause
+		}
+	}
 	code := ExitCode(err)
 	if err != nil {
 		msg := oneLine(err.Error())

@@ -9,4 +9,9 @@
 // number of arguments) usage errors where cobra reports them, in the flag
 // error function and the Args validators: no error message is ever read to
 // choose a status.
+//
+// A command stopped by a signal exits 128 + the signal's number, as a shell
+// reports it: 130 (ExitInterrupted) for Ctrl-C. SignalContext ends the
+// command's context with that *Error as its cause, and Main reports it in
+// place of whatever error the command made of its ended context.
 package cli
