@@ -20,6 +20,10 @@ type FileConfig struct {
 	// CertFile is the SVID chain, leaf first; KeyFile its PKCS#8 key;
 	// BundleFile the trust domain's CA certificates.
 	CertFile, KeyFile, BundleFile string
+	// ID pins the identity (see PinState): the files must hold an SVID
+	// with this SPIFFE ID, at start and at every reload. Zero pins the ID of
+	// the SVID the files hold at start.
+	ID spiffeid.ID
 	// Interval is how often the files are checked for changes; default 1s.
 	Interval time.Duration
 	// OnReload is called after every reload attempt that found changed
@@ -31,8 +35,9 @@ type FileConfig struct {
 // FileSource serves an SVID and bundle read from PEM files, and re-reads
 // them when their content changes (polled) or when Reload is called. A
 // change that does not parse (garbage, a half-written file, a key that does
-// not match the certificate) or whose certificate has already expired leaves
-// the last good identity in place.
+// not match the certificate), whose certificate has already expired, or
+// whose SPIFFE ID is not the pinned one leaves the last good identity in
+// place.
 type FileSource struct {
 	cfg FileConfig
 
@@ -41,12 +46,15 @@ type FileSource struct {
 	svid     *x509svid.SVID
 	bundle   *x509bundle.Bundle
 	digest   [32]byte
+	pin      PinState
 	updated  chan struct{}
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
+
+var _ Pinner = (*FileSource)(nil)
 
 // NewFileSource loads the files once (an error names the file at fault) and
 // starts watching them.
@@ -61,6 +69,13 @@ func NewFileSource(cfg FileConfig) (*FileSource, error) {
 	}
 	svid, bundle, err := parseFiles(cfg, raw)
 	if err != nil {
+		return nil, err
+	}
+	s.pin = PinState{ID: cfg.ID, Configured: !cfg.ID.IsZero(), Offered: []spiffeid.ID{svid.ID}}
+	if s.pin.ID.IsZero() {
+		s.pin.ID = svid.ID
+	}
+	if err := s.checkPin(svid); err != nil {
 		return nil, err
 	}
 	s.svid, s.bundle, s.digest = svid, bundle, digest
@@ -86,6 +101,24 @@ func (s *FileSource) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509
 		return nil, fmt.Errorf("svid: no bundle for trust domain %q", td)
 	}
 	return s.bundle, nil
+}
+
+// Pin implements Pinner.
+func (s *FileSource) Pin() PinState {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	p := s.pin
+	p.Offered = append([]spiffeid.ID(nil), p.Offered...)
+	return p
+}
+
+// checkPin is nil if svid carries the pinned ID (s.pin.ID never changes
+// once NewFileSource has set it).
+func (s *FileSource) checkPin(svid *x509svid.SVID) error {
+	if svid.ID == s.pin.ID {
+		return nil
+	}
+	return fmt.Errorf("%w: %s holds an SVID of %s, not of %s", ErrNotPinned, s.cfg.CertFile, svid.ID, s.pin.ID)
 }
 
 // Updated receives a value after each change of identity taken.
@@ -125,8 +158,17 @@ func (s *FileSource) reload(report bool) ([32]byte, error) {
 				svid.Certificates[0].NotAfter.UTC().Format(time.RFC3339))
 		}
 		if err == nil {
+			err = s.checkPin(svid)
+			if err != nil && report {
+				s.mu.Lock()
+				s.pin.Offered, s.pin.Missing = []spiffeid.ID{svid.ID}, true
+				s.mu.Unlock()
+			}
+		}
+		if err == nil {
 			s.mu.Lock()
 			s.svid, s.bundle, s.digest = svid, bundle, digest
+			s.pin.Offered, s.pin.Missing = []spiffeid.ID{svid.ID}, false
 			s.mu.Unlock()
 			select {
 			case s.updated <- struct{}{}:

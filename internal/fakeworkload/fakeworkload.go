@@ -97,6 +97,26 @@ func (s *Server) SetSVID(svid *x509svid.SVID, bundle *x509bundle.Bundle) error {
 	return nil
 }
 
+// SetSVIDs makes the server hand out several SVIDs in one answer, in this
+// order, each with bundle (as an agent does for a workload that matches
+// several registration entries), and pushes them to every open stream. It
+// clears an error set by SetError.
+func (s *Server) SetSVIDs(bundle *x509bundle.Bundle, svids ...*x509svid.SVID) error {
+	resp := &workload.X509SVIDResponse{}
+	for _, svid := range svids {
+		one, err := Response(svid, bundle)
+		if err != nil {
+			return err
+		}
+		resp.Svids = append(resp.Svids, one.Svids...)
+	}
+	if len(resp.Svids) == 0 {
+		return errors.New("fakeworkload: SetSVIDs needs at least one SVID")
+	}
+	s.set(resp, nil)
+	return nil
+}
+
 // SetResponse pushes resp as it is, for tests that need a malformed answer.
 func (s *Server) SetResponse(resp *workload.X509SVIDResponse) { s.set(resp, nil) }
 
