@@ -19,7 +19,15 @@ const completionTimeout = 3 * time.Second
 // what cobra's shell completion cannot guess: the values of -o, the session
 // IDs sessions revoke takes, and the SPIFFE IDs --spiffe-id takes.
 func registerCompletions(g *globals, root *cobra.Command) {
-	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]cobra.Completion{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = root.RegisterFlagCompletionFunc("output", func(_ *cobra.Command, _ []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		var out []cobra.Completion
+		for _, f := range []string{"text", "json"} {
+			if strings.HasPrefix(f, toComplete) {
+				out = append(out, f)
+			}
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	})
 	list, _, _ := root.Find([]string{"sessions", "list"})
 	revoke, _, _ := root.Find([]string{"sessions", "revoke"})
 	revoke.ValidArgsFunction = func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {

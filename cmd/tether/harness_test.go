@@ -215,6 +215,16 @@ func (u *user) run(args ...string) result {
 // with an empty value is removed.
 func (u *user) runEnv(change map[string]string, args ...string) result {
 	u.t.Helper()
+	p := testproc.Exec(u.t, u.command(change, args...), 90*time.Second)
+	r := result{code: p.ExitCode(), stdout: p.Stdout(), stderr: p.Stderr()}
+	require.GreaterOrEqual(u.t, r.code, 0, "tether %s: %v", strings.Join(args, " "), p.WaitErr())
+	return r
+}
+
+// command is tether with args and the user's environment changed by change
+// (a key with an empty value is removed), for runEnv or for a test that
+// starts it itself.
+func (u *user) command(change map[string]string, args ...string) testproc.Config {
 	env := map[string]string{}
 	for k, v := range u.env {
 		env[k] = v
@@ -228,10 +238,7 @@ func (u *user) runEnv(change map[string]string, args ...string) result {
 			list = append(list, k+"="+v)
 		}
 	}
-	p := testproc.Exec(u.t, testproc.Config{Path: bin.tether, Args: args, Env: list}, 90*time.Second)
-	r := result{code: p.ExitCode(), stdout: p.Stdout(), stderr: p.Stderr()}
-	require.GreaterOrEqual(u.t, r.code, 0, "tether %s: %v", strings.Join(args, " "), p.WaitErr())
-	return r
+	return testproc.Config{Path: bin.tether, Args: args, Env: list}
 }
 
 // ok runs tether and fails the test unless it exits 0 with nothing on
