@@ -70,7 +70,7 @@ func (e *env) explainAPI(err *client.Error) error {
 	case api.CodeCertificateRotated:
 		return failf("the session is bound to another certificate of %s and could not be rebound: run 'tether login'", e.id)
 	case api.CodeSessionLimit:
-		return failf("tetherd refuses a new session: %s (log out elsewhere, or revoke old sessions)", err.Message)
+		return failf("tetherd refuses a new session: %s (log out elsewhere, or end every session of yours with 'tether logout --all')", err.Message)
 	case api.CodeRateLimited:
 		if err.RetryAfter > 0 {
 			return failf("too many logins for %s in a short time: try again in %s", e.id, err.RetryAfter)

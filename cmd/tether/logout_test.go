@@ -28,7 +28,7 @@ func TestLogoutAllAtTheCap(t *testing.T) {
 	}
 	require.Len(t, aliceSessions(bob), 2, "the cap is full")
 
-	alice.fail(1, []string{"login"}, "tetherd refuses a new session")
+	alice.fail(1, []string{"login"}, "tetherd refuses a new session", "tether logout --all")
 	alice.fail(1, []string{"sessions", "list"}, "tetherd refuses a new session")
 	r := alice.ok("logout")
 	require.Contains(t, r.stdout, "nothing to do", "no cached session here")
