@@ -152,17 +152,8 @@ func (c *Client) RevokeOwn(ctx context.Context) (int, error) {
 	}
 	defer c.unlockAuth()
 	q := url.Values{api.QuerySPIFFEID: {svid.ID.String()}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, c.endpoint(api.PathSessions, q).String(), http.NoBody)
-	if err != nil {
-		return 0, wrapf(op, err)
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := c.send(req) //nolint:bodyclose // decode closes it
-	if err != nil {
-		return 0, wrapf(op, err)
-	}
 	var out api.RevokeResponse
-	if err := decode(resp, &out); err != nil {
+	if err := c.callSVIDAlone(ctx, http.MethodDelete, api.PathSessions, q, nil, &out); err != nil {
 		return 0, wrapf(op, err)
 	}
 	if err := c.store.DeleteToken(); err != nil {
@@ -178,44 +169,76 @@ func (c *Client) RevokeOwn(ctx context.Context) (int, error) {
 // no session. Active is false for any token that is not live or not bound to
 // fp.
 func (c *Client) Introspect(ctx context.Context, token, fp string) (*api.IntrospectResponse, error) {
-	body, err := json.Marshal(api.IntrospectRequest{Token: token, CNF: api.CNF{X5TS256: fp}})
-	if err != nil {
-		return nil, wrapf("introspect", err)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint(api.PathIntrospect, nil).String(), bytes.NewReader(body))
-	if err != nil {
-		return nil, wrapf("introspect", err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.send(req) //nolint:bodyclose // decode closes it
-	if err != nil {
-		return nil, wrapf("introspect", err)
-	}
 	var out api.IntrospectResponse
-	if err := decode(resp, &out); err != nil {
+	in := api.IntrospectRequest{Token: token, CNF: api.CNF{X5TS256: fp}}
+	if err := c.callSVIDAlone(ctx, http.MethodPost, api.PathIntrospect, nil, in, &out); err != nil {
 		return nil, wrapf("introspect", err)
 	}
 	return &out, nil
 }
 
-// call makes an API request, without a body, with the session token. sub, if
-// not empty, is a path segment appended to path; out, if not nil, receives
-// the JSON answer.
-func (c *Client) call(ctx context.Context, method, path, sub string, query url.Values, out any) error {
+// newRequest is an API request: path (an api.Path… constant) on the server,
+// with sub (if not empty) as one more, escaped, path segment, the query, and
+// in (if not nil) as its JSON body. Every request the client makes of itself
+// is built here; Do takes the caller's.
+func (c *Client) newRequest(ctx context.Context, method, path, sub string, query url.Values, in any) (*http.Request, error) {
 	u := c.endpoint(path, query)
 	if sub != "" {
 		u.Path += "/" + sub
 		u.RawPath = strings.TrimSuffix(c.base.EscapedPath(), "/") + path + "/" + url.PathEscape(sub)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), http.NoBody)
+	var body io.Reader = http.NoBody
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return nil, err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Accept", "application/json")
-	resp, err := c.roundTrip(req) //nolint:bodyclose // readError, drain or decode closes it below
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return req, nil
+}
+
+// call makes an API request without a body with the session token (see
+// roundTrip). out, if not nil, receives the JSON answer.
+func (c *Client) call(ctx context.Context, method, path, sub string, query url.Values, out any) error {
+	req, err := c.newRequest(ctx, method, path, sub, query, nil)
 	if err != nil {
 		return err
 	}
+	resp, err := c.roundTrip(req) //nolint:bodyclose // answer closes it
+	if err != nil {
+		return err
+	}
+	return answer(resp, out)
+}
+
+// callSVIDAlone makes an API request that carries no session token: the
+// SVID alone is the credential (introspection, revoking one's own
+// sessions). It never logs in or rebinds. in, if not nil, is the JSON body;
+// out, if not nil, receives the JSON answer.
+func (c *Client) callSVIDAlone(ctx context.Context, method, path string, query url.Values, in, out any) error {
+	req, err := c.newRequest(ctx, method, path, "", query, in)
+	if err != nil {
+		return err
+	}
+	resp, err := c.send(req) //nolint:bodyclose // answer closes it
+	if err != nil {
+		return err
+	}
+	return answer(resp, out)
+}
+
+// answer reads a 2xx JSON answer into out (or drains it if out is nil), or
+// returns the *Error of any other answer. It closes the body.
+func answer(resp *http.Response, out any) error {
 	if out == nil {
 		if resp.StatusCode/100 != 2 {
 			return readError(resp)

@@ -31,8 +31,6 @@ type Client struct {
 	autoLogin bool
 	log       *slog.Logger
 
-	httpClient *http.Client
-
 	// connMu guards the connection generation: tr is the transport whose
 	// connections were (or will be) made with the leaf whose DER is leaf.
 	connMu  sync.Mutex
@@ -59,9 +57,9 @@ func WithTokenStore(store TokenStore) Option {
 	}
 }
 
-// WithAutoLogin says whether requests made through the client's round tripper
-// log in by themselves when there is no session or it has ended. It is on by
-// default. Off, a request without a stored token fails with ErrNoSession and
+// WithAutoLogin says whether requests (Do and the typed calls that need a
+// session) log in by themselves when there is no session or it has ended. It
+// is on by default. Off, a request without a stored token fails with ErrNoSession and
 // an ended session is returned to the caller as is; rebinding after an SVID
 // rotation still happens, as it keeps the same session.
 func WithAutoLogin(enabled bool) Option {
@@ -107,12 +105,6 @@ func New(serverURL string, serverID spiffeid.ID, svids x509svid.Source, bundles 
 	for _, opt := range opts {
 		opt(c)
 	}
-	c.httpClient = &http.Client{
-		Transport: roundTripper{c},
-		// A redirect is never followed: the token must not travel anywhere
-		// but to tetherd.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
 	return c, nil
 }
 
@@ -145,28 +137,30 @@ func (c *Client) ServerURL() string { return c.base.String() }
 // ServerID is the SPIFFE ID tetherd must present.
 func (c *Client) ServerID() spiffeid.ID { return c.serverID }
 
-// HTTPClient returns an *http.Client whose requests carry the session token
-// and recover from rotation and ended sessions like Do. It never follows
-// redirects and refuses requests to any other host than tetherd.
-func (c *Client) HTTPClient() *http.Client { return c.httpClient }
-
-// Transport returns the client's http.RoundTripper: it attaches the session
-// token (logging in first when there is none, unless auto-login is off) and
-// on 401 certificate_rotated rebinds, on 401 session_ended or invalid_token
-// logs in again, and retries once.
-func (c *Client) Transport() http.RoundTripper { return roundTripper{c} }
-
-// Do sends req to tetherd with the session token, like HTTPClient().Do. A
-// request whose URL has no host is sent to the client's server URL (with its
-// path prefix): client.Do(http.NewRequestWithContext(ctx, "GET",
-// "/v1/sessions", nil)).
+// Do sends req to tetherd with the session token: the one way, next to the
+// typed calls, to send a request. It attaches the token (logging in first
+// when there is none, unless auto-login is off); on 401 certificate_rotated
+// it rebinds, on 401 session_ended or invalid_token it logs in again, and it
+// sends the request once more if its body can be sent again. A request whose
+// URL has no host goes to the client's server URL (with its path prefix):
+// client.Do(http.NewRequestWithContext(ctx, "GET", "/v1/sessions", nil)).
+// A request to any other host is refused, and so is an answer that
+// redirects (*RedirectError): the token travels to tetherd and nowhere else.
+// req is not changed; the caller closes the answer's body.
 func (c *Client) Do(req *http.Request) (*http.Response, error) {
-	if req.URL != nil && req.URL.Host == "" {
+	if req == nil || req.URL == nil {
+		return nil, errors.New("client: a request without a URL")
+	}
+	if req.URL.Host == "" {
 		req = req.Clone(req.Context())
 		req.URL = c.endpoint(req.URL.Path, req.URL.Query())
 		req.Host = ""
 	}
-	return c.httpClient.Do(req) //nolint:gosec // G704: the request goes to the tetherd the caller configured, over mTLS that checks its SPIFFE ID
+	resp, err := c.roundTrip(req)
+	if err != nil {
+		return nil, wrapf(req.Method+" "+req.URL.Path, err)
+	}
+	return resp, nil
 }
 
 // Close closes the client's idle connections. It does not close the SVID and

@@ -11,7 +11,6 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -31,20 +30,32 @@ const (
 	bobID    = "spiffe://example.org/admin/bob"
 )
 
+// fixture is the package's one API fixture: a fakeTetherd of a CA of
+// example.org, and a client of it presenting a rotating SVID of id and
+// keeping its token in store (unless opts say otherwise).
 type fixture struct {
 	ca     *testpki.CA
 	server *fakeTetherd
 	source *testpki.Source
+	store  *client.MemoryStore
 	client *client.Client
 }
 
 func setup(t *testing.T, id string, opts ...client.Option) *fixture {
 	t.Helper()
 	ca := testpki.NewCA(t, "example.org")
-	f := &fixture{ca: ca, server: newFakeTetherd(t, ca, serverID)}
+	f := &fixture{ca: ca, server: newFakeTetherd(t, ca, serverID), store: new(client.MemoryStore)}
 	f.source = testpki.NewSource(ca.Issue(t, id))
-	f.client = f.newClient(t, f.source, opts...)
+	f.client = f.newClient(t, f.source, append([]client.Option{client.WithTokenStore(f.store)}, opts...)...)
 	return f
+}
+
+// token is the token the client stores.
+func (f *fixture) token(t *testing.T) string {
+	t.Helper()
+	token, err := f.store.LoadToken()
+	require.NoError(t, err)
+	return token
 }
 
 func (f *fixture) newClient(t *testing.T, src x509svid.Source, opts ...client.Option) *client.Client {
@@ -61,8 +72,8 @@ func requireAPIError(t *testing.T, err error, code api.Code, status int) {
 	t.Helper()
 	var apiErr *client.Error
 	require.ErrorAs(t, err, &apiErr)
-	assert.Equal(t, code, apiErr.Code)
-	assert.Equal(t, status, apiErr.Status)
+	require.Equal(t, code, apiErr.Code)
+	require.Equal(t, status, apiErr.Status)
 }
 
 func TestCalls(t *testing.T) {
@@ -72,14 +83,14 @@ func TestCalls(t *testing.T) {
 
 	s, err := f.client.Login(ctx)
 	require.NoError(t, err)
-	assert.Equal(t, aliceID, s.SPIFFEID)
-	assert.Equal(t, fingerprint(f.source.SVID()), s.CNF.X5TS256)
+	require.Equal(t, aliceID, s.SPIFFEID)
+	require.Equal(t, fingerprint(f.source.SVID()), s.CNF.X5TS256)
 	token, _ := store.LoadToken()
 	require.NotEmpty(t, token, "login stores the token")
 
 	me, err := f.client.Whoami(ctx)
 	require.NoError(t, err)
-	assert.Equal(t, s.SessionID, me.SessionID)
+	require.Equal(t, s.SessionID, me.SessionID)
 
 	// bob logs in twice through his own client.
 	bobSource := testpki.NewSource(f.ca.Issue(t, bobID))
@@ -91,41 +102,41 @@ func TestCalls(t *testing.T) {
 
 	all, err := f.client.List(ctx, spiffeid.ID{})
 	require.NoError(t, err)
-	assert.Len(t, all, 3)
+	require.Len(t, all, 3)
 	bobs, err := f.client.List(ctx, spiffeid.RequireFromString(bobID))
 	require.NoError(t, err)
 	require.Len(t, bobs, 2)
 	for _, b := range bobs {
-		assert.Equal(t, bobID, b.SPIFFEID)
+		require.Equal(t, bobID, b.SPIFFEID)
 	}
 
 	require.NoError(t, f.client.Revoke(ctx, bobs[0].SessionID))
 	err = f.client.Revoke(ctx, bobs[0].SessionID)
 	requireAPIError(t, err, api.CodeNotFound, http.StatusNotFound)
-	assert.ErrorIs(t, err, &api.Error{Code: api.CodeNotFound})
+	require.ErrorIs(t, err, &api.Error{Code: api.CodeNotFound})
 
 	n, err := f.client.RevokeIdentity(ctx, spiffeid.RequireFromString(bobID))
 	require.NoError(t, err)
-	assert.Equal(t, 1, n)
+	require.Equal(t, 1, n)
 
 	in, err := f.client.Introspect(ctx, token, fingerprint(f.source.SVID()))
 	require.NoError(t, err)
 	require.True(t, in.Active)
-	assert.Equal(t, s.SessionID, in.Session.SessionID)
+	require.Equal(t, s.SessionID, in.Session.SessionID)
 	in, err = f.client.Introspect(ctx, token, fingerprint(bobSource.SVID()))
 	require.NoError(t, err)
-	assert.False(t, in.Active, "bound to another certificate")
+	require.False(t, in.Active, "bound to another certificate")
 
 	require.NoError(t, f.client.Logout(ctx))
 	token, _ = store.LoadToken()
-	assert.Empty(t, token, "logout forgets the token")
+	require.Empty(t, token, "logout forgets the token")
 	in, err = f.client.Introspect(ctx, "", "")
 	require.NoError(t, err)
-	assert.False(t, in.Active)
+	require.False(t, in.Active)
 	logins, _ := f.server.counts()
 	require.NoError(t, f.client.Logout(ctx), "logging out without a session is not an error")
 	logins2, _ := f.server.counts()
-	assert.Equal(t, logins, logins2, "logout never logs in")
+	require.Equal(t, logins, logins2, "logout never logs in")
 }
 
 func TestNew(t *testing.T) {
@@ -142,7 +153,7 @@ func TestNew(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			_, err := client.New(url, id, src, ca.Bundle())
 			require.Error(t, err)
-			assert.True(t, strings.HasPrefix(err.Error(), "client: "), err.Error())
+			require.True(t, strings.HasPrefix(err.Error(), "client: "), err.Error())
 		})
 	}
 	t.Run("fail/no-server-id", func(t *testing.T) {
@@ -156,8 +167,8 @@ func TestNew(t *testing.T) {
 	t.Run("ok", func(t *testing.T) {
 		c, err := client.New("https://127.0.0.1:8443/", id, src, ca.Bundle())
 		require.NoError(t, err)
-		assert.Equal(t, "https://127.0.0.1:8443", c.ServerURL())
-		assert.Equal(t, id, c.ServerID())
+		require.Equal(t, "https://127.0.0.1:8443", c.ServerURL())
+		require.Equal(t, id, c.ServerID())
 		require.NoError(t, c.Close())
 		require.NoError(t, c.Close(), "Close is safe twice")
 	})
@@ -172,9 +183,9 @@ func TestRefusesOtherServerID(t *testing.T) {
 	_, err = other.Login(t.Context())
 	var idErr *client.ServerIDError
 	require.ErrorAs(t, err, &idErr)
-	assert.Equal(t, serverID, idErr.Got.String())
-	assert.Equal(t, "spiffe://example.org/not-tetherd", idErr.Want.String())
-	assert.Zero(t, f.server.count("POST "+api.PathSessions), "no request reached the server")
+	require.Equal(t, serverID, idErr.Got.String())
+	require.Equal(t, "spiffe://example.org/not-tetherd", idErr.Want.String())
+	require.Zero(t, f.server.count("POST "+api.PathSessions), "no request reached the server")
 }
 
 func TestRefusesUntrustedServer(t *testing.T) {
@@ -188,7 +199,7 @@ func TestRefusesUntrustedServer(t *testing.T) {
 	_, err = c.Login(t.Context())
 	var certErr *client.ServerCertificateError
 	require.ErrorAs(t, err, &certErr)
-	assert.Zero(t, f.server.count("POST "+api.PathSessions))
+	require.Zero(t, f.server.count("POST "+api.PathSessions))
 }
 
 func TestTypedErrors(t *testing.T) {
@@ -197,8 +208,8 @@ func TestTypedErrors(t *testing.T) {
 	requireAPIError(t, err, api.CodeNotAdmin, http.StatusForbidden)
 	var apiErr *client.Error
 	require.ErrorAs(t, err, &apiErr)
-	assert.Contains(t, apiErr.Message, "matches no --admin pattern")
-	assert.True(t, strings.HasPrefix(err.Error(), "client: login: not_admin: "), err.Error())
+	require.Contains(t, apiErr.Message, "matches no --admin pattern")
+	require.True(t, strings.HasPrefix(err.Error(), "client: login: not_admin: "), err.Error())
 
 	// The round tripper's login failure is typed too.
 	_, err = f.client.Whoami(t.Context())
@@ -213,11 +224,11 @@ func TestDoLogsInAndAttachesToken(t *testing.T) {
 	require.NoError(t, err)
 	defer func() { _ = resp.Body.Close() }()
 	body, _ := io.ReadAll(resp.Body)
-	assert.Equal(t, http.StatusOK, resp.StatusCode)
-	assert.Equal(t, "hello", string(body))
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "hello", string(body))
 	logins, _ := f.server.counts()
-	assert.Equal(t, 1, logins)
-	assert.Empty(t, req.Header.Get("Authorization"), "the caller's request is not modified")
+	require.Equal(t, 1, logins)
+	require.Empty(t, req.Header.Get("Authorization"), "the caller's request is not modified")
 }
 
 func TestRotationRebinds(t *testing.T) {
@@ -226,7 +237,7 @@ func TestRotationRebinds(t *testing.T) {
 	first, err := f.client.Whoami(ctx) // logs in
 	require.NoError(t, err)
 	oldFP := fingerprint(f.source.SVID())
-	assert.Equal(t, oldFP, first.CNF.X5TS256)
+	require.Equal(t, oldFP, first.CNF.X5TS256)
 
 	// The SVID rotates: same SPIFFE ID, new key and leaf.
 	rotated := f.ca.Issue(t, aliceID)
@@ -235,12 +246,12 @@ func TestRotationRebinds(t *testing.T) {
 
 	after, err := f.client.Whoami(ctx)
 	require.NoError(t, err)
-	assert.Equal(t, first.SessionID, after.SessionID, "the same session, rebound")
-	assert.Equal(t, newFP, after.CNF.X5TS256)
-	assert.Equal(t, newFP, f.server.lastPeerFP(), "a new connection presents the new leaf")
+	require.Equal(t, first.SessionID, after.SessionID, "the same session, rebound")
+	require.Equal(t, newFP, after.CNF.X5TS256)
+	require.Equal(t, newFP, f.server.lastPeerFP(), "a new connection presents the new leaf")
 	logins, rebinds := f.server.counts()
-	assert.Equal(t, 1, logins)
-	assert.Equal(t, 1, rebinds)
+	require.Equal(t, 1, logins)
+	require.Equal(t, 1, rebinds)
 }
 
 func TestRotationConcurrentRebindOnce(t *testing.T) {
@@ -267,8 +278,8 @@ func TestRotationConcurrentRebindOnce(t *testing.T) {
 		require.NoError(t, err)
 	}
 	logins, rebinds := f.server.counts()
-	assert.Equal(t, 1, logins)
-	assert.Equal(t, 1, rebinds, "concurrent requests rebind once")
+	require.Equal(t, 1, logins)
+	require.Equal(t, 1, rebinds, "concurrent requests rebind once")
 }
 
 func TestSessionEndedLogsInAgain(t *testing.T) {
@@ -280,9 +291,9 @@ func TestSessionEndedLogsInAgain(t *testing.T) {
 
 	second, err := f.client.Whoami(ctx)
 	require.NoError(t, err)
-	assert.NotEqual(t, first.SessionID, second.SessionID)
+	require.NotEqual(t, first.SessionID, second.SessionID)
 	logins, _ := f.server.counts()
-	assert.Equal(t, 2, logins)
+	require.Equal(t, 2, logins)
 }
 
 func TestInvalidTokenLogsInAgain(t *testing.T) {
@@ -301,8 +312,8 @@ func TestInvalidTokenLogsInAgain(t *testing.T) {
 	alice := f.newClient(t, f.source, client.WithTokenStore(aliceStore))
 	me, err := alice.Whoami(ctx)
 	require.NoError(t, err)
-	assert.Equal(t, aliceID, me.SPIFFEID, "bob's token never acts as bob for alice")
-	assert.NotEqual(t, bobSession.SessionID, me.SessionID)
+	require.Equal(t, aliceID, me.SPIFFEID, "bob's token never acts as bob for alice")
+	require.NotEqual(t, bobSession.SessionID, me.SessionID)
 }
 
 func TestNeverLoops(t *testing.T) {
@@ -315,9 +326,9 @@ func TestNeverLoops(t *testing.T) {
 
 	_, err = f.client.Whoami(t.Context())
 	requireAPIError(t, err, api.CodeSessionEnded, http.StatusUnauthorized)
-	assert.Equal(t, 2, f.server.count("GET "+api.PathSessionsSelf), "one try and one retry")
+	require.Equal(t, 2, f.server.count("GET "+api.PathSessionsSelf), "one try and one retry")
 	logins, _ := f.server.counts()
-	assert.Equal(t, 2, logins, "one login, then one login again")
+	require.Equal(t, 2, logins, "one login, then one login again")
 }
 
 func TestNonReplayableBodyIsNotRetried(t *testing.T) {
@@ -333,9 +344,9 @@ func TestNonReplayableBodyIsNotRetried(t *testing.T) {
 	require.NoError(t, err)
 	body, _ := io.ReadAll(resp.Body)
 	_ = resp.Body.Close()
-	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
-	assert.Contains(t, string(body), string(api.CodeSessionEnded), "the answer is handed back intact")
-	assert.Equal(t, 1, f.server.count("POST /echo"))
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	require.Contains(t, string(body), string(api.CodeSessionEnded), "the answer is handed back intact")
+	require.Equal(t, 1, f.server.count("POST /echo"))
 
 	// The session was recovered for the next request all the same.
 	req, err = http.NewRequestWithContext(t.Context(), http.MethodPost, f.server.URL()+"/echo", io.NopCloser(strings.NewReader("again")))
@@ -343,7 +354,7 @@ func TestNonReplayableBodyIsNotRetried(t *testing.T) {
 	resp, err = f.client.Do(req)
 	require.NoError(t, err)
 	_ = resp.Body.Close()
-	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
 }
 
 func TestReplayableBodyIsRetried(t *testing.T) {
@@ -354,13 +365,13 @@ func TestReplayableBodyIsRetried(t *testing.T) {
 
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, f.server.URL()+"/echo", strings.NewReader("twice"))
 	require.NoError(t, err)
-	resp, err := f.client.HTTPClient().Do(req)
+	resp, err := f.client.Do(req)
 	require.NoError(t, err)
 	defer func() { _ = resp.Body.Close() }()
 	body, _ := io.ReadAll(resp.Body)
-	assert.Equal(t, http.StatusOK, resp.StatusCode)
-	assert.Equal(t, "twice", string(body), "the body is sent again in full")
-	assert.Equal(t, 2, f.server.count("POST /echo"))
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "twice", string(body), "the body is sent again in full")
+	require.Equal(t, 2, f.server.count("POST /echo"))
 }
 
 func TestAutoLoginOff(t *testing.T) {
@@ -369,7 +380,7 @@ func TestAutoLoginOff(t *testing.T) {
 	_, err := f.client.Whoami(ctx)
 	require.ErrorIs(t, err, client.ErrNoSession)
 	logins, _ := f.server.counts()
-	assert.Zero(t, logins)
+	require.Zero(t, logins)
 
 	_, err = f.client.Login(ctx)
 	require.NoError(t, err)
@@ -383,8 +394,8 @@ func TestAutoLoginOff(t *testing.T) {
 	_, err = f.client.Whoami(ctx)
 	requireAPIError(t, err, api.CodeSessionEnded, http.StatusUnauthorized)
 	logins, rebinds := f.server.counts()
-	assert.Equal(t, 1, logins)
-	assert.Equal(t, 1, rebinds)
+	require.Equal(t, 1, logins)
+	require.Equal(t, 1, rebinds)
 
 	_, err = f.client.Rebind(ctx)
 	requireAPIError(t, err, api.CodeSessionEnded, http.StatusUnauthorized)
@@ -401,8 +412,8 @@ func TestExplicitRebind(t *testing.T) {
 	f.source.Set(f.ca.Issue(t, aliceID))
 	r, err := f.client.Rebind(ctx)
 	require.NoError(t, err)
-	assert.Equal(t, s.SessionID, r.SessionID)
-	assert.Equal(t, fingerprint(f.source.SVID()), r.CNF.X5TS256)
+	require.Equal(t, s.SessionID, r.SessionID)
+	require.Equal(t, fingerprint(f.source.SVID()), r.CNF.X5TS256)
 }
 
 func TestTokenGoesOnlyToTetherd(t *testing.T) {
@@ -416,8 +427,8 @@ func TestTokenGoesOnlyToTetherd(t *testing.T) {
 	require.NoError(t, err)
 	_, err = f.client.Do(req)
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "refusing to send the session token")
-	assert.Zero(t, other.count("GET /echo"))
+	require.Contains(t, err.Error(), "refusing to send the session token")
+	require.Zero(t, other.count("GET /echo"))
 }
 
 func TestErrorsNeverShowTheToken(t *testing.T) {
@@ -433,8 +444,8 @@ func TestErrorsNeverShowTheToken(t *testing.T) {
 
 	_, err = f.client.Whoami(ctx)
 	require.Error(t, err)
-	assert.NotContains(t, err.Error(), token)
-	assert.NotContains(t, store.String(), token)
+	require.NotContains(t, err.Error(), token)
+	require.NotContains(t, store.String(), token)
 }
 
 func TestContextCancelled(t *testing.T) {

@@ -9,10 +9,10 @@
 // one it was given.
 //
 // The session token is kept in a TokenStore (in memory unless WithTokenStore
-// says otherwise) and is attached to requests by the client's
-// http.RoundTripper (see Client.Do and Client.HTTPClient). The round tripper
-// recovers once, never in a loop, from the two ends a session meets in normal
-// life:
+// says otherwise) and is attached to the typed calls (Whoami, List,
+// Revoke...) and to any request sent with Client.Do, the one way to send a
+// request of one's own. Both recover once, never in a loop, from the two
+// ends a session meets in normal life:
 //
 //   - certificate_rotated: the SVID rotated and the session is bound to the
 //     old leaf; the client rebinds the session to the new leaf
@@ -22,6 +22,11 @@
 //
 // Only requests whose body can be sent again (no body, or GetBody set, as
 // http.NewRequest does for in-memory bodies) are retried.
+//
+// The token goes to tetherd and nowhere else: a request to another host is
+// refused, and the client never follows a redirect. Any 3xx answer, to any
+// request (a typed call, a login or rebind, an introspection, Do), is a
+// *RedirectError.
 //
 // tetherd's refusals are returned as *Error (the code, the message, the HTTP
 // status and any Retry-After), so callers branch on the code with errors.Is

@@ -77,6 +77,19 @@ func (e *ServerCertificateError) Error() string {
 // Unwrap returns the verification error.
 func (e *ServerCertificateError) Unwrap() error { return e.Err }
 
+// RedirectError is returned when tetherd, or whatever answers at its
+// address, answers with a redirect (any 3xx status): the client never follows
+// one, on any path, so that a token travels to tetherd only.
+type RedirectError struct {
+	Status   int
+	Location string
+}
+
+// Error implements error.
+func (e *RedirectError) Error() string {
+	return fmt.Sprintf("tetherd answered %d, a redirect to %q: refused (a token goes to tetherd only)", e.Status, e.Location)
+}
+
 // maxErrorBody bounds how much of an error answer is read.
 const maxErrorBody = api.MaxBodyBytes
 

@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
@@ -21,9 +22,12 @@ import (
 	"github.com/tetherproject/tether/svid"
 )
 
-// fakeTetherd is a small stand-in for tetherd that follows the contract's
-// rules for sessions, tokens and bindings, and counts what it is asked. The
-// tests of the real tetherd and CLI are in cmd/tether.
+// fakeTetherd is the package's one stand-in for tetherd: it follows the
+// contract's rules for sessions, tokens and bindings (a peer may revoke its
+// own sessions with its SVID alone), and counts and records what it is
+// asked. A test can make it answer with a redirect, or act as a tetherd that
+// wants a token to revoke. The tests of the real tetherd and CLI are in
+// cmd/tether.
 type fakeTetherd struct {
 	t   *testing.T
 	srv *httptest.Server
@@ -39,8 +43,25 @@ type fakeTetherd struct {
 	logins, rebinds int
 	hits            map[string]int // "METHOD path" -> requests
 	peerFPs         []string       // fingerprint of the client leaf of every request
+	seen            []seenRequest
 	// alwaysEnded makes every request with a token answer session_ended.
 	alwaysEnded bool
+	// tokenToRevoke makes it a tetherd older than SVID-alone revocation: a
+	// revocation without a token is missing_token.
+	tokenToRevoke bool
+	// redirect, if set, says which requests are answered with a redirect of
+	// status redirectStatus to redirectTo.
+	redirect       func(*http.Request) bool
+	redirectStatus int
+	redirectTo     string
+}
+
+// seenRequest is what the fake saw of one request.
+type seenRequest struct {
+	method, path, spiffeID string
+	peer                   spiffeid.ID
+	authorization          []string
+	body                   string
 }
 
 func newFakeTetherd(t *testing.T, ca *testpki.CA, serverID string) *fakeTetherd {
@@ -89,6 +110,21 @@ func (f *fakeTetherd) counts() (logins, rebinds int) {
 	return f.logins, f.rebinds
 }
 
+// requests returns what the fake saw, in order.
+func (f *fakeTetherd) requests() []seenRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]seenRequest(nil), f.seen...)
+}
+
+// redirectWhen makes the fake answer the requests that match with a
+// redirect of status to location.
+func (f *fakeTetherd) redirectWhen(match func(*http.Request) bool, status int, location string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.redirect, f.redirectStatus, f.redirectTo = match, status, location
+}
+
 func (f *fakeTetherd) lastPeerFP() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -132,10 +168,22 @@ func (f *fakeTetherd) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	fp := svid.Fingerprint(leaf)
 
+	body, _ := io.ReadAll(r.Body)
+	r.Body = io.NopCloser(bytes.NewReader(body))
+
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.hits[r.Method+" "+r.URL.Path]++
 	f.peerFPs = append(f.peerFPs, fp)
+	f.seen = append(f.seen, seenRequest{
+		method: r.Method, path: r.URL.Path, spiffeID: r.URL.Query().Get(api.QuerySPIFFEID),
+		peer: peerID, authorization: r.Header.Values("Authorization"), body: string(body),
+	})
+	if f.redirect != nil && f.redirect(r) {
+		w.Header().Set("Location", f.redirectTo)
+		w.WriteHeader(f.redirectStatus)
+		return
+	}
 
 	if r.Method == http.MethodPost && r.URL.Path == api.PathSessions {
 		if !strings.HasPrefix(peerID.Path(), "/admin/") {
@@ -168,8 +216,14 @@ func (f *fakeTetherd) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	// Everything else needs a session.
+	// Everything else needs a session, except a peer ending its own
+	// sessions with its SVID alone.
 	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok && !f.tokenToRevoke && r.Method == http.MethodDelete && r.URL.Path == api.PathSessions &&
+		len(r.Header.Values("Authorization")) == 0 && r.URL.Query().Get(api.QuerySPIFFEID) == peerID.String() {
+		writeJSON(w, http.StatusOK, api.RevokeResponse{Revoked: f.revokeLocked(peerID.String())})
+		return
+	}
 	if !ok {
 		writeErr(w, api.CodeMissingToken, "no bearer token")
 		return
@@ -219,15 +273,7 @@ func (f *fakeTetherd) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, http.StatusOK, out)
 	case r.Method == http.MethodDelete && r.URL.Path == api.PathSessions:
-		filter := r.URL.Query().Get(api.QuerySPIFFEID)
-		n := 0
-		for id, s := range f.sessions {
-			if !f.ended[id] && s.SPIFFEID == filter {
-				f.ended[id] = true
-				n++
-			}
-		}
-		writeJSON(w, http.StatusOK, api.RevokeResponse{Revoked: n})
+		writeJSON(w, http.StatusOK, api.RevokeResponse{Revoked: f.revokeLocked(r.URL.Query().Get(api.QuerySPIFFEID))})
 	case r.Method == http.MethodDelete && strings.HasPrefix(r.URL.Path, api.PathSessions+"/"):
 		id := strings.TrimPrefix(r.URL.Path, api.PathSessions+"/")
 		if _, ok := f.sessions[id]; !ok || f.ended[id] {
@@ -237,10 +283,22 @@ func (f *fakeTetherd) serve(w http.ResponseWriter, r *http.Request) {
 		f.ended[id] = true
 		w.WriteHeader(http.StatusNoContent)
 	case r.URL.Path == "/echo":
-		b, _ := io.ReadAll(r.Body)
 		w.Header().Set("X-Session", sid)
-		_, _ = w.Write(b)
+		_, _ = w.Write(body)
 	default:
 		writeErr(w, api.CodeNotFound, "no such path")
 	}
+}
+
+// revokeLocked ends the live sessions of spiffeID and returns how many. The
+// caller holds f.mu.
+func (f *fakeTetherd) revokeLocked(spiffeID string) int {
+	n := 0
+	for id, s := range f.sessions {
+		if !f.ended[id] && s.SPIFFEID == spiffeID {
+			f.ended[id] = true
+			n++
+		}
+	}
+	return n
 }

@@ -5,6 +5,9 @@ import (
 	"io"
 	"net/http"
 	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/tetherproject/tether/pkg/api"
 )
@@ -37,12 +40,13 @@ func FuzzAnswers(f *testing.F) {
 		err := decode(mk(), &lr)
 		if status/100 != 2 {
 			e, ok := err.(*Error)
-			if !ok || e.Code == "" || e.Status != status || e.RetryAfter < 0 {
-				t.Fatalf("status %d: got %#v", status, err)
-			}
+			require.True(t, ok, "status %d: got %#v", status, err)
+			require.NotEmpty(t, e.Code, "status %d", status)
+			require.Equal(t, status, e.Status)
+			require.GreaterOrEqual(t, e.RetryAfter, time.Duration(0))
 		}
-		if pe := peekError(mk()); pe == nil || pe.Code == "" {
-			t.Fatalf("peekError: %#v", pe)
-		}
+		pe := peekError(mk())
+		require.NotNil(t, pe)
+		require.NotEmpty(t, pe.Code)
 	})
 }

@@ -10,25 +10,9 @@ import (
 	"github.com/tetherproject/tether/pkg/api"
 )
 
-// roundTripper is the client's http.RoundTripper. See Client.Transport.
-type roundTripper struct{ c *Client }
-
-var _ http.RoundTripper = roundTripper{}
-
-// RoundTrip implements http.RoundTripper.
-func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := rt.c.roundTrip(req)
-	if err != nil {
-		if errors.Is(err, ErrNoSession) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("client: %w", err)
-	}
-	return resp, nil
-}
-
 // roundTrip sends req with the session token and recovers once from a
-// rotated or ended session. Its errors carry no package prefix.
+// rotated or ended session: Do and the typed calls that need a session come
+// through here. Its errors carry no package prefix.
 func (c *Client) roundTrip(req *http.Request) (*http.Response, error) {
 	if !c.sameServer(req) {
 		closeBody(req)
@@ -143,7 +127,7 @@ func (c *Client) recover(ctx context.Context, stale string, code api.Code) (toke
 // login starts a session and stores its token. The caller holds the auth
 // lock.
 func (c *Client) login(ctx context.Context) (string, *api.Session, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint(api.PathSessions, nil).String(), http.NoBody)
+	req, err := c.newRequest(ctx, http.MethodPost, api.PathSessions, "", nil, nil)
 	if err != nil {
 		return "", nil, err
 	}
@@ -153,7 +137,7 @@ func (c *Client) login(ctx context.Context) (string, *api.Session, error) {
 // rebind binds the session of token to the leaf the source holds now and
 // stores the new token. The caller holds the auth lock.
 func (c *Client) rebind(ctx context.Context, token string) (string, *api.Session, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint(api.PathRebind, nil).String(), http.NoBody)
+	req, err := c.newRequest(ctx, http.MethodPost, api.PathRebind, "", nil, nil)
 	if err != nil {
 		return "", nil, err
 	}
@@ -185,13 +169,26 @@ func (c *Client) issue(req *http.Request) (string, *api.Session, error) {
 }
 
 // send sends req over a connection made with the SVID the source holds now.
+// Every request of the client goes out here, with its token or with the
+// SVID alone, and every answer that redirects is refused here
+// (*RedirectError, the body closed): the client never follows a redirect,
+// so a session token, or a token sent for introspection, reaches tetherd and
+// nothing else.
 func (c *Client) send(req *http.Request) (*http.Response, error) {
 	tr, err := c.transport()
 	if err != nil {
 		closeBody(req)
 		return nil, err
 	}
-	return tr.RoundTrip(req)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		drain(resp.Body)
+		return nil, &RedirectError{Status: resp.StatusCode, Location: resp.Header.Get("Location")}
+	}
+	return resp, nil
 }
 
 func (c *Client) loadToken() (string, error) {

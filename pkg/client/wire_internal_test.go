@@ -2,12 +2,13 @@ package client
 
 import (
 	"bytes"
-	"errors"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/tetherproject/tether/pkg/api"
 )
@@ -18,29 +19,28 @@ func TestReadsGoldenAnswers(t *testing.T) {
 	golden := func(name string) []byte {
 		t.Helper()
 		b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "wire", name+".json"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		return b
 	}
 	answer := func(status int, body []byte) *http.Response {
 		return &http.Response{StatusCode: status, Status: http.StatusText(status), Header: http.Header{}, Body: io.NopCloser(bytes.NewReader(body))}
 	}
 	var lr api.LoginResponse
-	if err := decode(answer(http.StatusCreated, golden("login")), &lr); err != nil || lr.Token == "" || lr.Session.SessionID == "" {
-		t.Fatalf("login: %v %+v", err, lr)
-	}
+	require.NoError(t, decode(answer(http.StatusCreated, golden("login")), &lr))
+	require.NotEmpty(t, lr.Token)
+	require.NotEmpty(t, lr.Session.SessionID)
 	var sr api.SessionsResponse
-	if err := decode(answer(http.StatusOK, golden("sessions")), &sr); err != nil || len(sr.Sessions) != 1 || sr.Sessions[0].CNF.X5TS256 == "" {
-		t.Fatalf("sessions: %v %+v", err, sr)
-	}
+	require.NoError(t, decode(answer(http.StatusOK, golden("sessions")), &sr))
+	require.Len(t, sr.Sessions, 1)
+	require.NotEmpty(t, sr.Sessions[0].CNF.X5TS256)
 	var ir api.IntrospectResponse
-	if err := decode(answer(http.StatusOK, golden("introspect-active")), &ir); err != nil || !ir.Active || ir.Session == nil {
-		t.Fatalf("introspect: %v %+v", err, ir)
-	}
+	require.NoError(t, decode(answer(http.StatusOK, golden("introspect-active")), &ir))
+	require.True(t, ir.Active)
+	require.NotNil(t, ir.Session)
 	err := decode(answer(http.StatusUnauthorized, golden("error")), &lr)
 	var e *Error
-	if !errors.As(err, &e) || e.Code != api.CodeCertificateRotated || e.Status != http.StatusUnauthorized || e.Message == "" {
-		t.Fatalf("error: %#v", err)
-	}
+	require.ErrorAs(t, err, &e)
+	require.Equal(t, api.CodeCertificateRotated, e.Code)
+	require.Equal(t, http.StatusUnauthorized, e.Status)
+	require.NotEmpty(t, e.Message)
 }
