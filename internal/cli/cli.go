@@ -69,6 +69,7 @@ func Main(ctx context.Context, root *cobra.Command, args []string, stdout, stder
 	// cobra adds these at Execute; made now, they are classified below too.
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd(args...)
+	versionFlag(root)
 	classify(root)
 
 	err := root.ExecuteContext(ctx)
