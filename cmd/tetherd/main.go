@@ -2,7 +2,11 @@
 //
 //	tetherd [flags]            serve
 //	tetherd dev [--dir DIR]    throwaway trust domain, for trying it out
-//	tetherd version
+//	tetherd version            (or --version)
+//
+// Serving, every flag can also be given as a TETHERD_<FLAG> environment
+// variable or in the HCL file of --config (settings.go): flag > variable >
+// file > default.
 //
 // Exit codes: 0 after a clean shutdown, 1 when serving fails, 2 on bad
 // configuration (one line naming the flag).
@@ -49,8 +53,13 @@ the caller's SPIFFE ID and to the SHA-256 fingerprint of its leaf certificate;
 its token is worthless over any other identity or certificate. Sessions live
 in memory only: a restart ends them all.`,
 		Example: `  # with a SPIRE agent
-  tetherd --workload-api unix:///run/spire/agent/public/api.sock \
+  tetherd --workload-api unix:///tmp/spire-agent/public/api.sock \
+          --spiffe-id spiffe://example.org/tetherd \
           --admin 'spiffe://example.org/admin/*'
+
+  # the same from a settings file (keys: the flags' names with _) and the
+  # environment (TETHERD_<FLAG>); a flag beats a variable beats the file
+  TETHERD_LOG_LEVEL=debug tetherd --config /etc/tetherd/tetherd.hcl
 
   # with SVID files kept fresh by spiffe-helper
   tetherd --svid-cert svid.pem --svid-key svid.key --bundle bundle.pem \
@@ -60,10 +69,16 @@ in memory only: a restart ends them all.`,
   tetherd dev`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := loadSettings(cmd.Flags(), os.Environ())
+			if err != nil {
+				return err
+			}
+			o.settings = st
 			return serve(cmd, o, nil)
 		},
 	}
 	o.register(root)
+	o.registerServe(root)
 	root.AddCommand(newDevCmd(o), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",

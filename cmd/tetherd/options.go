@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/time/rate"
 
 	"github.com/tetherproject/tether/auth"
@@ -18,8 +19,11 @@ import (
 	"github.com/tetherproject/tether/session"
 )
 
-// options are tetherd's flags (CONTRACT.md), plus two timeouts of our own.
+// options are tetherd's flags (CONTRACT.md), plus timeouts and connection
+// limits of our own.
 type options struct {
+	configFile                  string
+	spiffeID                    string
 	listen, healthListen        string
 	workloadAPI                 string
 	svidCert, svidKey, bundle   string
@@ -32,6 +36,19 @@ type options struct {
 	startupTimeout              time.Duration
 	shutdownTimeout             time.Duration
 	conns                       server.ConnLimits
+
+	// settings says where each setting came from once loadSettings ran
+	// (nil when it did not: dev mode takes its command line only).
+	settings *settings
+}
+
+// registerServe registers the flags of serving with an identity of one's
+// own, which dev mode (a throwaway identity, command line only) does not
+// take: --config and --spiffe-id.
+func (o *options) registerServe(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&o.configFile, "config", "", "HCL file of settings: keys are the flags' names with _ (max_sessions = 100, admin = [\"spiffe://...\"]); precedence: flag > "+envPrefix+"<FLAG> > file > default (env "+envConfig+")")
+	f.StringVar(&o.spiffeID, "spiffe-id", "", "the SPIFFE ID tetherd serves as, picked among several SVIDs, and never another: while no SVID has it, tetherd is not ready (default: the ID of the first SVID)")
 }
 
 func (o *options) register(cmd *cobra.Command) {
@@ -64,6 +81,7 @@ func (o *options) register(cmd *cobra.Command) {
 // config is the checked form of the options.
 type config struct {
 	admins, introspectors auth.Policy
+	spiffeID              spiffeid.ID // zero: pin the first SVID's ID
 	files                 bool
 	workloadAPI           string
 	logger                *slog.Logger
@@ -83,6 +101,11 @@ func (o *options) check(cmd *cobra.Command, dev bool) (*config, error) {
 	}
 	if c.introspectors, err = auth.ParsePolicy(o.introspectors); err != nil {
 		return nil, usagef("--introspector: %v", strings.TrimPrefix(err.Error(), "auth: "))
+	}
+	if o.spiffeID != "" {
+		if c.spiffeID, err = spiffeid.FromString(o.spiffeID); err != nil {
+			return nil, usagef("--spiffe-id: %q is not a SPIFFE ID: %v", o.spiffeID, err)
+		}
 	}
 	f := cmd.Flags()
 	anyFile := o.svidCert != "" || o.svidKey != "" || o.bundle != ""
@@ -186,7 +209,7 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, usagef("--log-level: %q is not debug, info, warn or error", level)
 	}
-	opts := &slog.HandlerOptions{Level: lv}
+	opts := &slog.HandlerOptions{Level: lv, ReplaceAttr: durationsAsStrings}
 	var h slog.Handler
 	switch format {
 	case "json":
@@ -197,4 +220,13 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return nil, usagef("--log-format: %q is not json or text", format)
 	}
 	return slog.New(logthrottle.New(h, logThrottle)), nil
+}
+
+// durationsAsStrings writes a duration as Go writes it ("8h0m0s"), as the
+// flags take it, in both formats: the JSON handler would write nanoseconds.
+func durationsAsStrings(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.String(a.Key, a.Value.Duration().String())
+	}
+	return a
 }

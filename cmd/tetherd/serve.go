@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -44,16 +45,32 @@ func serve(cmd *cobra.Command, o *options, dev *devSetup) error {
 	if err != nil {
 		return err
 	}
+	// tetherd.config is the first line of the log once the settings are
+	// known good: after SVID files have loaded (one that does not is a
+	// usage error, a single line), before any wait for the Workload API.
+	logSettings := func() {
+		logConfig(cfg.logger, cmd.Flags(), o.settings, dev == nil && !cmd.Flags().Changed("workload-api") && cfg.workloadAPI != "")
+	}
+	if !cfg.files {
+		logSettings()
+	}
 	cfg.addDev(dev)
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
 	m := newMetrics()
-	id, err := openIdentity(ctx, o, cfg, dev, m.reloadFailures)
+	idLog := newIdentityLog(cfg.logger)
+	id, err := openIdentity(ctx, o, cfg, dev, m.reloadFailures, idLog)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = id.src.Close() }() // nothing to do about a failed close at exit
+	if cfg.files {
+		logSettings()
+	}
+	m.reg.MustRegister(svidExpiry(id.src))
+	stopWatch := idLog.watchExpiry(id.src)
+	defer stopWatch()
 	mgr, err := newSessions(cfg, id.own.ID, m.reg)
 	if err != nil {
 		return err
@@ -85,7 +102,8 @@ func (c *config) addDev(dev *devSetup) {
 }
 
 // metrics is tetherd's Prometheus registry (served on /metrics) and the
-// counters serve keeps itself; the packages register their own.
+// counters serve keeps itself; the packages register their own (the server
+// package its tether_http_* metrics).
 type metrics struct {
 	reg            *prometheus.Registry
 	reloadFailures prometheus.Counter
@@ -104,9 +122,31 @@ func newMetrics() *metrics {
 			Help: "Connections to --health-listen closed at once because the listener's connection cap was reached.",
 		}),
 	}
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "tether_build_info",
+		Help:        "Always 1; its labels are the version tetherd was built as (what tetherd version prints) and the Go version it was built with.",
+		ConstLabels: prometheus.Labels{"version": cli.Version(), "goversion": runtime.Version()},
+	})
+	buildInfo.Set(1)
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.reloadFailures, m.healthShed)
+		m.reloadFailures, m.healthShed, buildInfo)
 	return m
+}
+
+// svidExpiry is the gauge of the served SVID's NotAfter, read at each
+// scrape: alert on it approaching (time() > this - margin) to hear of an
+// agent that stopped renewing before clients do.
+func svidExpiry(src x509svid.Source) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tether_svid_expiry_timestamp_seconds",
+		Help: "When the SVID tetherd serves expires (its NotAfter), in seconds since the Unix epoch; 0 while it has none.",
+	}, func() float64 {
+		s, err := src.GetX509SVID()
+		if err != nil || s == nil || len(s.Certificates) == 0 {
+			return 0
+		}
+		return float64(s.Certificates[0].NotAfter.Unix())
+	})
 }
 
 // identity is tetherd's own: the source of its SVID and trust bundles, and
@@ -118,23 +158,33 @@ type identity struct {
 }
 
 // openIdentity takes the identity from dev mode, from files or from the
-// Workload API, and checks that its SVID is usable now.
-func openIdentity(ctx context.Context, o *options, cfg *config, dev *devSetup, reloadFailures prometheus.Counter) (*identity, error) {
+// Workload API, pinned to --spiffe-id (else to the ID it starts with), and
+// checks that its SVID is usable now. What happens to the identity later
+// goes to idLog.
+func openIdentity(ctx context.Context, o *options, cfg *config, dev *devSetup, reloadFailures prometheus.Counter, idLog *identityLog) (*identity, error) {
 	id := &identity{}
 	var err error
 	switch {
 	case dev != nil:
 		id.src = dev.source
 	case cfg.files:
-		if id.files, err = watchFiles(o, cfg.logger, reloadFailures); err != nil {
+		if id.files, err = watchFiles(o, cfg, reloadFailures, idLog); err != nil {
 			return nil, err
 		}
 		id.src = id.files
 	default:
 		cfg.logger.Info("identity.waiting", slog.String("workload_api", cfg.workloadAPI), slog.Duration("timeout", o.startupTimeout))
-		src, err := svid.NewWorkloadSource(ctx, cfg.workloadAPI, o.startupTimeout, cfg.logger)
+		src, err := svid.OpenWorkload(ctx, svid.WorkloadConfig{
+			Addr: cfg.workloadAPI, Timeout: o.startupTimeout, ID: cfg.spiffeID, Logger: cfg.logger,
+			OnUpdate: func(served *x509svid.SVID, pin svid.PinState) { idLog.update(served, pin, true) },
+		})
 		if err != nil {
 			return nil, err
+		}
+		if pin := src.Pin(); !pin.Configured && len(pin.Offered) > 1 {
+			cfg.logger.Warn("identity.ambiguous", slog.String("spiffe_id", pin.ID.String()),
+				slog.Any("offered", idStrings(pin.Offered)),
+				slog.String("fix", "the Workload API hands out several SVIDs, in no fixed order: give --spiffe-id to choose which one tetherd serves as"))
 		}
 		id.src = src
 	}
@@ -151,21 +201,33 @@ func openIdentity(ctx context.Context, o *options, cfg *config, dev *devSetup, r
 }
 
 // watchFiles loads the SVID files and watches them. Every reload is logged;
-// one that fails is counted, and the last good identity is kept.
-func watchFiles(o *options, log *slog.Logger, reloadFailures prometheus.Counter) (*svid.FileSource, error) {
+// one that fails is counted, and the last good identity is kept. Files of
+// another SPIFFE ID than the pinned one are such a failure, reported by
+// idLog (identity.pin_missing) and making tetherd not ready.
+func watchFiles(o *options, cfg *config, reloadFailures prometheus.Counter, idLog *identityLog) (*svid.FileSource, error) {
+	log := cfg.logger
 	// The callback may run before NewFileSource returns (it never does
 	// today: the first poll is an interval away), so it reads the source
 	// through a pointer published once the source exists.
 	var current atomic.Pointer[svid.FileSource]
 	fileSrc, err := svid.NewFileSource(svid.FileConfig{
-		CertFile: o.svidCert, KeyFile: o.svidKey, BundleFile: o.bundle,
+		CertFile: o.svidCert, KeyFile: o.svidKey, BundleFile: o.bundle, ID: cfg.spiffeID,
 		OnReload: func(err error) {
+			fs := current.Load()
 			if err != nil {
 				reloadFailures.Inc()
+			}
+			if fs != nil {
+				served, _ := fs.GetX509SVID()
+				idLog.update(served, fs.Pin(), false)
+			}
+			if errors.Is(err, svid.ErrNotPinned) {
+				return // idLog said so
+			}
+			if err != nil {
 				log.Error("identity.reload_failed", slog.String("error", err.Error()), slog.String("kept", "last good SVID"))
 				return
 			}
-			fs := current.Load()
 			if fs == nil {
 				return
 			}
@@ -176,6 +238,9 @@ func watchFiles(o *options, log *slog.Logger, reloadFailures prometheus.Counter)
 			}
 		},
 	})
+	if errors.Is(err, svid.ErrNotPinned) {
+		return nil, usagef("--spiffe-id: %v", err)
+	}
 	if err != nil {
 		return nil, usagef("--svid-cert: %v", err)
 	}
@@ -219,11 +284,16 @@ func startServers(o *options, cfg *config, m *metrics, src svid.Source, mgr *ses
 	s := &servers{stopped: make(chan error, 2)}
 	s.api = server.NewHTTPServer(server.NewHandler(server.Config{
 		Sessions: mgr, Bundles: src, Admins: cfg.admins, Introspectors: cfg.introspectors,
-		Logger: log,
+		Logger: log, Registerer: m.reg,
 	}), apiTLS, log)
 	ready := func() error {
 		if !s.serving.Load() {
 			return errors.New("the API listener is not serving")
+		}
+		if p, ok := src.(svid.Pinner); ok {
+			if err := p.Pin().Err(); err != nil {
+				return fmt.Errorf("not serving as the pinned SPIFFE ID (--spiffe-id, else the one tetherd started with); the last SVID with it is served until it expires: %w", err)
+			}
 		}
 		return svid.Usable(src, time.Now())
 	}

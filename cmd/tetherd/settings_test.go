@@ -1,0 +1,270 @@
+package main
+
+// Settings from flags, TETHERD_* variables and the --config HCL file:
+// precedence, errors, and what tetherd.config logs.
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tetherproject/tether/internal/testpki"
+)
+
+// settingsCmd is a command with tetherd's serving flags, parsed from args.
+func settingsCmd(t *testing.T, args ...string) (*cobra.Command, *options) {
+	t.Helper()
+	o := &options{}
+	cmd := &cobra.Command{Use: "tetherd"}
+	o.register(cmd)
+	o.registerServe(cmd)
+	require.NoError(t, cmd.ParseFlags(args))
+	return cmd, o
+}
+
+// writeFile writes content to name in a new temporary folder.
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	require.NoError(t, os.WriteFile(path, []byte(content), 0o600))
+	return path
+}
+
+func TestSettingsPrecedence(t *testing.T) {
+	file := writeFile(t, "tetherd.hcl", `
+# every kind of value
+max_sessions = 100
+max_sessions_per_identity = 5
+session_ttl = "2h"
+login_rate = 0.5
+admin = ["spiffe://example.org/admin/*", "spiffe://example.org/ops/bob"]
+introspector = "spiffe://example.org/gateway"
+log_format = <<EOF
+text
+EOF
+`)
+	other := writeFile(t, "other.hcl", `max_sessions = 7`)
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  []string
+		// want: the flags' values; from: where they came from ("" = default)
+		want map[string]string
+		from map[string]string
+	}{
+		{
+			name: "defaults",
+			want: map[string]string{"max-sessions": "10000", "session-ttl": "8h0m0s", "admin": "[]"},
+			from: map[string]string{"max-sessions": "", "admin": ""},
+		},
+		{
+			name: "file",
+			args: []string{"--config", file},
+			want: map[string]string{
+				"max-sessions": "100", "max-sessions-per-identity": "5", "session-ttl": "2h0m0s", "login-rate": "0.5",
+				"admin": "[spiffe://example.org/admin/*,spiffe://example.org/ops/bob]", "introspector": "[spiffe://example.org/gateway]",
+				"log-format": "text", "listen": "127.0.0.1:8443",
+			},
+			from: map[string]string{"max-sessions": fromFile, "admin": fromFile, "log-format": fromFile, "listen": ""},
+		},
+		{
+			name: "env-beats-file",
+			args: []string{"--config", file},
+			env:  []string{"TETHERD_MAX_SESSIONS=200", "TETHERD_ADMIN=spiffe://example.org/a, spiffe://example.org/b/*", "TETHERD_LISTEN=127.0.0.1:9443"},
+			want: map[string]string{
+				"max-sessions": "200", "admin": "[spiffe://example.org/a,spiffe://example.org/b/*]", "listen": "127.0.0.1:9443",
+				"max-sessions-per-identity": "5",
+			},
+			from: map[string]string{"max-sessions": fromEnv, "admin": fromEnv, "listen": fromEnv, "max-sessions-per-identity": fromFile},
+		},
+		{
+			name: "flag-beats-env-and-file",
+			args: []string{"--config", file, "--max-sessions", "300", "--admin", "spiffe://example.org/c"},
+			env:  []string{"TETHERD_MAX_SESSIONS=200", "TETHERD_ADMIN=spiffe://example.org/a"},
+			want: map[string]string{"max-sessions": "300", "admin": "[spiffe://example.org/c]", "session-ttl": "2h0m0s"},
+			from: map[string]string{"max-sessions": fromFlag, "admin": fromFlag, "session-ttl": fromFile},
+		},
+		{
+			name: "empty-variable-is-unset",
+			args: []string{"--config", file},
+			env:  []string{"TETHERD_MAX_SESSIONS="},
+			want: map[string]string{"max-sessions": "100"},
+			from: map[string]string{"max-sessions": fromFile},
+		},
+		{
+			name: "TETHERD_CONFIG",
+			env:  []string{"TETHERD_CONFIG=" + file},
+			want: map[string]string{"max-sessions": "100"},
+			from: map[string]string{"max-sessions": fromFile},
+		},
+		{
+			name: "--config-beats-TETHERD_CONFIG",
+			args: []string{"--config", other},
+			env:  []string{"TETHERD_CONFIG=" + file},
+			want: map[string]string{"max-sessions": "7", "session-ttl": "8h0m0s"},
+			from: map[string]string{"max-sessions": fromFile, "session-ttl": ""},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd, _ := settingsCmd(t, tc.args...)
+			st, err := loadSettings(cmd.Flags(), tc.env)
+			require.NoError(t, err)
+			for flag, want := range tc.want {
+				assert.Equal(t, want, cmd.Flags().Lookup(flag).Value.String(), "--%s", flag)
+			}
+			for flag, want := range tc.from {
+				assert.Equal(t, want, st.from[flag], "--%s comes from", flag)
+			}
+		})
+	}
+}
+
+// TestSettingsReachTheOptions: the values loaded are the ones check sees.
+func TestSettingsReachTheOptions(t *testing.T) {
+	ca := testpki.NewCA(t, "example.org")
+	files := ca.WriteFiles(t, t.TempDir(), "svid", ca.Issue(t, "spiffe://example.org/tetherd"))
+	file := writeFile(t, "tetherd.hcl", `
+svid_cert = "`+files.Cert+`"
+svid_key = "`+files.Key+`"
+bundle = "`+files.Bundle+`"
+admin = ["spiffe://example.org/admin/*"]
+spiffe_id = "spiffe://example.org/tetherd"
+session_ttl = "1h"
+`)
+	cmd, o := settingsCmd(t, "--config", file)
+	_, err := loadSettings(cmd.Flags(), []string{"TETHERD_IDLE_TIMEOUT=5m"})
+	require.NoError(t, err)
+	cfg, err := o.check(cmd, false)
+	require.NoError(t, err)
+	assert.True(t, cfg.files)
+	assert.Equal(t, "spiffe://example.org/tetherd", cfg.spiffeID.String())
+	assert.Equal(t, time.Hour, cfg.session.TTL)
+	assert.Equal(t, 5*time.Minute, cfg.session.IdleTimeout)
+	assert.Equal(t, []string{"spiffe://example.org/admin/*"}, cfg.admins.Strings())
+}
+
+// TestSettingsErrors: a bad file or variable exits 2 with one line naming
+// the file and key, or the variable.
+func TestSettingsErrors(t *testing.T) {
+	t.Setenv("SPIFFE_ENDPOINT_SOCKET", "")
+	missing := filepath.Join(t.TempDir(), "missing.hcl")
+	for _, tc := range []struct {
+		name    string
+		file    string // the settings file's content; "" for none
+		env     []string
+		args    []string
+		want    []string
+		skipArg bool // no --config
+	}{
+		{name: "fail/unknown-key", file: "admin = [\"spiffe://example.org/a\"]\nmax_sesions = 5\n", want: []string{"tetherd.hcl:2:", `unknown setting "max_sesions"`}},
+		{name: "fail/dashed-key", file: "max-sessions = 5\n", want: []string{"tetherd.hcl:1:", `unknown setting "max-sessions"`}},
+		{name: "fail/config-in-file", file: "config = \"other.hcl\"\n", want: []string{`unknown setting "config"`}},
+		{name: "fail/version-in-file", file: "version = true\n", want: []string{`unknown setting "version"`}},
+		{name: "fail/bad-number", file: "max_sessions = \"many\"\n", want: []string{"tetherd.hcl:1: max_sessions:", `"many"`}},
+		{name: "fail/bad-duration", file: "\n\nsession_ttl = 3600\n", want: []string{"tetherd.hcl:3: session_ttl:", "3600"}},
+		{name: "fail/list-for-one-value", file: "listen = [\"a:1\", \"b:2\"]\n", want: []string{"tetherd.hcl:1: listen: one value, not a list"}},
+		{name: "fail/list-of-blocks", file: "admin = [{ a = 1 }]\n", want: []string{"tetherd.hcl:1: admin: a list of strings"}},
+		{name: "fail/block", file: "tetherd {\n  max_sessions = 5\n}\n", want: []string{"tetherd.hcl:1: tetherd: a block is not a setting"}},
+		{name: "fail/labelled-block", file: "plugin \"x\" {\n}\n", want: []string{"tetherd.hcl:1: a block is not a setting"}},
+		{name: "fail/duplicate-key", file: "max_sessions = 5\nmax_sessions = 6\n", want: []string{"tetherd.hcl", "max_sessions", "already set"}},
+		{name: "fail/not-hcl", file: "max_sessions = = 5\n", want: []string{"--config", "tetherd.hcl"}},
+		{name: "fail/bad-value-overridden-by-a-flag-is-still-a-bad-key", file: "max_sesions = 5\n", args: []string{"--max-sessions", "5"}, want: []string{`unknown setting "max_sesions"`}},
+		{name: "fail/missing-file", args: []string{"--config", missing}, skipArg: true, want: []string{"--config", missing}},
+		{name: "fail/missing-file-from-env", env: []string{"TETHERD_CONFIG=" + missing}, skipArg: true, want: []string{"--config", missing}},
+		{name: "fail/bad-env", env: []string{"TETHERD_MAX_SESSIONS=many"}, skipArg: true, want: []string{"TETHERD_MAX_SESSIONS:", `"many"`}},
+		{name: "fail/bad-env-duration", env: []string{"TETHERD_IDLE_TIMEOUT=soon"}, skipArg: true, want: []string{"TETHERD_IDLE_TIMEOUT:", `"soon"`}},
+		{name: "fail/bad-spiffe-id-from-env", env: []string{"TETHERD_SPIFFE_ID=tetherd"}, skipArg: true, want: []string{"--spiffe-id", `"tetherd"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, kv := range tc.env {
+				k, v, _ := strings.Cut(kv, "=")
+				t.Setenv(k, v)
+			}
+			args := tc.args
+			if !tc.skipArg {
+				args = append([]string{"--config", writeFile(t, "tetherd.hcl", tc.file)}, args...)
+			}
+			if tc.name == "fail/bad-spiffe-id-from-env" {
+				args = append(args, "--admin", "spiffe://example.org/a", "--workload-api", "unix:///nowhere.sock")
+			}
+			var stdout, stderr bytes.Buffer
+			code := run(args, &stdout, &stderr)
+			require.Equal(t, 2, code, "stderr: %s", stderr.String())
+			lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+			require.Len(t, lines, 1, "one clear line: %q", stderr.String())
+			require.True(t, strings.HasPrefix(lines[0], "tetherd: "), lines[0])
+			for _, w := range tc.want {
+				require.Contains(t, lines[0], w)
+			}
+		})
+	}
+}
+
+// TestLogConfig: tetherd.config lists each setting that is not a default,
+// with where it came from, the file, and the variables it ignored; a secret
+// is never written.
+func TestLogConfig(t *testing.T) {
+	file := writeFile(t, "tetherd.hcl", "max_sessions = 100\nadmin = [\"spiffe://example.org/admin/*\"]\n")
+	cmd, _ := settingsCmd(t, "--config", file, "--listen", "127.0.0.1:0")
+	var secret string
+	cmd.Flags().StringVar(&secret, "etcd-password", "", "a secret (test only)")
+	require.NoError(t, cmd.Flags().SetAnnotation("etcd-password", annotationSecret, nil))
+	st, err := loadSettings(cmd.Flags(), []string{
+		"TETHERD_SESSION_TTL=1h", "TETHERD_ETCD_PASSWORD=hunter2",
+		"TETHERD_SERVICE_HOST=10.0.0.1", "TETHERD_PORT=tcp://10.0.0.1:8443", // Kubernetes' service links
+	})
+	require.NoError(t, err)
+
+	var buf bytes.Buffer
+	log, err := newLogger(&buf, "info", "json")
+	require.NoError(t, err)
+	logConfig(log, cmd.Flags(), st, false)
+	require.NotContains(t, buf.String(), "hunter2")
+
+	var ev struct {
+		Msg      string `json:"msg"`
+		Settings map[string]struct {
+			Value any    `json:"value"`
+			From  string `json:"from"`
+		} `json:"settings"`
+		ConfigFile string   `json:"config_file"`
+		IgnoredEnv []string `json:"ignored_env"`
+	}
+	require.NoError(t, json.Unmarshal(buf.Bytes(), &ev), buf.String())
+	assert.Equal(t, "tetherd.config", ev.Msg)
+	assert.Equal(t, file, ev.ConfigFile)
+	assert.Equal(t, []string{"TETHERD_PORT", "TETHERD_SERVICE_HOST"}, ev.IgnoredEnv)
+	assert.Len(t, ev.Settings, 5, "only what is not a default: %v", ev.Settings)
+	assert.Equal(t, "100", ev.Settings["max_sessions"].Value)
+	assert.Equal(t, fromFile, ev.Settings["max_sessions"].From)
+	assert.Equal(t, []any{"spiffe://example.org/admin/*"}, ev.Settings["admin"].Value)
+	assert.Equal(t, "1h0m0s", ev.Settings["session_ttl"].Value)
+	assert.Equal(t, fromEnv, ev.Settings["session_ttl"].From)
+	assert.Equal(t, fromFlag, ev.Settings["listen"].From)
+	assert.Equal(t, redacted, ev.Settings["etcd_password"].Value)
+}
+
+// TestLogDurations: durations are written as the flags take them, in both
+// formats (JSON would write nanoseconds).
+func TestLogDurations(t *testing.T) {
+	for _, format := range []string{"json", "text"} {
+		var buf bytes.Buffer
+		log, err := newLogger(&buf, "info", format)
+		require.NoError(t, err)
+		log.Info("x", "session_ttl", 8*time.Hour, "nested", map[string]any{"n": 1})
+		log.With("idle_timeout", 15*time.Minute).Info("y")
+		out := buf.String()
+		assert.Contains(t, out, "8h0m0s", format)
+		assert.Contains(t, out, "15m0s", format)
+		assert.NotContains(t, out, "28800000000000", format)
+	}
+}
