@@ -418,37 +418,31 @@ func (p *Process) poll(ctx context.Context, cond func() bool) error {
 // the deadline.
 func (p *Process) Event(tb testing.TB, msg string, n int, within time.Duration) Event {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), within)
-	defer cancel()
-	ev, err := p.WaitEvent(ctx, msg, n)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return ev
+	return mustWait(tb, within, func(ctx context.Context) (Event, error) { return p.WaitEvent(ctx, msg, n) })
 }
 
 // Exit is WaitExit for a test: it fails tb unless the process exits within
 // the deadline.
 func (p *Process) Exit(tb testing.TB, within time.Duration) int {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), within)
-	defer cancel()
-	code, err := p.WaitExit(ctx)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return code
+	return mustWait(tb, within, p.WaitExit)
 }
 
 // HTTP is WaitHTTP for a test: it fails tb unless url answers want within
 // the deadline.
 func (p *Process) HTTP(tb testing.TB, url string, want int, within time.Duration) string {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), within)
+	return mustWait(tb, within, func(ctx context.Context) (string, error) { return p.WaitHTTP(ctx, url, want) })
+}
+
+// mustWait runs wait with a deadline of d and fails tb if it fails.
+func mustWait[T any](tb testing.TB, d time.Duration, wait func(context.Context) (T, error)) T {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	body, err := p.WaitHTTP(ctx, url, want)
+	v, err := wait(ctx)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return body
+	return v
 }

@@ -209,15 +209,7 @@ func (c *Client) newRequest(ctx context.Context, method, path, sub string, query
 // call makes an API request without a body with the session token (see
 // roundTrip). out, if not nil, receives the JSON answer.
 func (c *Client) call(ctx context.Context, method, path, sub string, query url.Values, out any) error {
-	req, err := c.newRequest(ctx, method, path, sub, query, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.roundTrip(req) //nolint:bodyclose // answer closes it
-	if err != nil {
-		return err
-	}
-	return answer(resp, out)
+	return c.exchange(ctx, c.roundTrip, method, path, sub, query, nil, out)
 }
 
 // callSVIDAlone makes an API request that carries no session token: the
@@ -225,11 +217,17 @@ func (c *Client) call(ctx context.Context, method, path, sub string, query url.V
 // sessions). It never logs in or rebinds. in, if not nil, is the JSON body;
 // out, if not nil, receives the JSON answer.
 func (c *Client) callSVIDAlone(ctx context.Context, method, path string, query url.Values, in, out any) error {
-	req, err := c.newRequest(ctx, method, path, "", query, in)
+	return c.exchange(ctx, c.send, method, path, "", query, in, out)
+}
+
+// exchange builds an API request (newRequest), sends it with send and reads
+// the answer into out.
+func (c *Client) exchange(ctx context.Context, send func(*http.Request) (*http.Response, error), method, path, sub string, query url.Values, in, out any) error {
+	req, err := c.newRequest(ctx, method, path, sub, query, in)
 	if err != nil {
 		return err
 	}
-	resp, err := c.send(req) //nolint:bodyclose // answer closes it
+	resp, err := send(req) //nolint:bodyclose // answer closes it
 	if err != nil {
 		return err
 	}

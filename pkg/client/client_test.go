@@ -452,6 +452,9 @@ func TestContextCancelled(t *testing.T) {
 	f := setup(t, aliceID)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	_, err := f.client.Whoami(ctx)
+	_, err := f.client.RevokeOwn(ctx)
+	require.ErrorIs(t, err, context.Canceled)
+	require.Empty(t, f.server.requests(), "RevokeOwn sent nothing")
+	_, err = f.client.Whoami(ctx)
 	require.ErrorIs(t, err, context.Canceled)
 }

@@ -1,7 +1,6 @@
 package client_test
 
 import (
-	"context"
 	"net/http"
 	"testing"
 
@@ -69,13 +68,4 @@ func TestRevokeOwnNeverLogsIn(t *testing.T) {
 		after, _ := store.LoadToken()
 		require.Equal(t, before, after, "a token whose session was not ended is kept")
 	}
-}
-
-func TestRevokeOwnCanceled(t *testing.T) {
-	f := setup(t, aliceID)
-	ctx, cancel := context.WithCancel(t.Context())
-	cancel()
-	_, err := f.client.RevokeOwn(ctx)
-	require.ErrorIs(t, err, context.Canceled)
-	require.Empty(t, f.server.requests())
 }
