@@ -1,0 +1,161 @@
+package main
+
+// The dev hand-off as a newcomer meets it: the commands of `tetherd dev
+// --help` run in a shell, with the real tetherd and tether binaries.
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tetherproject/tether/internal/testproc"
+	"github.com/tetherproject/tether/internal/testutil"
+)
+
+// devTether is the tether CLI, built once, next to tetherdBinary.
+var devTether struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+func tetherBinary(t *testing.T) string {
+	t.Helper()
+	devTether.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		dir := filepath.Dir(tetherdBinary)
+		devTether.path, devTether.err = filepath.Join(dir, "tether"), testproc.Build(ctx, dir, false, "../tether")
+	})
+	if devTether.err != nil {
+		t.Fatal(devTether.err)
+	}
+	return devTether.path
+}
+
+// devPath is a folder for the front of $PATH in which `tether` is the CLI
+// and `tetherd` is tetherd serving on free ports (the documented commands
+// use the default ones, which another program may hold), so that the
+// commands run as documented. tetherd is exec'ed: its PID is the one it
+// prints.
+func devPath(t *testing.T) string {
+	t.Helper()
+	bin := t.TempDir()
+	wrapper := "#!/bin/sh\nexec '" + tetherdBinary + "' \"$@\" --listen 127.0.0.1:0 --health-listen 127.0.0.1:0\n"
+	if err := os.WriteFile(filepath.Join(bin, "tetherd"), []byte(wrapper), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(tetherBinary(t), filepath.Join(bin, "tether")); err != nil {
+		t.Fatal(err)
+	}
+	return bin + string(os.PathListSeparator) + os.Getenv("PATH")
+}
+
+// devShellEnv is the environment of a shell running the documented
+// commands: devPath first in $PATH, a token cache of the test's, and a
+// Workload API set, as on a SPIRE host.
+func devShellEnv(t *testing.T, overrides ...string) []string {
+	t.Helper()
+	return devProcEnv(append([]string{"PATH=" + devPath(t), "TETHER_CACHE_DIR=" + t.TempDir()}, overrides...)...)
+}
+
+// devExample is `tetherd dev --help`'s Example: the commands of one
+// terminal and of another (split at the comment "# in another"), and the
+// script, each without comments and blank lines.
+func devExample(t *testing.T) (serve string, client, script []string) {
+	t.Helper()
+	var part int
+	for line := range strings.Lines(newDevCmd(&options{}).Example) {
+		line = strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(line, "# in another"), strings.HasPrefix(line, "# or, in a script"):
+			part++
+		case line == "" || strings.HasPrefix(line, "#"):
+		case part == 0 && serve == "":
+			serve = line
+		case part == 1:
+			client = append(client, line)
+		case part == 2:
+			script = append(script, line)
+		}
+	}
+	if serve == "" || len(client) == 0 || len(script) == 0 {
+		t.Fatalf("the Example is not two terminals and a script:\n%s", newDevCmd(&options{}).Example)
+	}
+	return serve, client, script
+}
+
+// TestDevHandOffExample runs the Example of `tetherd dev --help` in sh, as
+// written there: in one shell tetherd dev --dir, in another the env file
+// sourced and the CLI; then the script form, eval "$(tetherd dev &)", which
+// returns once the lines are printed (dev closes its output), logs in, and
+// kills tetherd, whose temporary folder then goes. SPIFFE_ENDPOINT_SOCKET is
+// set in both: the lines dev prints unset it.
+func TestDevHandOffExample(t *testing.T) {
+	serve, client, script := devExample(t)
+
+	t.Run("two-terminals", func(t *testing.T) {
+		t.Parallel()
+		const documented = "/tmp/tether-dev"
+		dir := filepath.Join(t.TempDir(), "dev")
+		env := devShellEnv(t)
+		if !strings.Contains(serve, documented) {
+			t.Fatalf("%q does not use %s", serve, documented)
+		}
+		p := testproc.StartT(t, testproc.Config{Name: "tetherd dev", Path: "sh", Env: env,
+			Args: []string{"-c", "exec " + strings.ReplaceAll(serve, documented, dir)}})
+		envFile := filepath.Join(dir, "env")
+		testutil.WaitFor(t, 20*time.Second, envFile, func() bool {
+			_, err := os.Stat(envFile)
+			return err == nil || p.Exited()
+		})
+		steps := strings.ReplaceAll(strings.Join(append([]string{"set -e"}, client...), "\n"), documented, dir)
+		sh := testproc.Exec(t, testproc.Config{Name: "the other terminal", Path: "sh", Args: []string{"-c", steps}, Env: env}, time.Minute)
+		if sh.ExitCode() != 0 || !strings.Contains(sh.Stdout(), "Session:") {
+			t.Fatalf("%s\n%s\n%s", steps, sh.Report(), p.Report())
+		}
+		if err := p.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if code := p.Exit(t, 15*time.Second); code != 0 {
+			t.Fatalf("exit %d\n%s", code, p.Report())
+		}
+		if _, err := os.Stat(filepath.Join(dir, "admin.pem")); err != nil {
+			t.Fatalf("the --dir given is left as it is: %v", err)
+		}
+	})
+
+	t.Run("script", func(t *testing.T) {
+		t.Parallel()
+		tmp := t.TempDir()
+		lines := strings.Join(append([]string{"set -e"}, script...), "\n")
+		if !strings.HasPrefix(script[0], `eval "$(tetherd dev`) || !strings.HasSuffix(script[0], ` &)"`) {
+			t.Fatalf("the script does not start with eval \"$(tetherd dev ... &)\": %q", script[0])
+		}
+		sh, err := testproc.Start(testproc.Config{Name: "the script", Path: "sh", Args: []string{"-c", lines}, Env: devShellEnv(t, "TMPDIR="+tmp)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// tetherd runs in the background of sh, in its process group: end
+		// it however the test ends.
+		t.Cleanup(func() { _ = syscall.Kill(-sh.PID(), syscall.SIGKILL) })
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if code, err := sh.WaitExit(ctx); err != nil || code != 0 {
+			t.Fatalf("%v (a hang is the eval waiting for tetherd's output to end)\n%s\n%s", err, lines, sh.Report())
+		}
+		if !strings.Contains(sh.Stdout(), "Logged in to https://127.0.0.1:") {
+			t.Fatalf("no login:\n%s", sh.Report())
+		}
+		// Killed, tetherd removes the folder it made in $TMPDIR.
+		testutil.WaitFor(t, 15*time.Second, "tetherd to remove its folder in $TMPDIR", func() bool {
+			entries, err := os.ReadDir(tmp)
+			return err == nil && len(entries) == 0
+		})
+	})
+}
