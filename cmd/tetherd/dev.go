@@ -33,8 +33,14 @@ const (
 	devAdminID      = "spiffe://tether.test/admin/dev"
 	devAdminPattern = "spiffe://tether.test/admin/*"
 	devUserID       = "spiffe://tether.test/workload/demo"
-	// devLifetime is the life of the CA and of every SVID.
+	// devLifetime is the life of the CA and of tetherd's own SVID, and the
+	// longest --svid-ttl.
 	devLifetime = 24 * time.Hour
+	// devMinSVIDTTL is the shortest --svid-ttl. Re-issued at half-life, two
+	// leaves are then at least a second apart, so that each has a later
+	// NotBefore (X.509 counts whole seconds) than the one before: a rebind
+	// to a leaf that is not newer is refused.
+	devMinSVIDTTL = 2 * time.Second
 	// devEnvFile is the file in the dev folder that holds the lines dev
 	// prints, to be sourced by a shell.
 	devEnvFile = "env"
@@ -47,7 +53,7 @@ var devClients = []struct{ name, id string }{{"admin", devAdminID}, {"user", dev
 func newDevCmd(o *options) *cobra.Command {
 	var f devFlags
 	cmd := &cobra.Command{
-		Use:   "dev [--dir DIR]",
+		Use:   "dev [--dir DIR] [--svid-ttl DUR]",
 		Short: "Serve with a throwaway trust domain, for trying tether out",
 		Long: `dev makes a throwaway CA and trust domain (tether.test) in memory, writes the
 bundle, an admin SVID (spiffe://tether.test/admin/dev) and a non-admin SVID
@@ -60,13 +66,17 @@ Once it serves, it writes to DIR/env and prints the lines that point the
 tether CLI at it (they unset SPIFFE_ENDPOINT_SOCKET: the CLI refuses a Workload
 API and these files at once), then closes its standard output, so that
 eval "$(tetherd dev &)" returns. tetherd's own SVID also names localhost and
-the loopback addresses, so that curl can verify it against DIR/bundle.pem.`,
-		Example: `  # in one terminal: serve until Ctrl-C
-  tetherd dev --dir /tmp/tether-dev
+the loopback addresses, so that curl can verify it against DIR/bundle.pem.
+
+The admin and non-admin SVIDs are re-issued at half of --svid-ttl, as SPIRE
+rotates SVIDs at half-life: the CLI's next command finds the new certificate
+and rebinds its session to it (the same session ID, a new fingerprint).`,
+		Example: `  # in one terminal: serve until Ctrl-C, a new admin SVID every minute
+  tetherd dev --dir /tmp/tether-dev --svid-ttl 2m
   # in another: point the CLI at it
   . /tmp/tether-dev/env
   tether login
-  tether whoami
+  tether whoami     # a minute later: the same session, bound to a new fingerprint
 
   # or, in a script: serve in the background until killed
   eval "$(tetherd dev 2>/dev/null &)"
@@ -78,22 +88,28 @@ the loopback addresses, so that curl can verify it against DIR/bundle.pem.`,
 		},
 	}
 	cmd.Flags().StringVar(&f.dir, "dir", "", "folder for the PEM files and env: yours, not writable by others, made 0700 if missing (default: a new temporary folder, removed on exit)")
+	cmd.Flags().DurationVar(&f.svidTTL, "svid-ttl", devLifetime, "lifetime of the admin and non-admin SVIDs, re-issued at half of it ("+devMinSVIDTTL.String()+" to "+devLifetime.String()+")")
 	return cmd
 }
 
 // devFlags are the flags of dev alone.
 type devFlags struct {
-	dir string
+	dir     string
+	svidTTL time.Duration
 }
 
-// runDev checks every flag, then makes the dev folder and PKI, serves, and
-// removes a folder it made itself on the way out.
+// runDev checks every flag, then makes the dev folder and PKI, re-issues the
+// client SVIDs while tetherd serves, and removes a folder it made itself on
+// the way out.
 func runDev(cmd *cobra.Command, o *options, f devFlags) (err error) {
 	// serve checks the options again; checked here too, a command line that
 	// exits 2 has written nothing: no folder, no key.
 	cfg, err := o.check(cmd, true)
 	if err != nil {
 		return err
+	}
+	if f.svidTTL < devMinSVIDTTL || f.svidTTL > devLifetime {
+		return usagef("--svid-ttl: %s is not between %s and %s", f.svidTTL, devMinSVIDTTL, devLifetime)
 	}
 	dir, err := devFolder(f.dir)
 	if err != nil {
@@ -108,11 +124,13 @@ func runDev(cmd *cobra.Command, o *options, f devFlags) (err error) {
 			}
 		}()
 	}
-	d := &devMode{dir: dir, ttl: devLifetime, listen: o.listen, log: cfg.logger}
+	d := &devMode{dir: dir, ttl: f.svidTTL, listen: o.listen, log: cfg.logger}
 	setup, err := d.prepare()
 	if err != nil {
 		return err
 	}
+	stop := d.rotate()
+	defer stop()
 	return serve(cmd, o, setup)
 }
 
@@ -171,7 +189,8 @@ func devDir(dir string, uid int) error {
 	return nil
 }
 
-// devMode is a running dev mode: its folder and its CA.
+// devMode is a running dev mode: its folder, its CA, and how often it
+// re-issues the client SVIDs.
 type devMode struct {
 	dir    string        // absolute
 	ttl    time.Duration // of the client SVIDs
@@ -266,6 +285,7 @@ func (d *devMode) exports(apiAddr string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# tetherd dev: throwaway trust domain %s, files in %s\n", devTrustDomain, q(d.dir))
 	fmt.Fprintf(&b, "# admin: %s   non-admin (introspector): %s\n", devAdminID, devUserID)
+	fmt.Fprintf(&b, "# their SVIDs are re-issued every %s (--svid-ttl %s)\n", d.ttl/2, d.ttl)
 	b.WriteString("# the CLI refuses two identity sources: a Workload API and these files\n")
 	b.WriteString("unset SPIFFE_ENDPOINT_SOCKET\n")
 	fmt.Fprintf(&b, "export TETHER_SERVER=%s\n", q("https://"+apiAddr))

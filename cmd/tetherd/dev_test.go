@@ -274,6 +274,9 @@ func TestDevChecksFlagsFirst(t *testing.T) {
 		args []string
 		want string
 	}{
+		{"fail/svid-ttl-short", []string{"--svid-ttl", "1s"}, "--svid-ttl: 1s is not between 2s and 24h0m0s"},
+		{"fail/svid-ttl-long", []string{"--svid-ttl", "25h"}, "--svid-ttl: 25h0m0s is not between"},
+		{"fail/svid-ttl-bad", []string{"--svid-ttl", "soon"}, `invalid argument "soon" for "--svid-ttl"`},
 		{"fail/listen-public", []string{"--listen", "0.0.0.0:0"}, "--listen: dev mode serves on loopback only"},
 		{"fail/health-listen-public", []string{"--health-listen", "[::]:0"}, "--health-listen: dev mode serves on loopback only"},
 		{"fail/session-ttl", []string{"--session-ttl", "0s"}, "--session-ttl: must be positive"},

@@ -1,10 +1,12 @@
 package main
 
 // The dev hand-off as a newcomer meets it: the commands of `tetherd dev
-// --help` run in a shell, with the real tetherd and tether binaries.
+// --help` run in a shell, with the real tetherd and tether binaries, against
+// a tetherd that re-issues its SVIDs.
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,8 +15,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
 	"github.com/tetherproject/tether/internal/testproc"
 	"github.com/tetherproject/tether/internal/testutil"
+	"github.com/tetherproject/tether/pkg/api"
+	"github.com/tetherproject/tether/svid"
 )
 
 // devTether is the tether CLI, built once, next to tetherdBinary.
@@ -158,4 +164,92 @@ func TestDevHandOffExample(t *testing.T) {
 			return err == nil && len(entries) == 0
 		})
 	})
+}
+
+// devCLI runs the tether CLI with args and the lines of envFile sourced, as
+// a user of dev does, and returns the session it printed (-o json).
+func devCLI(t *testing.T, env []string, envFile string, args ...string) api.Session {
+	t.Helper()
+	args = append([]string{"-c", `. "$1"; shift; exec "$@"`, "sh", envFile, tetherBinary(t)}, append(args, "-o", "json")...)
+	p := testproc.Exec(t, testproc.Config{Name: "tether", Path: "sh", Args: args, Env: env}, time.Minute)
+	var out struct{ Session api.Session }
+	if err := json.Unmarshal([]byte(p.Stdout()), &out); p.ExitCode() != 0 || err != nil {
+		t.Fatalf("tether %v: %v\n%s", args[5:], err, p.Report())
+	}
+	return out.Session
+}
+
+// adminRotations are the fingerprints of the admin SVIDs tetherd dev
+// logged it re-issued, in order.
+func adminRotations(p *ftProc) []string {
+	var fps []string
+	for _, ev := range p.Events("dev.svid_rotated") {
+		if ev["spiffe_id"] == devAdminID {
+			fp, _ := ev["fingerprint"].(string)
+			fps = append(fps, fp)
+		}
+	}
+	return fps
+}
+
+// waitRotation waits for the admin SVID re-issued after the n-th and returns
+// all the fingerprints logged so far.
+func waitRotation(t *testing.T, p *ftProc, n int) []string {
+	t.Helper()
+	var fps []string
+	testutil.WaitFor(t, 20*time.Second, "dev to re-issue the admin SVID", func() bool {
+		fps = adminRotations(p)
+		return len(fps) > n || p.Exited()
+	})
+	if len(fps) <= n {
+		t.Fatalf("tetherd exited\n%s", p.Report())
+	}
+	return fps
+}
+
+// TestDevSVIDRotation: with --svid-ttl, dev re-issues the admin SVID at
+// half-life into the same files (still 0600, a new leaf of the same ID that
+// chains to the bundle), and the CLI's next command rebinds its session to
+// it: the same session ID, the new leaf's fingerprint; tetherd logs
+// session.rebound from the old fingerprint.
+func TestDevSVIDRotation(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "dev")
+	p := ftServe(t, "dev", "--dir", dir, "--svid-ttl", "4s")
+	envFile := filepath.Join(dir, "env")
+	testutil.WaitFor(t, 10*time.Second, envFile, func() bool { _, err := os.Stat(envFile); return err == nil })
+	env := devProcEnv("TETHER_CACHE_DIR=" + t.TempDir())
+
+	login := devCLI(t, env, envFile, "login")
+	before := adminRotations(p)
+	fps := waitRotation(t, p, len(before))
+	certFile := filepath.Join(dir, "admin.pem")
+	s, err := x509svid.Load(certFile, filepath.Join(dir, "admin.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fp := svid.Fingerprint(s.Certificates[0]); fp == login.CNF.X5TS256 || s.ID.String() != devAdminID {
+		t.Fatalf("admin.pem holds %s %s after the re-issue; logged in with %s", s.ID, fp, login.CNF.X5TS256)
+	}
+	for _, f := range []string{"admin.pem", "admin.key"} {
+		if fi, err := os.Stat(filepath.Join(dir, f)); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s after the re-issue: %v %v", f, fi.Mode(), err)
+		}
+	}
+
+	who := devCLI(t, env, envFile, "whoami")
+	if who.SessionID != login.SessionID {
+		t.Fatalf("whoami shows session %s, logged in as %s: the session did not survive the rotation", who.SessionID, login.SessionID)
+	}
+	if who.CNF.X5TS256 == login.CNF.X5TS256 || !strings.Contains(strings.Join(adminRotations(p), " "), who.CNF.X5TS256) {
+		t.Fatalf("whoami shows the session bound to %s; logged in with %s, re-issued %v", who.CNF.X5TS256, login.CNF.X5TS256, fps)
+	}
+	var rebound bool
+	for _, ev := range p.Events("session.rebound") {
+		rebound = rebound || (ev["session_id"] == login.SessionID && ev["previous_fingerprint"] == login.CNF.X5TS256)
+	}
+	if !rebound {
+		t.Fatalf("no session.rebound from %s\n%s", login.CNF.X5TS256, p.Report())
+	}
+	p.sigterm()
 }
