@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tetherproject/tether/internal/testutil"
@@ -52,6 +53,18 @@ func closedByServer(c net.Conn, within time.Duration) bool {
 
 const selfRequest = "GET /v1/sessions/self HTTP/1.1\r\nHost: tetherd\r\n\r\n"
 
+// servedConn opens a connection as s and fails unless the API serves it: a
+// request without a token on it is answered 401.
+func servedConn(t *testing.T, e *env, s *x509svid.SVID) *tls.Conn {
+	t.Helper()
+	c, err := e.dialAPI(t, s)
+	require.NoError(t, err)
+	resp, _, err := roundTrip(t, c, selfRequest)
+	require.NoError(t, err, "a connection within the cap")
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "a connection within the cap")
+	return c
+}
+
 // TestConnectionCapPerIdentity: one SPIFFE ID holds at most MaxPerIdentity
 // connections; the next one is closed right after its handshake; another
 // identity is not affected, and a freed slot is usable again.
@@ -60,12 +73,7 @@ func TestConnectionCapPerIdentity(t *testing.T) {
 	gw := e.ca.Issue(t, introID)
 	var held []*tls.Conn
 	for range 3 {
-		c, err := e.dialAPI(t, gw)
-		require.NoError(t, err)
-		resp, _, err := roundTrip(t, c, selfRequest)
-		require.NoError(t, err, "a connection within the cap")
-		require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "a connection within the cap")
-		held = append(held, c)
+		held = append(held, servedConn(t, e, gw))
 	}
 	c, err := e.dialAPI(t, gw)
 	if err == nil {
@@ -96,11 +104,7 @@ func TestConnectionCapTotal(t *testing.T) {
 	e := newEnv(t, envOpts{conns: server.ConnLimits{MaxConnections: 4}})
 	alice := e.ca.Issue(t, aliceID)
 	for range 4 {
-		c, err := e.dialAPI(t, alice)
-		require.NoError(t, err)
-		resp, _, err := roundTrip(t, c, selfRequest)
-		require.NoError(t, err, "a connection within the cap")
-		require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "a connection within the cap")
+		servedConn(t, e, alice)
 	}
 	if c, err := e.dialAPI(t, alice); err == nil {
 		_, _, err := roundTrip(t, c, selfRequest)

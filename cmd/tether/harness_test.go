@@ -33,18 +33,14 @@ func TestMain(m *testing.M) {
 }
 
 func buildAndRun(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "tether-e2e-bin-")
+	dir, remove, err := testproc.BuildTemp(testproc.Race, ".", "../tetherd")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer func() { _ = os.RemoveAll(dir) }()
+	defer remove()
 	bin.tether = filepath.Join(dir, "tether")
 	bin.tetherd = filepath.Join(dir, "tetherd")
-	if err := testproc.Build(context.Background(), dir, testproc.Race, ".", "../tetherd"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 	return m.Run()
 }
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -24,17 +23,13 @@ func TestMain(m *testing.M) {
 }
 
 func testMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "tetherd-test-bin")
+	dir, remove, err := testproc.BuildTemp(false, ".")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
+	defer remove()
 	tetherdBinary = filepath.Join(dir, "tetherd")
-	if err := testproc.Build(context.Background(), dir, false, "."); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 	code := m.Run()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 )
@@ -31,4 +32,20 @@ func Build(ctx context.Context, dir string, race bool, pkgs ...string) error {
 		return fmt.Errorf("testproc: go %s: %w\n%s", strings.Join(args, " "), err, strings.TrimSpace(p.Stderr()+p.Stdout()))
 	}
 	return nil
+}
+
+// BuildTemp is Build into a new temporary folder, for a TestMain that builds
+// the binaries its tests run: it returns the folder and a function that
+// removes it.
+func BuildTemp(race bool, pkgs ...string) (dir string, remove func(), err error) {
+	dir, err = os.MkdirTemp("", "testproc-bin-")
+	if err != nil {
+		return "", nil, fmt.Errorf("testproc: %w", err)
+	}
+	remove = func() { _ = os.RemoveAll(dir) }
+	if err := Build(context.Background(), dir, race, pkgs...); err != nil {
+		remove()
+		return "", nil, err
+	}
+	return dir, remove, nil
 }

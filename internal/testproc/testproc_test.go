@@ -180,12 +180,15 @@ func (r *recorder) cleanup() {
 }
 
 func TestBuild(t *testing.T) {
-	dir := t.TempDir()
-	require.NoError(t, testproc.Build(t.Context(), dir, testproc.Race, "./testdata/hello"))
-	p := testproc.Exec(t, testproc.Config{Path: filepath.Join(dir, "hello")}, 10*time.Second)
+	tmp, remove, err := testproc.BuildTemp(testproc.Race, "./testdata/hello")
+	require.NoError(t, err)
+	p := testproc.Exec(t, testproc.Config{Path: filepath.Join(tmp, "hello")}, 10*time.Second)
 	require.Equal(t, "hello\n", p.Stdout())
+	remove()
+	require.NoDirExists(t, tmp)
 
-	err := testproc.Build(t.Context(), dir, false, "./testdata/nowhere")
+	dir := t.TempDir()
+	err = testproc.Build(t.Context(), dir, false, "./testdata/nowhere")
 	require.ErrorContains(t, err, "testproc: go build -o "+dir+"/ ./testdata/nowhere")
 	require.ErrorContains(t, err, "nowhere", "the go command's own words")
 }

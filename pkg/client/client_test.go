@@ -78,8 +78,8 @@ func requireAPIError(t *testing.T, err error, code api.Code, status int) {
 
 func TestCalls(t *testing.T) {
 	ctx := t.Context()
-	store := new(client.MemoryStore)
-	f := setup(t, aliceID, client.WithTokenStore(store))
+	f := setup(t, aliceID)
+	store := f.store
 
 	s, err := f.client.Login(ctx)
 	require.NoError(t, err)
@@ -433,8 +433,8 @@ func TestTokenGoesOnlyToTetherd(t *testing.T) {
 
 func TestErrorsNeverShowTheToken(t *testing.T) {
 	ctx := t.Context()
-	store := new(client.MemoryStore)
-	f := setup(t, aliceID, client.WithTokenStore(store))
+	f := setup(t, aliceID)
+	store := f.store
 	_, err := f.client.Login(ctx)
 	require.NoError(t, err)
 	token, _ := store.LoadToken()

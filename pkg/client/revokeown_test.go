@@ -7,15 +7,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tetherproject/tether/pkg/api"
-	"github.com/tetherproject/tether/pkg/client"
 )
 
 // TestRevokeOwn: the SVID alone ends the caller's own sessions; the stored
 // token is never sent, and forgotten once its session has ended.
 func TestRevokeOwn(t *testing.T) {
 	ctx := t.Context()
-	store := new(client.MemoryStore)
-	f := setup(t, aliceID, client.WithTokenStore(store))
+	f := setup(t, aliceID)
+	store := f.store
 	for range 3 {
 		_, err := f.client.Login(ctx)
 		require.NoError(t, err)
@@ -47,8 +46,8 @@ func TestRevokeOwn(t *testing.T) {
 func TestRevokeOwnNeverLogsIn(t *testing.T) {
 	ctx := t.Context()
 	for _, withSession := range []bool{false, true} {
-		store := new(client.MemoryStore)
-		f := setup(t, aliceID, client.WithTokenStore(store))
+		f := setup(t, aliceID)
+		store := f.store
 		f.server.mu.Lock()
 		f.server.tokenToRevoke = true
 		f.server.mu.Unlock()
