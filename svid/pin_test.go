@@ -135,6 +135,7 @@ func TestWorkloadSourcePinnedAbsentAtStart(t *testing.T) {
 	require.Error(t, err)
 	require.ErrorContains(t, err, "no SVID for "+pinID)
 	require.ErrorContains(t, err, "only "+otherID)
+	require.ErrorIs(t, err, svid.ErrNotPinned)
 
 	// The entry shows up while tetherd waits (as at the agent's next sync).
 	type result struct {

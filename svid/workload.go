@@ -57,7 +57,7 @@ var (
 // cfg.Timeout for an SVID with the pinned ID. Without a deadline go-spiffe
 // would wait forever when no registration entry matches this process, so
 // the error says what to check: no answer at all, or SVIDs of other IDs
-// only (which it names).
+// only (which it names, wrapping ErrNotPinned).
 func OpenWorkload(ctx context.Context, cfg WorkloadConfig) (*WorkloadSource, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
@@ -91,7 +91,7 @@ func OpenWorkload(ctx context.Context, cfg WorkloadConfig) (*WorkloadSource, err
 		case <-s.updated:
 		case <-ctx.Done():
 			_ = x.Close() // the error below is the one to report
-			return nil, fmt.Errorf("svid: the Workload API at %s hands out no SVID for %s within %s, only %s: check the registration entries' SPIFFE IDs and selectors, or the pinned ID", cfg.Addr, pin.ID, cfg.Timeout, idList(pin.Offered))
+			return nil, fmt.Errorf("svid: the Workload API at %s hands out no SVID for %s within %s, only %s: check the registration entries' SPIFFE IDs and selectors, or the pinned ID (%w)", cfg.Addr, pin.ID, cfg.Timeout, idList(pin.Offered), ErrNotPinned)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"strings"
@@ -25,6 +26,7 @@ const (
 	envSVIDCert    = "TETHER_SVID_CERT"
 	envSVIDKey     = "TETHER_SVID_KEY"
 	envBundle      = "TETHER_BUNDLE"
+	envSPIFFEID    = "TETHER_SPIFFE_ID"
 	envOutput      = "TETHER_OUTPUT"
 	envCacheDir    = "TETHER_CACHE_DIR"
 
@@ -40,6 +42,7 @@ type globals struct {
 	server, serverID          string
 	workloadAPI               string
 	svidCert, svidKey, bundle string
+	spiffeID                  string
 	output                    string
 	workloadAPITimeout        time.Duration
 	verbose                   bool
@@ -54,6 +57,7 @@ func (g *globals) register(cmd *cobra.Command) {
 	f.StringVar(&g.svidCert, "svid-cert", "", "own SVID from files: the certificate chain, PEM (env "+envSVIDCert+")")
 	f.StringVar(&g.svidKey, "svid-key", "", "own SVID from files: its PKCS#8 private key, PEM (env "+envSVIDKey+")")
 	f.StringVar(&g.bundle, "bundle", "", "own SVID from files: the trust bundle that verifies tetherd, PEM (env "+envBundle+")")
+	f.StringVar(&g.spiffeID, "spiffe-id", "", "own SVID: the SPIFFE ID to act as, picked among the Workload API's SVIDs (files must hold it) (env "+envSPIFFEID+"; on sessions list|revoke, --spiffe-id is theirs: use the variable)")
 	f.StringVarP(&g.output, "output", "o", "", "text or json (env "+envOutput+", default text)")
 	f.DurationVar(&g.workloadAPITimeout, "workload-api-timeout", 10*time.Second, "how long to wait for an SVID from the Workload API")
 	_ = f.MarkHidden("workload-api-timeout")
@@ -168,14 +172,37 @@ func (g *globals) identitySource(cmd *cobra.Command) (workloadAPI string, files 
 	}
 }
 
-// loadIdentity loads the SVID from the chosen source. The bundle of PEM
-// files is the trust domain of --server-id's.
-func (g *globals) loadIdentity(ctx context.Context, workloadAPI string, files [3]string, serverID spiffeid.ID, log *slog.Logger) (*identity, error) {
+// ownID is the SPIFFE ID the caller acts as, from --spiffe-id (the global
+// flag: on sessions list and revoke, their own --spiffe-id shadows it) or
+// TETHER_SPIFFE_ID; zero if neither is given. Its name is the one given,
+// for messages.
+func (g *globals) ownID(cmd *cobra.Command) (id spiffeid.ID, name string, err error) {
+	raw, name := g.getenv(envSPIFFEID), envSPIFFEID
+	if f := cmd.Root().PersistentFlags().Lookup("spiffe-id"); f != nil && f.Changed {
+		raw, name = f.Value.String(), "--spiffe-id"
+	}
+	if raw == "" {
+		return spiffeid.ID{}, "", nil
+	}
+	if id, err = spiffeid.FromString(raw); err != nil {
+		return spiffeid.ID{}, name, usagef("%s: %q is not a SPIFFE ID: %v", name, raw, err)
+	}
+	return id, name, nil
+}
+
+// loadIdentity loads the SVID from the chosen source: among the Workload
+// API's SVIDs the one of own (named ownName) if given, else the first;
+// files must hold own if given. The bundle of PEM files is the trust domain
+// of --server-id's.
+func (g *globals) loadIdentity(ctx context.Context, workloadAPI string, files [3]string, serverID, own spiffeid.ID, ownName string, log *slog.Logger) (*identity, error) {
 	if workloadAPI != "" {
 		if err := checkSocket(workloadAPI); err != nil {
 			return nil, err
 		}
-		src, err := svidsource.NewWorkloadSource(ctx, workloadAPI, g.workloadAPITimeout, log)
+		src, err := svidsource.OpenWorkload(ctx, svidsource.WorkloadConfig{Addr: workloadAPI, Timeout: g.workloadAPITimeout, ID: own, Logger: log})
+		if errors.Is(err, svidsource.ErrNotPinned) {
+			return nil, failf("%s (check %s)", strings.TrimPrefix(err.Error(), "svid: "), ownName)
+		}
 		if err != nil {
 			return nil, failf("%s (check --workload-api)", strings.TrimPrefix(err.Error(), "svid: "))
 		}
@@ -189,6 +216,9 @@ func (g *globals) loadIdentity(ctx context.Context, workloadAPI string, files [3
 	svid, err := x509svid.Load(files[0], files[1])
 	if err != nil {
 		return nil, failf("cannot load the SVID from --svid-cert %s and --svid-key %s: %s", files[0], files[1], strings.TrimPrefix(err.Error(), "x509svid: "))
+	}
+	if !own.IsZero() && svid.ID != own {
+		return nil, usagef("%s %s: --svid-cert %s holds an SVID of %s", ownName, own, files[0], svid.ID)
 	}
 	bundle, err := x509bundle.Load(serverID.TrustDomain(), files[2])
 	if err != nil {
@@ -223,9 +253,13 @@ func (g *globals) newEnv(cmd *cobra.Command, autoLogin bool) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
+	own, ownName, err := g.ownID(cmd)
+	if err != nil {
+		return nil, err
+	}
 	log := g.logger(cmd.ErrOrStderr())
 	ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
-	ident, err := g.loadIdentity(ctx, workloadAPI, files, t.serverID, log)
+	ident, err := g.loadIdentity(ctx, workloadAPI, files, t.serverID, own, ownName, log)
 	if err != nil {
 		cancel()
 		return nil, err
