@@ -1,13 +1,15 @@
 package main
 
 // The dev hand-off as a newcomer meets it: the commands of `tetherd dev
-// --help` run in a shell, with the real tetherd and tether binaries, against
-// a tetherd that re-issues its SVIDs.
+// --help` and of the README's Quick start run in a shell, with the real
+// tetherd and tether binaries, against a tetherd that re-issues its SVIDs.
 
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -252,4 +254,91 @@ func TestDevSVIDRotation(t *testing.T) {
 		t.Fatalf("no session.rebound from %s\n%s", login.CNF.X5TS256, p.Report())
 	}
 	p.sigterm()
+}
+
+// TestDevCurlRecipe runs the README's curl recipe (its Quick start) in one
+// sh, against tetherd dev re-issuing its SVIDs: log in and read the session
+// over the admin SVID, verifying tetherd against the bundle with no -k;
+// once the SVID is re-issued, the same token is certificate_rotated, the
+// rebind gives the same session a new token, and logout answers 204.
+func TestDevCurlRecipe(t *testing.T) {
+	t.Parallel()
+	for _, tool := range []string{"curl", "jq"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("the recipe needs %s, which is not installed: %v", tool, err)
+		}
+	}
+	before, after := readmeCurlRecipe(t)
+	dir := filepath.Join(t.TempDir(), "dev")
+	p := ftServe(t, "dev", "--dir", dir, "--svid-ttl", "4s")
+	envFile := filepath.Join(dir, "env")
+	testutil.WaitFor(t, 10*time.Second, envFile, func() bool { _, err := os.Stat(envFile); return err == nil })
+
+	// One shell, fed line by line, keeps the token between the parts.
+	stdin, feed := io.Pipe()
+	sh := testproc.StartT(t, testproc.Config{Name: "sh (recipe)", Path: "sh", Stdin: stdin, Env: devProcEnv()})
+	t.Cleanup(func() { _ = feed.Close() })
+	run := func(lines, done string) string {
+		t.Helper()
+		start := len(sh.Stdout())
+		if _, err := io.WriteString(feed, strings.ReplaceAll(lines, "/tmp/tether-dev", dir)+"\necho "+done+"\n"); err != nil {
+			t.Fatal(err)
+		}
+		testutil.WaitFor(t, 30*time.Second, done, func() bool { return strings.Contains(sh.Stdout()[start:], done+"\n") || sh.Exited() })
+		out := sh.Stdout()[start:]
+		if !strings.Contains(out, done+"\n") {
+			t.Fatalf("the shell exited\n%s", sh.Report())
+		}
+		return out
+	}
+
+	// The first part runs well within the first half-life (2s).
+	n := len(adminRotations(p))
+	out := run(before, "==logged-in==")
+	var self api.SessionResponse
+	if err := json.Unmarshal([]byte(strings.TrimSuffix(out, "==logged-in==\n")), &self); err != nil || self.Session.SPIFFEID != devAdminID {
+		t.Fatalf("GET /v1/sessions/self: %v (%d re-issues during it)\n%s\n%s", err, len(adminRotations(p))-n, out, sh.Report())
+	}
+
+	waitRotation(t, p, n)
+	out = run(after, "==rebound==")
+	lines := strings.Split(strings.TrimSuffix(out, "\n==rebound==\n"), "\n")
+	var rebound api.SessionResponse
+	if len(lines) != 3 || !strings.Contains(lines[0], `"code":"`+string(api.CodeCertificateRotated)+`"`) ||
+		json.Unmarshal([]byte(lines[1]), &rebound) != nil || lines[2] != "204" ||
+		rebound.Session.SessionID != self.Session.SessionID || rebound.Session.CNF.X5TS256 == self.Session.CNF.X5TS256 {
+		t.Fatalf("after the re-issue: want certificate_rotated, the same session bound to a new leaf, 204; got\n%s\n%s", out, sh.Report())
+	}
+	_ = feed.Close()
+	if code := sh.Exit(t, 10*time.Second); code != 0 {
+		t.Fatalf("sh exited %d\n%s", code, sh.Report())
+	}
+	p.sigterm()
+}
+
+// readmeCurlRecipe is the curl recipe of README.md: the sh block that
+// defines api(), and the one after it, for once the SVID is re-issued.
+func readmeCurlRecipe(t *testing.T) (before, after string) {
+	t.Helper()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blocks []string
+	rest := string(readme)
+	for {
+		_, block, ok := strings.Cut(rest, "```sh\n")
+		if !ok {
+			break
+		}
+		block, rest, _ = strings.Cut(block, "```\n")
+		blocks = append(blocks, block)
+	}
+	for i, b := range blocks {
+		if strings.Contains(b, "api() { curl") && i+1 < len(blocks) {
+			return b, blocks[i+1]
+		}
+	}
+	t.Fatal("README.md has no curl recipe: a sh block defining api() { curl ...; }, followed by another")
+	return "", ""
 }
