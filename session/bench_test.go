@@ -41,9 +41,21 @@ func benchFingerprint(tb testing.TB) string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-// realTime runs the package's test Manager on the real clock, as a
-// deployment would (the manual clock takes a lock on every reading).
-func realTime(c *Config) { c.Now = time.Now }
+// benchSessions is the package's test Manager on the real clock, as a
+// deployment runs it (the manual clock takes a lock on every reading),
+// changed by mod if set, with n sessions of benchAdmin, each for its own
+// leaf.
+func benchSessions(b *testing.B, n int, mod func(*Config)) (*Manager, []string, []Peer) {
+	b.Helper()
+	m, _ := NewTestManager(b, func(c *Config) {
+		c.Now = time.Now
+		if mod != nil {
+			mod(c)
+		}
+	})
+	toks, peers := benchLogin(b, m, benchAdmin, n)
+	return m, toks, peers
+}
 
 // benchLogin opens n sessions, each for its own leaf of peer's identity.
 func benchLogin(tb testing.TB, m *Manager, id spiffeid.ID, n int) ([]string, []Peer) {
@@ -61,8 +73,7 @@ func benchLogin(tb testing.TB, m *Manager, id spiffeid.ID, n int) ([]string, []P
 // BenchmarkValidate is the check behind every request: hash the token, find
 // the session, compare identity and leaf fingerprint, restart the idle clock.
 func BenchmarkValidate(b *testing.B) {
-	m, _ := NewTestManager(b, realTime)
-	toks, peers := benchLogin(b, m, benchAdmin, 1)
+	m, toks, peers := benchSessions(b, 1, nil)
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
@@ -75,8 +86,7 @@ func BenchmarkValidate(b *testing.B) {
 // BenchmarkCheckCommit is the same check split as the HTTP layer does it:
 // Check before the handler, Commit once it answered 2xx.
 func BenchmarkCheckCommit(b *testing.B) {
-	m, _ := NewTestManager(b, realTime)
-	toks, peers := benchLogin(b, m, benchAdmin, 1)
+	m, toks, peers := benchSessions(b, 1, nil)
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
@@ -93,9 +103,8 @@ func BenchmarkCheckCommit(b *testing.B) {
 // an ended one, and a token never minted. They should cost alike (finding
 // 9): none checks a signature.
 func BenchmarkValidateRefused(b *testing.B) {
-	m, _ := NewTestManager(b, realTime)
+	m, toks, peers := benchSessions(b, 2, nil)
 	ctx := context.Background()
-	toks, peers := benchLogin(b, m, benchAdmin, 2)
 	ended, err := m.Validate(ctx, toks[1], peers[1])
 	require.NoError(b, err)
 	require.NoError(b, m.Logout(ctx, ended.ID))
@@ -125,8 +134,7 @@ func BenchmarkValidateRefused(b *testing.B) {
 // its own session (as concurrent admins would); run with -cpu 1,2.
 func BenchmarkValidateParallel(b *testing.B) {
 	const sessions = 64
-	m, _ := NewTestManager(b, func(c *Config) { realTime(c); c.MaxSessionsPerIdentity = sessions })
-	toks, peers := benchLogin(b, m, benchAdmin, sessions)
+	m, toks, peers := benchSessions(b, sessions, func(c *Config) { c.MaxSessionsPerIdentity = sessions })
 	ctx := context.Background()
 	var next atomic.Int64
 	b.ReportAllocs()

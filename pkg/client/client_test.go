@@ -50,6 +50,14 @@ func setup(t *testing.T, id string, opts ...client.Option) *fixture {
 	return f
 }
 
+// login logs the client in and returns its session.
+func (f *fixture) login(t *testing.T) *api.Session {
+	t.Helper()
+	s, err := f.client.Login(t.Context())
+	require.NoError(t, err)
+	return s
+}
+
 // token is the token the client stores.
 func (f *fixture) token(t *testing.T) string {
 	t.Helper()
@@ -81,8 +89,7 @@ func TestCalls(t *testing.T) {
 	f := setup(t, aliceID)
 	store := f.store
 
-	s, err := f.client.Login(ctx)
-	require.NoError(t, err)
+	s := f.login(t)
 	require.Equal(t, aliceID, s.SPIFFEID)
 	require.Equal(t, fingerprint(f.source.SVID()), s.CNF.X5TS256)
 	token, _ := store.LoadToken()
@@ -318,13 +325,12 @@ func TestInvalidTokenLogsInAgain(t *testing.T) {
 
 func TestNeverLoops(t *testing.T) {
 	f := setup(t, aliceID)
-	_, err := f.client.Login(t.Context())
-	require.NoError(t, err)
+	f.login(t)
 	f.server.mu.Lock()
 	f.server.alwaysEnded = true
 	f.server.mu.Unlock()
 
-	_, err = f.client.Whoami(t.Context())
+	_, err := f.client.Whoami(t.Context())
 	requireAPIError(t, err, api.CodeSessionEnded, http.StatusUnauthorized)
 	require.Equal(t, 2, f.server.count("GET "+api.PathSessionsSelf), "one try and one retry")
 	logins, _ := f.server.counts()
@@ -333,8 +339,7 @@ func TestNeverLoops(t *testing.T) {
 
 func TestNonReplayableBodyIsNotRetried(t *testing.T) {
 	f := setup(t, aliceID)
-	_, err := f.client.Login(t.Context())
-	require.NoError(t, err)
+	f.login(t)
 	f.server.endAll()
 
 	// A body without GetBody cannot be sent twice.
@@ -359,8 +364,7 @@ func TestNonReplayableBodyIsNotRetried(t *testing.T) {
 
 func TestReplayableBodyIsRetried(t *testing.T) {
 	f := setup(t, aliceID)
-	_, err := f.client.Login(t.Context())
-	require.NoError(t, err)
+	f.login(t)
 	f.source.Set(f.ca.Issue(t, aliceID))
 
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, f.server.URL()+"/echo", strings.NewReader("twice"))
@@ -407,8 +411,7 @@ func TestAutoLoginOff(t *testing.T) {
 func TestExplicitRebind(t *testing.T) {
 	ctx := t.Context()
 	f := setup(t, aliceID)
-	s, err := f.client.Login(ctx)
-	require.NoError(t, err)
+	s := f.login(t)
 	f.source.Set(f.ca.Issue(t, aliceID))
 	r, err := f.client.Rebind(ctx)
 	require.NoError(t, err)
@@ -418,8 +421,7 @@ func TestExplicitRebind(t *testing.T) {
 
 func TestTokenGoesOnlyToTetherd(t *testing.T) {
 	f := setup(t, aliceID)
-	_, err := f.client.Login(t.Context())
-	require.NoError(t, err)
+	f.login(t)
 
 	// Another server that would even pass the TLS checks.
 	other := newFakeTetherd(t, f.ca, serverID)
@@ -435,14 +437,13 @@ func TestErrorsNeverShowTheToken(t *testing.T) {
 	ctx := t.Context()
 	f := setup(t, aliceID)
 	store := f.store
-	_, err := f.client.Login(ctx)
-	require.NoError(t, err)
+	f.login(t)
 	token, _ := store.LoadToken()
 	f.server.mu.Lock()
 	f.server.alwaysEnded = true
 	f.server.mu.Unlock()
 
-	_, err = f.client.Whoami(ctx)
+	_, err := f.client.Whoami(ctx)
 	require.Error(t, err)
 	require.NotContains(t, err.Error(), token)
 	require.NotContains(t, store.String(), token)

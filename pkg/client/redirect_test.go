@@ -27,11 +27,7 @@ func TestRedirectRefused(t *testing.T) {
 	post := func(path string) func(*fakeTetherd, *http.Request) bool {
 		return func(_ *fakeTetherd, r *http.Request) bool { return r.Method == http.MethodPost && r.URL.Path == path }
 	}
-	loggedIn := func(t *testing.T, f *fixture) {
-		t.Helper()
-		_, err := f.client.Login(t.Context())
-		require.NoError(t, err)
-	}
+	loggedIn := func(t *testing.T, f *fixture) { f.login(t) }
 	rotated := func(t *testing.T, f *fixture) {
 		t.Helper()
 		loggedIn(t, f)

@@ -16,8 +16,7 @@ func TestRevokeOwn(t *testing.T) {
 	f := setup(t, aliceID)
 	store := f.store
 	for range 3 {
-		_, err := f.client.Login(ctx)
-		require.NoError(t, err)
+		f.login(t)
 	}
 	before := len(f.server.requests())
 
@@ -52,8 +51,7 @@ func TestRevokeOwnNeverLogsIn(t *testing.T) {
 		f.server.tokenToRevoke = true
 		f.server.mu.Unlock()
 		if withSession {
-			_, err := f.client.Login(ctx)
-			require.NoError(t, err)
+			f.login(t)
 		}
 		before, _ := store.LoadToken()
 
