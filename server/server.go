@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/tetherproject/tether/auth"
 	"github.com/tetherproject/tether/internal/render"
+	"github.com/tetherproject/tether/internal/wirejson"
 	"github.com/tetherproject/tether/pkg/api"
 	"github.com/tetherproject/tether/session"
 )
@@ -284,11 +286,41 @@ func (a *handler) login(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	render.JSON(w, http.StatusCreated, api.LoginResponse{Token: tok, Session: Wire(info)})
+	answerLogin(w, http.StatusCreated, &api.LoginResponse{Token: tok, Session: Wire(info)})
 }
 
 func (a *handler) self(w http.ResponseWriter, r *http.Request) {
-	render.JSON(w, http.StatusOK, api.SessionResponse{Session: Wire(a.caller(r).Session)})
+	answerSession(w, http.StatusOK, &api.SessionResponse{Session: Wire(a.caller(r).Session)})
+}
+
+// bufs hold the answers that answerSession and answerLogin encode.
+var bufs = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
+// answerSession writes v as render.JSON would, encoded by wirejson (no
+// reflection), or by render.JSON itself when wirejson declines.
+func answerSession(w http.ResponseWriter, status int, v *api.SessionResponse) {
+	buf := bufs.Get().(*[]byte) //nolint:forcetypeassert // the pool holds *[]byte only
+	b, ok := wirejson.AppendSessionResponse((*buf)[:0], v)
+	if ok {
+		render.Encoded(w, status, append(b, '\n'))
+	} else {
+		render.JSON(w, status, *v) // a copy: v itself stays on the stack
+	}
+	*buf = b[:0]
+	bufs.Put(buf)
+}
+
+// answerLogin is answerSession for a login or a rebind.
+func answerLogin(w http.ResponseWriter, status int, v *api.LoginResponse) {
+	buf := bufs.Get().(*[]byte) //nolint:forcetypeassert // the pool holds *[]byte only
+	b, ok := wirejson.AppendLoginResponse((*buf)[:0], v)
+	if ok {
+		render.Encoded(w, status, append(b, '\n'))
+	} else {
+		render.JSON(w, status, *v) // a copy: v itself stays on the stack
+	}
+	*buf = b[:0]
+	bufs.Put(buf)
 }
 
 func (a *handler) logout(w http.ResponseWriter, r *http.Request) {
@@ -311,7 +343,7 @@ func (a *handler) rebind(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	render.JSON(w, http.StatusOK, api.LoginResponse{Token: tok, Session: Wire(info)})
+	answerLogin(w, http.StatusOK, &api.LoginResponse{Token: tok, Session: Wire(info)})
 }
 
 func (a *handler) list(w http.ResponseWriter, r *http.Request) {
@@ -388,7 +420,7 @@ func (a *handler) decide(approve bool) http.HandlerFunc {
 			a.fail(w, r, err)
 			return
 		}
-		render.JSON(w, http.StatusOK, api.SessionResponse{Session: Wire(info)})
+		answerSession(w, http.StatusOK, &api.SessionResponse{Session: Wire(info)})
 	}
 }
 

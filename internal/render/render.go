@@ -22,11 +22,27 @@ import (
 
 // JSON writes v with the status.
 func JSON(w http.ResponseWriter, status int, v any) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
+	setHeaders(w.Header())
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// Encoded writes body with the status and the headers of JSON: body must be
+// what JSON would write, json.Encoder's final newline included (a handler's
+// own encoder of a hot answer, such as internal/wirejson, makes it).
+func Encoded(w http.ResponseWriter, status int, body []byte) {
+	setHeaders(w.Header())
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+// setHeaders sets the headers of every JSON answer. The keys are written
+// canonical, as Header.Set would make them, and both values share one
+// allocation: this runs on every request.
+func setHeaders(h http.Header) {
+	v := &[2]string{"application/json", "no-store"}
+	h["Content-Type"] = v[0:1:1]
+	h["Cache-Control"] = v[1:2:2]
 }
 
 // Answerable is an error that says how it is answered.
