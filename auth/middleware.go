@@ -117,10 +117,11 @@ func (m *Middleware) RequireSession(next http.Handler, opts ...SessionOption) ht
 		o(&need)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r, c, ok := m.peer(w, r)
+		r, q, ok := m.peer(w, r)
 		if !ok {
 			return
 		}
+		c := &q.caller
 		token, err := BearerToken(r)
 		if err != nil {
 			m.deny(w, r, c.Peer, err)
@@ -136,7 +137,8 @@ func (m *Middleware) RequireSession(next http.Handler, opts ...SessionOption) ht
 			m.deny(w, r, c.Peer, err)
 			return
 		}
-		uw := &useWriter{ResponseWriter: w, use: use}
+		uw := &q.uw
+		uw.ResponseWriter, uw.use = w, use
 		next.ServeHTTP(uw, r)
 		uw.answered(http.StatusOK) // a handler that wrote nothing answered 200
 	})
@@ -233,7 +235,7 @@ func (w *useWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // peer verifies the caller's leaf and puts a Caller in the request context.
 // A refused peer's connection is closed, so its client reconnects with its
 // current SVID.
-func (m *Middleware) peer(w http.ResponseWriter, r *http.Request) (*http.Request, *Caller, bool) {
+func (m *Middleware) peer(w http.ResponseWriter, r *http.Request) (*http.Request, *request, bool) {
 	p, chain, cp, err := peerFromRequest(r, m.now())
 	if err == nil {
 		err = m.verified(r, p, chain, cp)
@@ -243,9 +245,39 @@ func (m *Middleware) peer(w http.ResponseWriter, r *http.Request) (*http.Request
 		m.deny(w, r, p, err)
 		return r, nil, false
 	}
-	c := &Caller{Peer: p}
-	ctx := session.WithLogAttrs(r.Context(), slog.String("remote_addr", r.RemoteAddr))
-	return r.WithContext(context.WithValue(ctx, callerKey{}, c)), c, true
+	q := &request{Context: withRemoteAddr(r), caller: Caller{Peer: p}}
+	return r.WithContext(q), q, true
+}
+
+// request is what the middleware keeps for one request, in one allocation:
+// it is the request's context (the Caller is its value for callerKey), the
+// Caller, and the ResponseWriter that commits a session's use.
+type request struct {
+	context.Context
+	caller Caller
+	uw     useWriter
+}
+
+// Value implements context.Context: the Caller, or the parent's values.
+func (q *request) Value(key any) any {
+	if _, ok := key.(callerKey); ok {
+		return &q.caller
+	}
+	return q.Context.Value(key)
+}
+
+// withRemoteAddr is r's context with the remote address among the
+// attributes of the security events it logs. ConnContext adds it once per
+// connection; without it, it is added here, once per request.
+func withRemoteAddr(r *http.Request) context.Context {
+	ctx := r.Context()
+	if _, ok := ctx.Value(connKey{}).(*connPeer); ok {
+		return ctx
+	}
+	if _, ok := ctx.Value(callerKey{}).(*Caller); ok { // peer added it
+		return ctx
+	}
+	return session.WithLogAttrs(ctx, slog.String("remote_addr", r.RemoteAddr))
 }
 
 // verified checks that the caller's chain is trusted now: against Bundles,
@@ -283,8 +315,7 @@ func (m *Middleware) deny(w http.ResponseWriter, r *http.Request, p session.Peer
 		case errors.As(err, &ae):
 			code, reason = ae.Code, string(ae.Code)
 		}
-		ctx := session.WithLogAttrs(r.Context(), slog.String("remote_addr", r.RemoteAddr))
-		_ = m.Sessions.Deny(ctx, session.EventRejected, p, code, reason) // err is answered below, with its own message
+		_ = m.Sessions.Deny(withRemoteAddr(r), session.EventRejected, p, code, reason) // err is answered below, with its own message
 	}
 	m.fail(w, r, err)
 }
@@ -295,7 +326,7 @@ func (m *Middleware) deny(w http.ResponseWriter, r *http.Request, p session.Peer
 // bad_request; a token with characters outside the JWS alphabet is 401
 // invalid_token.
 func BearerToken(r *http.Request) (string, error) {
-	values := r.Header.Values("Authorization")
+	values := r.Header["Authorization"] // the canonical key: what Values would look up
 	switch len(values) {
 	case 0:
 		return "", errMissingToken
@@ -321,14 +352,21 @@ var (
 )
 
 // tokenChars reports whether s uses only the characters of a compact JWS
-// (RFC 7515: base64url and dots).
+// (RFC 7515: base64url and dots). It runs over every token of every
+// request: one table lookup a byte.
 func tokenChars(s string) bool {
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		ok := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.'
-		if !ok {
+		if !jwsChar[s[i]] {
 			return false
 		}
 	}
 	return true
 }
+
+// jwsChar are the bytes of a compact JWS.
+var jwsChar = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.'
+	}
+	return t
+}()

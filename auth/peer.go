@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -65,14 +66,20 @@ type connPeer struct {
 // a connection's peer once instead of at every request, and lets the
 // Middleware verify a connection's chain again only when the bundle changes.
 // It also finds the TLS state of connections that are TLS without being a
-// *tls.Conn (they have a ConnectionState method). Optional for a server that
-// serves *tls.Conn connections; required for the others.
+// *tls.Conn (they have a ConnectionState method), and adds the connection's
+// remote address to the attributes of the security events logged in its
+// requests (session.WithLogAttrs) once, rather than at each request.
+// Optional for a server that serves *tls.Conn connections; required for the
+// others.
 func ConnContext(ctx context.Context, c net.Conn) context.Context {
 	cp := &connPeer{}
 	if s, ok := c.(interface{ ConnectionState() tls.ConnectionState }); ok {
 		if _, isTLS := c.(*tls.Conn); !isTLS {
 			cp.state = s.ConnectionState
 		}
+	}
+	if a := c.RemoteAddr(); a != nil {
+		ctx = session.WithLogAttrs(ctx, slog.String("remote_addr", a.String()))
 	}
 	return context.WithValue(ctx, connKey{}, cp)
 }
@@ -131,10 +138,12 @@ func peerFromRequest(r *http.Request, now time.Time) (session.Peer, []*x509.Cert
 // done against. A trust domain dropped from bundles, or a CA removed from
 // its bundle, fails here on connections that were opened before.
 func verifyChain(cp *connPeer, chain []*x509.Certificate, td spiffeid.TrustDomain, bundles x509bundle.Source) error {
-	refused := refusePeer(reasonUntrusted, "the client certificate is no longer trusted: reconnect with a current SVID")
+	refused := func() error {
+		return refusePeer(reasonUntrusted, "the client certificate is no longer trusted: reconnect with a current SVID")
+	}
 	b, err := bundles.GetX509BundleForTrustDomain(td)
 	if err != nil || b == nil {
-		return refused
+		return refused()
 	}
 	if cp != nil {
 		cp.mu.Lock()
@@ -144,7 +153,7 @@ func verifyChain(cp *connPeer, chain []*x509.Certificate, td spiffeid.TrustDomai
 		}
 	}
 	if _, _, err := x509svid.Verify(chain, bundles); err != nil {
-		return refused
+		return refused()
 	}
 	if cp != nil {
 		cp.verified = b

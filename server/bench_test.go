@@ -208,6 +208,10 @@ type stateConn struct {
 
 func (c stateConn) ConnectionState() tls.ConnectionState { return c.state }
 
+func (c stateConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+}
+
 // discardWriter is a ResponseWriter that remembers the status only.
 type discardWriter struct {
 	h      http.Header
