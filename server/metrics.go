@@ -3,6 +3,8 @@ package server
 import (
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +41,49 @@ func (m *httpMetrics) observe(route, method string, status int, took time.Durati
 	}
 	m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
 	m.duration.WithLabelValues(route).Observe(took.Seconds())
+}
+
+// routeMetrics are the children of the HTTP metrics for one route and
+// method, each looked up once, at its first use, and kept: looking them up
+// by label values (hashing the values, a map and a lock) at every request
+// cost more than the counting. A child appears in /metrics at its first
+// use, as with observe. A nil *routeMetrics counts nothing.
+type routeMetrics struct {
+	m             *httpMetrics
+	route, method string
+
+	durationOnce sync.Once
+	duration     prometheus.Observer
+	// requests holds the counter of each status from 100 to 599.
+	requests [500]atomic.Pointer[prometheus.Counter]
+}
+
+// forRoute is the metrics of route and method (nil if m is).
+func (m *httpMetrics) forRoute(route, method string) *routeMetrics {
+	if m == nil {
+		return nil
+	}
+	return &routeMetrics{m: m, route: route, method: method}
+}
+
+func (rm *routeMetrics) observe(status int, took time.Duration) {
+	if rm == nil {
+		return
+	}
+	rm.durationOnce.Do(func() { rm.duration = rm.m.duration.WithLabelValues(rm.route) })
+	rm.duration.Observe(took.Seconds())
+	i := status - 100
+	if i < 0 || i >= len(rm.requests) {
+		rm.m.requests.WithLabelValues(rm.route, rm.method, strconv.Itoa(status)).Inc()
+		return
+	}
+	c := rm.requests[i].Load()
+	if c == nil {
+		counter := rm.m.requests.WithLabelValues(rm.route, rm.method, strconv.Itoa(status))
+		rm.requests[i].CompareAndSwap(nil, &counter) // a racing first use resolved the same child
+		c = rm.requests[i].Load()
+	}
+	(*c).Inc()
 }
 
 // statusWriter remembers the status a handler answered with.

@@ -24,13 +24,14 @@ func TestHTTPMetricsAndDebugLog(t *testing.T) {
 	}
 	require.Equal(t, http.StatusCreated, serve(http.MethodPost, api.PathSessions))
 	require.Equal(t, http.StatusUnauthorized, serve(http.MethodGet, api.PathSessionsSelf))
+	require.Equal(t, http.StatusUnauthorized, serve(http.MethodGet, api.PathSessionsSelf)) // the kept child counts on
 	require.Equal(t, http.StatusNotFound, serve(http.MethodGet, "/nope"))
 
 	requests := func(route, method, status string) float64 {
 		return counterValue(t, reg, "tether_http_requests_total", map[string]string{"route": route, "method": method, "status": status})
 	}
 	require.Equal(t, 1.0, requests(api.PathSessions, "POST", "201"))
-	require.Equal(t, 1.0, requests(api.PathSessionsSelf, "GET", "401"))
+	require.Equal(t, 2.0, requests(api.PathSessionsSelf, "GET", "401"))
 	require.Equal(t, 1.0, requests("unmatched", "GET", "404"))
 	require.Contains(t, e.log.String(), `"msg":"http.request","route":"/v1/sessions","method":"POST","status":201,"duration":"`)
 	require.False(t, strings.Contains(e.log.String(), `"duration":1`), "durations are strings")

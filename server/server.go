@@ -113,7 +113,8 @@ func NewHandler(cfg Config) http.Handler {
 	}
 	rt := &router{log: log, metrics: newHTTPMetrics(cfg.Registerer)}
 	for _, ro := range routes {
-		rt.routes = append(rt.routes, compiled{method: ro.method, path: ro.path, handler: a.authorize(ro)})
+		rt.routes = append(rt.routes, compiled{method: ro.method, path: ro.path, handler: a.authorize(ro),
+			metrics: rt.metrics.forRoute(ro.path, ro.method)})
 	}
 	return rt
 }
@@ -189,6 +190,7 @@ func (a *handler) ownIdentity(next http.Handler) http.Handler {
 type compiled struct {
 	method, path string
 	handler      http.Handler
+	metrics      *routeMetrics
 }
 
 // router matches the table: a known path with another method is 405 with
@@ -204,13 +206,19 @@ type router struct {
 func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
-	route := rt.route(sw, r)
+	ro := rt.route(sw, r)
 	status := sw.status
 	if status == 0 {
 		status = http.StatusOK
 	}
 	took := time.Since(start)
-	rt.metrics.observe(route, r.Method, status, took)
+	route := "unmatched"
+	if ro != nil {
+		route = ro.path
+		ro.metrics.observe(status, took)
+	} else {
+		rt.metrics.observe(route, r.Method, status, took)
+	}
 	if rt.log.Enabled(r.Context(), slog.LevelDebug) {
 		rt.log.LogAttrs(r.Context(), slog.LevelDebug, "http.request", slog.String("route", route),
 			slog.String("method", r.Method), slog.Int("status", status),
@@ -218,11 +226,12 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// route serves r by the table and returns the route's path pattern
-// ("unmatched" for a 404 or 405).
-func (rt *router) route(w http.ResponseWriter, r *http.Request) string {
+// route serves r by the table and returns the route that served it (nil,
+// "unmatched", for a 404 or 405).
+func (rt *router) route(w http.ResponseWriter, r *http.Request) *compiled {
 	var allow []string
-	for _, ro := range rt.routes {
+	for i := range rt.routes {
+		ro := &rt.routes[i]
 		id, ok := matchPath(ro.path, r.URL.Path)
 		if !ok {
 			continue
@@ -235,15 +244,15 @@ func (rt *router) route(w http.ResponseWriter, r *http.Request) string {
 			r.SetPathValue("id", id)
 		}
 		ro.handler.ServeHTTP(w, r)
-		return ro.path
+		return ro
 	}
 	if len(allow) > 0 {
 		w.Header().Set("Allow", strings.Join(allow, ", "))
 		render.Error(w, r, rt.log, &api.Error{Code: api.CodeMethodNotAllowed, Message: "method " + r.Method + " not allowed here"})
-		return "unmatched"
+		return nil
 	}
 	render.Error(w, r, rt.log, &api.Error{Code: api.CodeNotFound, Message: "no such path"})
-	return "unmatched"
+	return nil
 }
 
 // matchPath matches an exact pattern, or one ending in "/{id}" against a
