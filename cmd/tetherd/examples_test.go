@@ -12,14 +12,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/spf13/pflag"
-	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 
 	"github.com/tetherproject/tether/internal/testpki"
 	"github.com/tetherproject/tether/internal/testproc"
@@ -36,11 +35,17 @@ const (
 func TestExampleSettingsFile(t *testing.T) {
 	cmd, o := settingsCmd(t, "--config", exampleHCL)
 	st, err := loadSettings(cmd.Flags(), nil)
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	items, err := readSettingsFile(exampleHCL)
-	require.NoError(t, err)
-	require.NotEmpty(t, items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(items) == 0 {
+		t.Fatalf("items: empty")
+	}
 	var args []string
 	for _, it := range items {
 		for _, v := range it.values {
@@ -50,8 +55,12 @@ func TestExampleSettingsFile(t *testing.T) {
 	byFlags, _ := settingsCmd(t, args...)
 	for _, it := range items {
 		name := strings.ReplaceAll(it.key, "_", "-")
-		assert.Equal(t, fromFile, st.from[name], it.key)
-		assert.Equal(t, byFlags.Flags().Lookup(name).Value.String(), cmd.Flags().Lookup(name).Value.String(), it.key)
+		if got, want := st.from[name], fromFile; !reflect.DeepEqual(got, want) {
+			t.Fatalf("%v: got %v, want %v", it.key, got, want)
+		}
+		if got, want := cmd.Flags().Lookup(name).Value.String(), byFlags.Flags().Lookup(name).Value.String(); !reflect.DeepEqual(got, want) {
+			t.Fatalf("%v: got %v, want %v", it.key, got, want)
+		}
 	}
 	var unset []string
 	cmd.Flags().VisitAll(func(f *pflag.Flag) {
@@ -61,11 +70,21 @@ func TestExampleSettingsFile(t *testing.T) {
 	})
 	t.Logf("flags the example leaves at their defaults: %v", unset)
 
-	assert.Equal(t, "unix:///tmp/spire-agent/public/api.sock", o.workloadAPI, "the SPIRE agent's default socket_path")
-	assert.Equal(t, "spiffe://example.org/tetherd", o.spiffeID)
-	assert.Equal(t, []string{"spiffe://example.org/admin/*"}, o.admins)
-	assert.Equal(t, "127.0.0.1:8080", o.healthListen, "health and metrics stay local")
-	assert.Equal(t, 8*time.Hour, o.sessionTTL)
+	if got, want := o.workloadAPI, "unix:///tmp/spire-agent/public/api.sock"; !reflect.DeepEqual(got, want) {
+		t.Fatalf("the SPIRE agent's default socket_path: got %v, want %v", got, want)
+	}
+	if got, want := o.spiffeID, "spiffe://example.org/tetherd"; !reflect.DeepEqual(got, want) {
+		t.Fatalf("o.spiffeID: got %v, want %v", got, want)
+	}
+	if got, want := o.admins, []string{"spiffe://example.org/admin/*"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("o.admins: got %v, want %v", got, want)
+	}
+	if got, want := o.healthListen, "127.0.0.1:8080"; !reflect.DeepEqual(got, want) {
+		t.Fatalf("health and metrics stay local: got %v, want %v", got, want)
+	}
+	if got, want := o.sessionTTL, 8*time.Hour; !reflect.DeepEqual(got, want) {
+		t.Fatalf("o.sessionTTL: got %v, want %v", got, want)
+	}
 }
 
 // TestExampleSettingsFileServes: tetherd --config examples/tetherd.hcl
@@ -74,26 +93,36 @@ func TestExampleSettingsFile(t *testing.T) {
 // setting came from.
 func TestExampleSettingsFileServes(t *testing.T) {
 	ca := testpki.NewCA(t, "example.org")
-	fw := opFake(t)
-	require.NoError(t, fw.SetSVIDs(ca.Bundle(), ca.Issue(t, opOtherID), ca.Issue(t, "spiffe://example.org/tetherd")))
-	p := opStart(t, opEnv("TETHERD_CONFIG="+exampleHCL), "--workload-api", fw.Addr())
-	ev := p.started()
-	assert.Equal(t, "spiffe://example.org/tetherd", ev["spiffe_id"])
-	assert.Equal(t, []any{"spiffe://example.org/admin/*"}, ev["admins"])
-	assert.Equal(t, []any{"spiffe://example.org/gateway"}, ev["introspectors"])
-	p.HTTP(t, p.url("/readyz"), http.StatusOK, 10*time.Second)
+	fw := ftFake(t)
+	must(t, fw.SetSVIDs(ca.Bundle(), ca.Issue(t, opOtherID), ca.Issue(t, "spiffe://example.org/tetherd")))
+	p := ftStartEnv(t, opEnv("TETHERD_CONFIG="+exampleHCL), "--workload-api", fw.Addr())
+	ev := p.serving()
+	if got, want := ev["spiffe_id"], "spiffe://example.org/tetherd"; !reflect.DeepEqual(got, want) {
+		t.Fatalf("ev[\"spiffe_id\"]: got %v, want %v", got, want)
+	}
+	if got, want := ev["admins"], []any{"spiffe://example.org/admin/*"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("ev[\"admins\"]: got %v, want %v", got, want)
+	}
+	if got, want := ev["introspectors"], []any{"spiffe://example.org/gateway"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("ev[\"introspectors\"]: got %v, want %v", got, want)
+	}
+	p.waitReady(http.StatusOK, 10*time.Second)
 
 	conf := p.Event(t, "tetherd.config", 1, time.Second)
-	assert.Equal(t, exampleHCL, conf["config_file"])
+	if got, want := conf["config_file"], exampleHCL; !reflect.DeepEqual(got, want) {
+		t.Fatalf("conf[\"config_file\"]: got %v, want %v", got, want)
+	}
 	settings, _ := conf["settings"].(map[string]any)
 	for key, from := range map[string]string{
 		"spiffe_id": fromFile, "admin": fromFile, "session_ttl": fromFile, "log_format": fromFlag,
 		"workload_api": fromFlag, "listen": fromFlag, "log_level": fromFlag,
 	} {
 		s, _ := settings[key].(map[string]any)
-		assert.Equal(t, from, s["from"], key)
+		if got, want := s["from"], from; !reflect.DeepEqual(got, want) {
+			t.Fatalf("%v: got %v, want %v", key, got, want)
+		}
 	}
-	p.stop()
+	p.sigterm()
 }
 
 // TestExampleSystemdUnit: examples/tetherd.service passes systemd-analyze
@@ -101,11 +130,17 @@ func TestExampleSettingsFileServes(t *testing.T) {
 // these tests), and starts tetherd with the example settings file's path.
 func TestExampleSystemdUnit(t *testing.T) {
 	unit, err := os.ReadFile(exampleService)
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	text := string(unit)
-	require.Contains(t, text, "ExecStart=/usr/local/bin/tetherd --config /etc/tetherd/tetherd.hcl\n")
+	if !strings.Contains(text, "ExecStart=/usr/local/bin/tetherd --config /etc/tetherd/tetherd.hcl\n") {
+		t.Fatalf("%q does not contain %q", text, "ExecStart=/usr/local/bin/tetherd --config /etc/tetherd/tetherd.hcl\n")
+	}
 	for _, want := range []string{"User=tetherd", "NoNewPrivileges=yes", "ProtectSystem=strict", "RestartPreventExitStatus=2"} {
-		assert.Contains(t, text, want+"\n")
+		if !strings.Contains(text, want+"\n") {
+			t.Fatalf("%q does not contain %q", text, want+"\n")
+		}
 	}
 
 	analyze, err := exec.LookPath("systemd-analyze")
@@ -115,10 +150,16 @@ func TestExampleSystemdUnit(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "tetherd.service")
 	text = strings.Replace(text, "ExecStart=/usr/local/bin/tetherd ", "ExecStart="+tetherdBinary+" ", 1)
-	require.NoError(t, os.WriteFile(path, []byte(text), 0o600))
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	p := testproc.Exec(t, testproc.Config{Path: analyze, Args: []string{"verify", path}, Dir: dir}, 60*time.Second)
-	require.Equal(t, 0, p.ExitCode(), p.Report())
-	assert.Empty(t, strings.TrimSpace(p.Stdout()+p.Stderr()), "systemd-analyze verify has something to say")
+	if got, want := p.ExitCode(), 0; !reflect.DeepEqual(got, want) {
+		t.Fatalf("%v: got %v, want %v", p.Report(), got, want)
+	}
+	if v := strings.TrimSpace(p.Stdout() + p.Stderr()); len(v) != 0 {
+		t.Fatalf("systemd-analyze verify has something to say: %v, want empty", v)
+	}
 }
 
 // TestBuildScript: scripts/build writes both binaries, named with the
@@ -135,7 +176,9 @@ func TestBuildScript(t *testing.T) {
 			Path: "../../scripts/build",
 			Env:  append(os.Environ(), append(env, "DIST_DIR="+dist)...),
 		}, 8*time.Minute)
-		require.Equal(t, 0, p.ExitCode(), p.Report())
+		if got, want := p.ExitCode(), 0; !reflect.DeepEqual(got, want) {
+			t.Fatalf("%v: got %v, want %v", p.Report(), got, want)
+		}
 		return p.Stdout()
 	}
 	check := func(version string) {
@@ -144,15 +187,22 @@ func TestBuildScript(t *testing.T) {
 			bin := filepath.Join(dist, cmd+"-"+version+"-"+runtime.GOOS+"-"+runtime.GOARCH)
 			flag := testproc.Exec(t, testproc.Config{Path: bin, Args: []string{"--version"}, Env: opEnv()}, time.Minute)
 			sub := testproc.Exec(t, testproc.Config{Path: bin, Args: []string{"version"}, Env: opEnv()}, time.Minute)
-			require.Equal(t, 0, flag.ExitCode(), flag.Report())
-			assert.Equal(t, sub.Stdout(), flag.Stdout(), cmd)
-			assert.True(t, strings.HasPrefix(flag.Stdout(), cmd+" "+version+"\n") || strings.HasPrefix(flag.Stdout(), cmd+" "+version+" ("),
-				"%s --version: %q", cmd, flag.Stdout())
+			if got, want := flag.ExitCode(), 0; !reflect.DeepEqual(got, want) {
+				t.Fatalf("%v: got %v, want %v", flag.Report(), got, want)
+			}
+			if got, want := flag.Stdout(), sub.Stdout(); !reflect.DeepEqual(got, want) {
+				t.Fatalf("%v: got %v, want %v", cmd, got, want)
+			}
+			if !strings.HasPrefix(flag.Stdout(), cmd+" "+version+"\n") && !strings.HasPrefix(flag.Stdout(), cmd+" "+version+" (") {
+				t.Fatalf("%s --version: %q", cmd, flag.Stdout())
+			}
 		}
 	}
 
 	out := build("VERSION=v0.0.0-buildtest")
-	assert.Contains(t, out, "tetherd-v0.0.0-buildtest-"+runtime.GOOS+"-"+runtime.GOARCH)
+	if !strings.Contains(out, "tetherd-v0.0.0-buildtest-"+runtime.GOOS+"-"+runtime.GOARCH) {
+		t.Fatalf("%q does not contain %q", out, "tetherd-v0.0.0-buildtest-"+runtime.GOOS+"-"+runtime.GOARCH)
+	}
 	check("v0.0.0-buildtest")
 
 	// The version of the checkout, as git describes it.
@@ -166,19 +216,29 @@ func TestBuildScript(t *testing.T) {
 
 	// SHA256SUMS covers every binary in the folder, and is right.
 	f, err := os.Open(filepath.Join(dist, "SHA256SUMS"))
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer f.Close()
 	entries, _ := filepath.Glob(filepath.Join(dist, "tether*-*"))
 	sums := 0
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		sum, name, ok := strings.Cut(sc.Text(), "  ")
-		require.True(t, ok, sc.Text())
+		if !(ok) {
+			t.Fatalf("%v: false", sc.Text())
+		}
 		b, err := os.ReadFile(filepath.Join(dist, name))
-		require.NoError(t, err)
+		if err != nil {
+			t.Fatal(err)
+		}
 		got := sha256.Sum256(b)
-		assert.Equal(t, hex.EncodeToString(got[:]), sum, name)
+		if got, want := sum, hex.EncodeToString(got[:]); !reflect.DeepEqual(got, want) {
+			t.Fatalf("%v: got %v, want %v", name, got, want)
+		}
 		sums++
 	}
-	assert.Equal(t, len(entries), sums, "one sum per binary: %v", entries)
+	if got, want := sums, len(entries); !reflect.DeepEqual(got, want) {
+		t.Fatalf("one sum per binary: %v: got %v, want %v", entries, got, want)
+	}
 }

@@ -54,8 +54,15 @@ type ftProc struct {
 // It does not wait for it to serve.
 func ftStart(t *testing.T, args ...string) *ftProc {
 	t.Helper()
+	return ftStartEnv(t, nil, args...)
+}
+
+// ftStartEnv is ftStart with env as tetherd's whole environment (nil: the
+// test's).
+func ftStartEnv(t *testing.T, env []string, args ...string) *ftProc {
+	t.Helper()
 	args = append(args, "--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "debug")
-	return &ftProc{Process: testproc.StartT(t, testproc.Config{Path: tetherdBinary, Args: args}), t: t}
+	return &ftProc{Process: testproc.StartT(t, testproc.Config{Path: tetherdBinary, Args: args, Env: env}), t: t}
 }
 
 // ftInProcess runs tetherd with args plus free loopback ports in the test's
@@ -76,16 +83,17 @@ func ftServe(t *testing.T, args ...string) *ftProc {
 	return p
 }
 
-// serving waits until tetherd has logged tetherd.started and takes the
-// addresses it logged.
-func (p *ftProc) serving() {
+// serving waits until tetherd has logged tetherd.started, takes the
+// addresses it logged and returns the event.
+func (p *ftProc) serving() testproc.Event {
 	p.t.Helper()
-	ev := p.Event(p.t, "tetherd.started", 1, 20*time.Second)
+	ev := p.Event(p.t, "tetherd.started", 1, 30*time.Second)
 	p.api, _ = ev["listen"].(string)
 	p.health, _ = ev["health_listen"].(string)
 	if p.api == "" || p.health == "" {
 		p.t.Fatalf("tetherd.started without addresses: %v", ev)
 	}
+	return ev
 }
 
 // signal sends sig to tetherd.
@@ -222,6 +230,18 @@ func (p *ftProc) login(c *http.Client) string {
 	return lr.Token
 }
 
+// ftFake starts a fake Workload API, handing out nothing yet, until the
+// test ends.
+func ftFake(t *testing.T) *fakeworkload.Server {
+	t.Helper()
+	fw := fakeworkload.New(ftSocket(t))
+	if err := fw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fw.Stop)
+	return fw
+}
+
 // ftSocket returns a short unix socket path (they are limited to ~107 bytes).
 func ftSocket(t *testing.T) string {
 	t.Helper()
@@ -237,11 +257,7 @@ func ftSocket(t *testing.T) string {
 // that issues this process no identity, tetherd exits non-zero within its
 // --startup-timeout with one clear line naming the address.
 func TestFaultWorkloadAPIAbsentAtStart(t *testing.T) {
-	denying := fakeworkload.New(ftSocket(t))
-	if err := denying.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(denying.Stop)
+	denying := ftFake(t)
 	denying.SetError(codes.PermissionDenied, "no identity issued")
 
 	for name, addr := range map[string]string{
@@ -278,14 +294,10 @@ func TestFaultWorkloadAPIAbsentAtStart(t *testing.T) {
 // it; it returns once tetherd is ready and serves first.
 func ftWorkload(t *testing.T, ca *testpki.CA, first, client *x509svid.SVID) (*fakeworkload.Server, *ftProc) {
 	t.Helper()
-	fw := fakeworkload.New(ftSocket(t))
+	fw := ftFake(t)
 	if err := fw.SetSVID(first, ca.Bundle()); err != nil {
 		t.Fatal(err)
 	}
-	if err := fw.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(fw.Stop)
 	p := ftServe(t, "--workload-api", fw.Addr(), "--startup-timeout", "10s", "--admin", "spiffe://example.org/admin/*")
 	p.waitReady(http.StatusOK, 10*time.Second)
 	p.waitServedLeaf(client, first, 10*time.Second)

@@ -2,49 +2,28 @@ package main
 
 // Operating tetherd, tested on the real binary: the identity it serves as
 // (--spiffe-id among several SVIDs, and never another), what it logs about
-// its own SVID, its build and SVID-expiry metrics, --version. The Workload
-// API is internal/fakeworkload; every wait is for an event, an answer or an
-// exit, with a deadline.
+// its own SVID, its build and SVID-expiry metrics, --version. The process
+// handle and the fake Workload API are the fault tests' (ftProc, ftFake);
+// every wait is for an event, an answer or an exit, with a deadline.
 
 import (
 	"bytes"
-	"crypto/tls"
-	"io"
-	"net"
 	"net/http"
 	"os"
-	"path/filepath"
+	"reflect"
 	"runtime"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
-
 	"github.com/tetherproject/tether/internal/cli"
-	"github.com/tetherproject/tether/internal/fakeworkload"
 	"github.com/tetherproject/tether/internal/testpki"
-	"github.com/tetherproject/tether/internal/testproc"
-	"github.com/tetherproject/tether/internal/testutil"
 	"github.com/tetherproject/tether/svid"
 )
 
-const (
-	opServerID = "spiffe://example.org/tetherd"
-	opOtherID  = "spiffe://example.org/billing" // another entry of the same workload
-	opAdminID  = "spiffe://example.org/admin/alice"
-)
-
-// opProc is a tetherd child process and where it serves.
-type opProc struct {
-	*testproc.Process
-	t           *testing.T
-	api, health string
-}
+// opOtherID is another registration entry of the same workload as tetherd.
+const opOtherID = "spiffe://example.org/billing"
 
 // opEnv is the test's environment without TETHERD_ variables or
 // SPIFFE_ENDPOINT_SOCKET, plus extra.
@@ -58,79 +37,12 @@ func opEnv(extra ...string) []string {
 	return append(env, extra...)
 }
 
-// opStart starts the tetherd binary with args, free loopback ports, JSON
-// logs at debug level, and env as its whole environment.
-func opStart(t *testing.T, env []string, args ...string) *opProc {
+// must fails the test on err.
+func must(t *testing.T, err error) {
 	t.Helper()
-	args = append(args, "--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0", "--log-level", "debug", "--log-format", "json")
-	return &opProc{Process: testproc.StartT(t, testproc.Config{Path: tetherdBinary, Args: args, Env: env}), t: t}
-}
-
-// started waits for tetherd.started and takes the addresses it logged.
-func (p *opProc) started() testproc.Event {
-	p.t.Helper()
-	ev := p.Event(p.t, "tetherd.started", 1, 30*time.Second)
-	p.api, _ = ev["listen"].(string)
-	p.health, _ = ev["health_listen"].(string)
-	require.NotEmpty(p.t, p.api)
-	return ev
-}
-
-func (p *opProc) url(path string) string { return "http://" + p.health + path }
-
-// metrics is the text of /metrics.
-func (p *opProc) metrics() string {
-	p.t.Helper()
-	return p.HTTP(p.t, p.url("/metrics"), http.StatusOK, 10*time.Second)
-}
-
-// sample is the value of the line of /metrics that begins with prefix.
-func sample(t *testing.T, metrics, prefix string) float64 {
-	t.Helper()
-	for _, line := range strings.Split(metrics, "\n") {
-		if strings.HasPrefix(line, prefix) {
-			f, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-			require.NoError(t, err, line)
-			return f
-		}
-	}
-	t.Fatalf("no sample %s in /metrics", prefix)
-	return 0
-}
-
-// servedLeaf is the leaf tetherd presents at a handshake, as client: nil
-// if the handshake fails. Nothing is sent.
-func (p *opProc) servedLeaf(client *x509svid.SVID) []byte {
-	cfg := &tls.Config{
-		MinVersion:         tls.VersionTLS13,
-		Certificates:       []tls.Certificate{testpki.TLSCertificate(client)},
-		InsecureSkipVerify: true, //nolint:gosec // G402: observes which certificate tetherd serves
-	}
-	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", p.api, cfg)
 	if err != nil {
-		return nil
+		t.Fatal(err)
 	}
-	defer conn.Close()
-	return conn.ConnectionState().PeerCertificates[0].Raw
-}
-
-// stop sends SIGTERM and requires exit 0.
-func (p *opProc) stop() {
-	p.t.Helper()
-	require.NoError(p.t, p.Signal(syscall.SIGTERM))
-	require.Equal(p.t, 0, p.Exit(p.t, 20*time.Second), p.Report())
-}
-
-// opFake starts a fake Workload API on a short socket path.
-func opFake(t *testing.T) *fakeworkload.Server {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "op") // unix socket paths are short
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	fw := fakeworkload.New(filepath.Join(dir, "api.sock"))
-	require.NoError(t, fw.Start())
-	t.Cleanup(fw.Stop)
-	return fw
 }
 
 // TestPinnedAmongSeveralSVIDs: the workload gets two SVIDs, tetherd's own
@@ -140,46 +52,58 @@ func opFake(t *testing.T) *fakeworkload.Server {
 // ready again and logs the rotation.
 func TestPinnedAmongSeveralSVIDs(t *testing.T) {
 	ca := testpki.NewCA(t, "example.org")
-	fw := opFake(t)
-	other, own := ca.Issue(t, opOtherID), ca.Issue(t, opServerID)
-	require.NoError(t, fw.SetSVIDs(ca.Bundle(), other, own))
-	admin := ca.Issue(t, opAdminID)
+	fw := ftFake(t)
+	other, own := ca.Issue(t, opOtherID), ca.Issue(t, ftServerID)
+	must(t, fw.SetSVIDs(ca.Bundle(), other, own))
+	admin := ca.Issue(t, ftAdminID)
+	ownFP := svid.Fingerprint(own.Certificates[0])
 
-	p := opStart(t, opEnv("TETHERD_SPIFFE_ID="+opServerID), "--workload-api", fw.Addr(), "--admin", "spiffe://example.org/admin/*")
-	ev := p.started()
-	assert.Equal(t, opServerID, ev["spiffe_id"])
-	p.HTTP(t, p.url("/readyz"), http.StatusOK, 10*time.Second)
-	assert.Equal(t, own.Certificates[0].Raw, p.servedLeaf(admin))
-	assert.Empty(t, p.Events("identity.ambiguous"), "pinned: nothing ambiguous")
+	p := ftStartEnv(t, opEnv("TETHERD_SPIFFE_ID="+ftServerID), "--workload-api", fw.Addr(), "--admin", "spiffe://example.org/admin/*")
+	if id := p.serving()["spiffe_id"]; id != ftServerID {
+		t.Fatalf("tetherd.started spiffe_id=%v, want %s", id, ftServerID)
+	}
+	p.waitReady(http.StatusOK, 10*time.Second)
+	if fp := p.servedLeaf(admin); fp != ownFP {
+		t.Fatalf("serving %q, want its own SVID %q", fp, ownFP)
+	}
+	if evs := p.Events("identity.ambiguous"); len(evs) != 0 {
+		t.Fatalf("pinned, yet identity.ambiguous: %v", evs)
+	}
 	conf := p.Event(t, "tetherd.config", 1, time.Second)
-	assert.Equal(t, map[string]any{"value": opServerID, "from": "env"}, conf["settings"].(map[string]any)["spiffe_id"])
+	if got, want := conf["settings"].(map[string]any)["spiffe_id"], map[string]any{"value": ftServerID, "from": "env"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("tetherd.config spiffe_id %v, want %v", got, want)
+	}
 
 	// The agent no longer hands out tetherd's SVID.
-	require.NoError(t, fw.SetSVIDs(ca.Bundle(), other))
-	body := p.HTTP(t, p.url("/readyz"), http.StatusServiceUnavailable, 10*time.Second)
-	assert.Contains(t, body, opServerID)
-	assert.Contains(t, body, opOtherID)
+	must(t, fw.SetSVIDs(ca.Bundle(), other))
+	if body := p.waitReady(http.StatusServiceUnavailable, 10*time.Second); !strings.Contains(body, ftServerID) || !strings.Contains(body, opOtherID) {
+		t.Fatalf("/readyz 503 says %q, want the pinned and the offered IDs", body)
+	}
 	missing := p.Event(t, "identity.pin_missing", 1, 10*time.Second)
-	assert.Equal(t, "ERROR", missing["level"])
-	assert.Equal(t, opServerID, missing["spiffe_id"])
-	assert.Equal(t, []any{opOtherID}, missing["offered"])
-	assert.Equal(t, own.Certificates[0].Raw, p.servedLeaf(admin), "the last SVID with the pinned ID, never the other")
+	if missing["level"] != "ERROR" || missing["spiffe_id"] != ftServerID || !reflect.DeepEqual(missing["offered"], []any{opOtherID}) {
+		t.Fatalf("identity.pin_missing %v", missing)
+	}
+	if fp := p.servedLeaf(admin); fp != ownFP {
+		t.Fatalf("serving %q, want the last SVID with the pinned ID, never the other", fp)
+	}
 
 	// Back, rotated.
-	rotated := ca.Issue(t, opServerID)
-	require.NoError(t, fw.SetSVIDs(ca.Bundle(), other, rotated))
-	p.HTTP(t, p.url("/readyz"), http.StatusOK, 10*time.Second)
+	rotated := ca.Issue(t, ftServerID)
+	must(t, fw.SetSVIDs(ca.Bundle(), other, rotated))
+	p.waitReady(http.StatusOK, 10*time.Second)
 	p.Event(t, "identity.pin_restored", 1, 10*time.Second)
 	rot := p.Event(t, "identity.rotated", 1, 10*time.Second)
-	assert.Equal(t, svid.Fingerprint(rotated.Certificates[0]), rot["fingerprint"])
-	assert.Equal(t, svid.Fingerprint(own.Certificates[0]), rot["previous_fingerprint"])
-	assert.Len(t, p.Events("identity.pin_missing"), 1, "one line per loss")
-	testutil.WaitFor(t, 10*time.Second, "the rotated leaf to be served", func() bool {
-		return bytes.Equal(p.servedLeaf(admin), rotated.Certificates[0].Raw)
-	})
-	assert.InDelta(t, float64(rotated.Certificates[0].NotAfter.Unix()),
-		sample(t, p.metrics(), "tether_svid_expiry_timestamp_seconds "), 0)
-	p.stop()
+	if rot["fingerprint"] != svid.Fingerprint(rotated.Certificates[0]) || rot["previous_fingerprint"] != ownFP {
+		t.Fatalf("identity.rotated %v", rot)
+	}
+	if n := len(p.Events("identity.pin_missing")); n != 1 {
+		t.Fatalf("%d identity.pin_missing lines, want one per loss", n)
+	}
+	p.waitServedLeaf(admin, rotated, 10*time.Second)
+	if got, want := p.metric("tether_svid_expiry_timestamp_seconds"), float64(rotated.Certificates[0].NotAfter.Unix()); got != want {
+		t.Fatalf("tether_svid_expiry_timestamp_seconds %v, want %v", got, want)
+	}
+	p.sigterm()
 }
 
 // TestUnpinnedSeveralSVIDs: without --spiffe-id, tetherd serves the first
@@ -187,38 +111,45 @@ func TestPinnedAmongSeveralSVIDs(t *testing.T) {
 // when the order changes.
 func TestUnpinnedSeveralSVIDs(t *testing.T) {
 	ca := testpki.NewCA(t, "example.org")
-	fw := opFake(t)
-	own, other := ca.Issue(t, opServerID), ca.Issue(t, opOtherID)
-	require.NoError(t, fw.SetSVIDs(ca.Bundle(), own, other))
-	admin := ca.Issue(t, opAdminID)
+	fw := ftFake(t)
+	own, other := ca.Issue(t, ftServerID), ca.Issue(t, opOtherID)
+	must(t, fw.SetSVIDs(ca.Bundle(), own, other))
+	admin := ca.Issue(t, ftAdminID)
 
-	p := opStart(t, opEnv(), "--workload-api", fw.Addr(), "--admin", "spiffe://example.org/admin/*")
-	assert.Equal(t, opServerID, p.started()["spiffe_id"])
+	p := ftStartEnv(t, opEnv(), "--workload-api", fw.Addr(), "--admin", "spiffe://example.org/admin/*")
+	if id := p.serving()["spiffe_id"]; id != ftServerID {
+		t.Fatalf("tetherd.started spiffe_id=%v, want %s", id, ftServerID)
+	}
 	amb := p.Event(t, "identity.ambiguous", 1, time.Second)
-	assert.Equal(t, "WARN", amb["level"])
-	assert.Contains(t, amb["fix"], "--spiffe-id")
+	if fix, _ := amb["fix"].(string); amb["level"] != "WARN" || !strings.Contains(fix, "--spiffe-id") {
+		t.Fatalf("identity.ambiguous %v", amb)
+	}
 
-	rotated := ca.Issue(t, opServerID)
-	require.NoError(t, fw.SetSVIDs(ca.Bundle(), other, rotated)) // the other one first now
+	rotated := ca.Issue(t, ftServerID)
+	must(t, fw.SetSVIDs(ca.Bundle(), other, rotated)) // the other one first now
 	p.Event(t, "identity.rotated", 1, 10*time.Second)
-	assert.Equal(t, rotated.Certificates[0].Raw, p.servedLeaf(admin))
-	p.HTTP(t, p.url("/readyz"), http.StatusOK, 10*time.Second)
-	p.stop()
+	if fp, want := p.servedLeaf(admin), svid.Fingerprint(rotated.Certificates[0]); fp != want {
+		t.Fatalf("serving %q, want its own rotated SVID %q", fp, want)
+	}
+	p.waitReady(http.StatusOK, 10*time.Second)
+	p.sigterm()
 }
 
 // TestPinnedAbsentAtStart: with --spiffe-id and no SVID with it, tetherd
 // gives up after --startup-timeout (exit 1), naming what it was offered.
 func TestPinnedAbsentAtStart(t *testing.T) {
 	ca := testpki.NewCA(t, "example.org")
-	fw := opFake(t)
-	require.NoError(t, fw.SetSVIDs(ca.Bundle(), ca.Issue(t, opOtherID)))
-	p := opStart(t, opEnv(), "--workload-api", fw.Addr(), "--spiffe-id", opServerID,
+	fw := ftFake(t)
+	must(t, fw.SetSVIDs(ca.Bundle(), ca.Issue(t, opOtherID)))
+	p := ftStartEnv(t, opEnv(), "--workload-api", fw.Addr(), "--spiffe-id", ftServerID,
 		"--startup-timeout", "500ms", "--admin", "spiffe://example.org/admin/*")
-	require.Equal(t, 1, p.Exit(t, 20*time.Second))
+	if code := p.Exit(t, 20*time.Second); code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
 	lines := strings.Split(strings.TrimSpace(p.Stderr()), "\n")
-	last := lines[len(lines)-1]
-	assert.Contains(t, last, "no SVID for "+opServerID)
-	assert.Contains(t, last, opOtherID)
+	if last := lines[len(lines)-1]; !strings.Contains(last, "no SVID for "+ftServerID) || !strings.Contains(last, opOtherID) {
+		t.Fatalf("last line %q, want it to name the pinned ID and what was offered", last)
+	}
 }
 
 // TestPinnedFiles: SVID files of another ID than --spiffe-id exit 2 at
@@ -227,94 +158,96 @@ func TestPinnedAbsentAtStart(t *testing.T) {
 func TestPinnedFiles(t *testing.T) {
 	ca := testpki.NewCA(t, "example.org")
 	dir := t.TempDir()
-	own := ca.Issue(t, opServerID)
+	own := ca.Issue(t, ftServerID)
 	files := ca.WriteFiles(t, dir, "svid", own)
 	id := []string{"--svid-cert", files.Cert, "--svid-key", files.Key, "--bundle", files.Bundle, "--admin", "spiffe://example.org/admin/*"}
 
 	var stdout, stderr bytes.Buffer
-	require.Equal(t, 2, run(append([]string{"--spiffe-id", opOtherID}, id...), &stdout, &stderr))
-	assert.Contains(t, stderr.String(), "--spiffe-id")
-	assert.Contains(t, stderr.String(), opServerID)
-	assert.Equal(t, 1, strings.Count(stderr.String(), "\n"), stderr.String())
+	code := run(append([]string{"--spiffe-id", opOtherID}, id...), &stdout, &stderr)
+	if line := stderr.String(); code != 2 || !strings.Contains(line, "--spiffe-id") || !strings.Contains(line, ftServerID) || strings.Count(line, "\n") != 1 {
+		t.Fatalf("exit %d, stderr %q; want 2 and one line naming --spiffe-id and the files' ID", code, line)
+	}
 
-	p := opStart(t, opEnv(), append([]string{"--spiffe-id", opServerID}, id...)...)
-	p.started()
-	p.HTTP(t, p.url("/readyz"), http.StatusOK, 10*time.Second)
+	p := ftStartEnv(t, opEnv(), append([]string{"--spiffe-id", ftServerID}, id...)...)
+	p.serving()
+	p.waitReady(http.StatusOK, 10*time.Second)
 	ca.WriteFiles(t, dir, "svid", ca.Issue(t, opOtherID))
-	require.NoError(t, p.Signal(syscall.SIGHUP))
-	missing := p.Event(t, "identity.pin_missing", 1, 10*time.Second)
-	assert.Equal(t, []any{opOtherID}, missing["offered"])
-	p.HTTP(t, p.url("/readyz"), http.StatusServiceUnavailable, 10*time.Second)
-	assert.Equal(t, own.Certificates[0].Raw, p.servedLeaf(ca.Issue(t, opAdminID)))
-	assert.Empty(t, p.Events("identity.reload_failed"), "said once, as identity.pin_missing")
+	p.signal(syscall.SIGHUP)
+	if missing := p.Event(t, "identity.pin_missing", 1, 10*time.Second); !reflect.DeepEqual(missing["offered"], []any{opOtherID}) {
+		t.Fatalf("identity.pin_missing %v", missing)
+	}
+	p.waitReady(http.StatusServiceUnavailable, 10*time.Second)
+	if fp := p.servedLeaf(ca.Issue(t, ftAdminID)); fp != svid.Fingerprint(own.Certificates[0]) {
+		t.Fatalf("serving %q, want the last SVID with the pinned ID", fp)
+	}
+	if evs := p.Events("identity.reload_failed"); len(evs) != 0 {
+		t.Fatalf("identity.reload_failed %v: the loss is said once, as identity.pin_missing", evs)
+	}
 
-	ca.WriteFiles(t, dir, "svid", ca.Issue(t, opServerID))
-	require.NoError(t, p.Signal(syscall.SIGHUP))
+	ca.WriteFiles(t, dir, "svid", ca.Issue(t, ftServerID))
+	p.signal(syscall.SIGHUP)
 	p.Event(t, "identity.pin_restored", 1, 10*time.Second)
-	p.HTTP(t, p.url("/readyz"), http.StatusOK, 10*time.Second)
-	p.stop()
+	p.waitReady(http.StatusOK, 10*time.Second)
+	p.sigterm()
 }
 
 // TestOwnSVIDExpiryLogged: a Workload API SVID that expires with no new one
 // is logged as identity.expired, and the gauge holds its NotAfter.
 func TestOwnSVIDExpiryLogged(t *testing.T) {
 	ca := testpki.NewCA(t, "example.org")
-	fw := opFake(t)
+	fw := ftFake(t)
 	now := time.Now()
-	short := ca.Issue(t, opServerID, testpki.WithValidity(now.Add(-time.Minute), now.Add(3*time.Second)))
-	require.NoError(t, fw.SetSVID(short, ca.Bundle()))
-	p := opStart(t, opEnv(), "--workload-api", fw.Addr(), "--admin", "spiffe://example.org/admin/*")
-	p.started()
-	assert.InDelta(t, float64(short.Certificates[0].NotAfter.Unix()),
-		sample(t, p.metrics(), "tether_svid_expiry_timestamp_seconds "), 0)
+	short := ca.Issue(t, ftServerID, testpki.WithValidity(now.Add(-time.Minute), now.Add(3*time.Second)))
+	must(t, fw.SetSVID(short, ca.Bundle()))
+	p := ftStartEnv(t, opEnv(), "--workload-api", fw.Addr(), "--admin", "spiffe://example.org/admin/*")
+	p.serving()
+	if got, want := p.metric("tether_svid_expiry_timestamp_seconds"), float64(short.Certificates[0].NotAfter.Unix()); got != want {
+		t.Fatalf("tether_svid_expiry_timestamp_seconds %v, want %v", got, want)
+	}
 	ev := p.Event(t, "identity.expired", 1, 20*time.Second)
-	assert.Equal(t, "ERROR", ev["level"])
-	assert.Equal(t, svid.Fingerprint(short.Certificates[0]), ev["fingerprint"])
-	p.HTTP(t, p.url("/readyz"), http.StatusServiceUnavailable, 10*time.Second)
-	p.stop()
+	if ev["level"] != "ERROR" || ev["fingerprint"] != svid.Fingerprint(short.Certificates[0]) {
+		t.Fatalf("identity.expired %v", ev)
+	}
+	p.waitReady(http.StatusServiceUnavailable, 10*time.Second)
+	p.sigterm()
 }
 
 // TestObservability: the build metric, the API's HTTP metrics, an
 // http.request line per request at debug level, durations as strings.
 func TestObservability(t *testing.T) {
 	ca := testpki.NewCA(t, "example.org")
-	files := ca.WriteFiles(t, t.TempDir(), "svid", ca.Issue(t, opServerID))
-	p := opStart(t, opEnv(), "--svid-cert", files.Cert, "--svid-key", files.Key, "--bundle", files.Bundle,
+	files := ca.WriteFiles(t, t.TempDir(), "svid", ca.Issue(t, ftServerID))
+	p := ftStartEnv(t, opEnv(), "--svid-cert", files.Cert, "--svid-key", files.Key, "--bundle", files.Bundle,
 		"--admin", "spiffe://example.org/admin/*")
-	ev := p.started()
-	assert.Equal(t, "8h0m0s", ev["session_ttl"])
-	assert.Equal(t, "15m0s", ev["idle_timeout"])
+	if ev := p.serving(); ev["session_ttl"] != "8h0m0s" || ev["idle_timeout"] != "15m0s" {
+		t.Fatalf("tetherd.started %v: want durations as the flags take them", ev)
+	}
 
-	admin := ca.Issue(t, opAdminID)
-	tr := &http.Transport{TLSClientConfig: &tls.Config{
-		MinVersion:         tls.VersionTLS13,
-		Certificates:       []tls.Certificate{testpki.TLSCertificate(admin)},
-		InsecureSkipVerify: true, //nolint:gosec // G402: the client's view of the server is not what is tested
-	}}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Post("https://"+p.api+"/v1/sessions", "application/json", nil)
-	require.NoError(t, err)
-	_, _ = io.Copy(io.Discard, resp.Body)
-	_ = resp.Body.Close()
-	require.Equal(t, http.StatusCreated, resp.StatusCode)
+	p.login(p.apiClient(ca.Issue(t, ftAdminID)))
 
 	req := p.Event(t, "http.request", 1, 10*time.Second)
-	assert.Equal(t, "/v1/sessions", req["route"])
-	assert.IsType(t, "", req["duration"])
-
-	m := p.metrics()
-	assert.Equal(t, 1.0, sample(t, m, `tether_build_info{goversion="`+runtime.Version()+`",version="`+cli.Version()+`"} `))
-	assert.Equal(t, 1.0, sample(t, m, `tether_http_requests_total{method="POST",route="/v1/sessions",status="201"} `))
-	assert.Greater(t, sample(t, m, "tether_svid_expiry_timestamp_seconds "), float64(time.Now().Unix()))
-	p.stop()
+	if _, isString := req["duration"].(string); req["route"] != "/v1/sessions" || !isString {
+		t.Fatalf("http.request %v", req)
+	}
+	for sample, want := range map[string]float64{
+		`tether_build_info{goversion="` + runtime.Version() + `",version="` + cli.Version() + `"}`: 1,
+		`tether_http_requests_total{method="POST",route="/v1/sessions",status="201"}`:              1,
+	} {
+		if got := p.metric(sample); got != want {
+			t.Fatalf("%s %v, want %v", sample, got, want)
+		}
+	}
+	if exp := p.metric("tether_svid_expiry_timestamp_seconds"); exp <= float64(time.Now().Unix()) {
+		t.Fatalf("tether_svid_expiry_timestamp_seconds %v: not in the future", exp)
+	}
+	p.sigterm()
 }
 
 // TestVersionFlag: --version prints what version prints.
 func TestVersionFlag(t *testing.T) {
 	var a, b, errs bytes.Buffer
-	require.Equal(t, 0, run([]string{"version"}, &a, &errs))
-	require.Equal(t, 0, run([]string{"--version"}, &b, &errs))
-	assert.Equal(t, a.String(), b.String())
-	assert.Equal(t, "tetherd "+cli.Version()+"\n", b.String())
-	assert.Empty(t, errs.String())
+	codeA, codeB := run([]string{"version"}, &a, &errs), run([]string{"--version"}, &b, &errs)
+	if codeA != 0 || codeB != 0 || a.String() != b.String() || b.String() != "tetherd "+cli.Version()+"\n" || errs.Len() != 0 {
+		t.Fatalf("version: exit %d %q; --version: exit %d %q; stderr %q", codeA, a.String(), codeB, b.String(), errs.String())
+	}
 }

@@ -8,13 +8,12 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 
 	"github.com/tetherproject/tether/internal/testpki"
 )
@@ -26,7 +25,9 @@ func settingsCmd(t *testing.T, args ...string) (*cobra.Command, *options) {
 	cmd := &cobra.Command{Use: "tetherd"}
 	o.register(cmd)
 	o.registerServe(cmd)
-	require.NoError(t, cmd.ParseFlags(args))
+	if err := cmd.ParseFlags(args); err != nil {
+		t.Fatal(err)
+	}
 	return cmd, o
 }
 
@@ -34,7 +35,9 @@ func settingsCmd(t *testing.T, args ...string) (*cobra.Command, *options) {
 func writeFile(t *testing.T, name, content string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), name)
-	require.NoError(t, os.WriteFile(path, []byte(content), 0o600))
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	return path
 }
 
@@ -117,12 +120,18 @@ EOF
 		t.Run(tc.name, func(t *testing.T) {
 			cmd, _ := settingsCmd(t, tc.args...)
 			st, err := loadSettings(cmd.Flags(), tc.env)
-			require.NoError(t, err)
+			if err != nil {
+				t.Fatal(err)
+			}
 			for flag, want := range tc.want {
-				assert.Equal(t, want, cmd.Flags().Lookup(flag).Value.String(), "--%s", flag)
+				if got, want := cmd.Flags().Lookup(flag).Value.String(), want; !reflect.DeepEqual(got, want) {
+					t.Fatalf("--%s: got %v, want %v", flag, got, want)
+				}
 			}
 			for flag, want := range tc.from {
-				assert.Equal(t, want, st.from[flag], "--%s comes from", flag)
+				if got, want := st.from[flag], want; !reflect.DeepEqual(got, want) {
+					t.Fatalf("--%s comes from: got %v, want %v", flag, got, want)
+				}
 			}
 		})
 	}
@@ -142,14 +151,28 @@ session_ttl = "1h"
 `)
 	cmd, o := settingsCmd(t, "--config", file)
 	_, err := loadSettings(cmd.Flags(), []string{"TETHERD_IDLE_TIMEOUT=5m"})
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg, err := o.check(cmd, false)
-	require.NoError(t, err)
-	assert.True(t, cfg.files)
-	assert.Equal(t, "spiffe://example.org/tetherd", cfg.spiffeID.String())
-	assert.Equal(t, time.Hour, cfg.session.TTL)
-	assert.Equal(t, 5*time.Minute, cfg.session.IdleTimeout)
-	assert.Equal(t, []string{"spiffe://example.org/admin/*"}, cfg.admins.Strings())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !(cfg.files) {
+		t.Fatalf("cfg.files: false")
+	}
+	if got, want := cfg.spiffeID.String(), "spiffe://example.org/tetherd"; !reflect.DeepEqual(got, want) {
+		t.Fatalf("cfg.spiffeID.String(): got %v, want %v", got, want)
+	}
+	if got, want := cfg.session.TTL, time.Hour; !reflect.DeepEqual(got, want) {
+		t.Fatalf("cfg.session.TTL: got %v, want %v", got, want)
+	}
+	if got, want := cfg.session.IdleTimeout, 5*time.Minute; !reflect.DeepEqual(got, want) {
+		t.Fatalf("cfg.session.IdleTimeout: got %v, want %v", got, want)
+	}
+	if got, want := cfg.admins.Strings(), []string{"spiffe://example.org/admin/*"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("cfg.admins.Strings(): got %v, want %v", got, want)
+	}
 }
 
 // TestSettingsErrors: a bad file or variable exits 2 with one line naming
@@ -198,12 +221,20 @@ func TestSettingsErrors(t *testing.T) {
 			}
 			var stdout, stderr bytes.Buffer
 			code := run(args, &stdout, &stderr)
-			require.Equal(t, 2, code, "stderr: %s", stderr.String())
+			if got, want := code, 2; !reflect.DeepEqual(got, want) {
+				t.Fatalf("stderr: %s: got %v, want %v", stderr.String(), got, want)
+			}
 			lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
-			require.Len(t, lines, 1, "one clear line: %q", stderr.String())
-			require.True(t, strings.HasPrefix(lines[0], "tetherd: "), lines[0])
+			if v := lines; len(v) != 1 {
+				t.Fatalf("one clear line: %q: %d items, want %d: %v", stderr.String(), len(v), 1, v)
+			}
+			if !(strings.HasPrefix(lines[0], "tetherd: ")) {
+				t.Fatalf("%v: false", lines[0])
+			}
 			for _, w := range tc.want {
-				require.Contains(t, lines[0], w)
+				if !strings.Contains(lines[0], w) {
+					t.Fatalf("%q does not contain %q", lines[0], w)
+				}
 			}
 		})
 	}
@@ -217,18 +248,26 @@ func TestLogConfig(t *testing.T) {
 	cmd, _ := settingsCmd(t, "--config", file, "--listen", "127.0.0.1:0")
 	var secret string
 	cmd.Flags().StringVar(&secret, "etcd-password", "", "a secret (test only)")
-	require.NoError(t, cmd.Flags().SetAnnotation("etcd-password", annotationSecret, nil))
+	if err := cmd.Flags().SetAnnotation("etcd-password", annotationSecret, nil); err != nil {
+		t.Fatal(err)
+	}
 	st, err := loadSettings(cmd.Flags(), []string{
 		"TETHERD_SESSION_TTL=1h", "TETHERD_ETCD_PASSWORD=hunter2",
 		"TETHERD_SERVICE_HOST=10.0.0.1", "TETHERD_PORT=tcp://10.0.0.1:8443", // Kubernetes' service links
 	})
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	var buf bytes.Buffer
 	log, err := newLogger(&buf, "info", "json")
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	logConfig(log, cmd.Flags(), st, false)
-	require.NotContains(t, buf.String(), "hunter2")
+	if strings.Contains(buf.String(), "hunter2") {
+		t.Fatalf("%q contains %q", buf.String(), "hunter2")
+	}
 
 	var ev struct {
 		Msg      string `json:"msg"`
@@ -239,18 +278,42 @@ func TestLogConfig(t *testing.T) {
 		ConfigFile string   `json:"config_file"`
 		IgnoredEnv []string `json:"ignored_env"`
 	}
-	require.NoError(t, json.Unmarshal(buf.Bytes(), &ev), buf.String())
-	assert.Equal(t, "tetherd.config", ev.Msg)
-	assert.Equal(t, file, ev.ConfigFile)
-	assert.Equal(t, []string{"TETHERD_PORT", "TETHERD_SERVICE_HOST"}, ev.IgnoredEnv)
-	assert.Len(t, ev.Settings, 5, "only what is not a default: %v", ev.Settings)
-	assert.Equal(t, "100", ev.Settings["max_sessions"].Value)
-	assert.Equal(t, fromFile, ev.Settings["max_sessions"].From)
-	assert.Equal(t, []any{"spiffe://example.org/admin/*"}, ev.Settings["admin"].Value)
-	assert.Equal(t, "1h0m0s", ev.Settings["session_ttl"].Value)
-	assert.Equal(t, fromEnv, ev.Settings["session_ttl"].From)
-	assert.Equal(t, fromFlag, ev.Settings["listen"].From)
-	assert.Equal(t, redacted, ev.Settings["etcd_password"].Value)
+	if err := json.Unmarshal(buf.Bytes(), &ev); err != nil {
+		t.Fatalf("%v: %v", buf.String(), err)
+	}
+	if got, want := ev.Msg, "tetherd.config"; !reflect.DeepEqual(got, want) {
+		t.Fatalf("ev.Msg: got %v, want %v", got, want)
+	}
+	if got, want := ev.ConfigFile, file; !reflect.DeepEqual(got, want) {
+		t.Fatalf("ev.ConfigFile: got %v, want %v", got, want)
+	}
+	if got, want := ev.IgnoredEnv, []string{"TETHERD_PORT", "TETHERD_SERVICE_HOST"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("ev.IgnoredEnv: got %v, want %v", got, want)
+	}
+	if v := ev.Settings; len(v) != 5 {
+		t.Fatalf("only what is not a default: %v: %d items, want %d: %v", ev.Settings, len(v), 5, v)
+	}
+	if got, want := ev.Settings["max_sessions"].Value, "100"; !reflect.DeepEqual(got, want) {
+		t.Fatalf("ev.Settings[\"max_sessions\"].Value: got %v, want %v", got, want)
+	}
+	if got, want := ev.Settings["max_sessions"].From, fromFile; !reflect.DeepEqual(got, want) {
+		t.Fatalf("ev.Settings[\"max_sessions\"].From: got %v, want %v", got, want)
+	}
+	if got, want := ev.Settings["admin"].Value, []any{"spiffe://example.org/admin/*"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("ev.Settings[\"admin\"].Value: got %v, want %v", got, want)
+	}
+	if got, want := ev.Settings["session_ttl"].Value, "1h0m0s"; !reflect.DeepEqual(got, want) {
+		t.Fatalf("ev.Settings[\"session_ttl\"].Value: got %v, want %v", got, want)
+	}
+	if got, want := ev.Settings["session_ttl"].From, fromEnv; !reflect.DeepEqual(got, want) {
+		t.Fatalf("ev.Settings[\"session_ttl\"].From: got %v, want %v", got, want)
+	}
+	if got, want := ev.Settings["listen"].From, fromFlag; !reflect.DeepEqual(got, want) {
+		t.Fatalf("ev.Settings[\"listen\"].From: got %v, want %v", got, want)
+	}
+	if got, want := ev.Settings["etcd_password"].Value, redacted; !reflect.DeepEqual(got, want) {
+		t.Fatalf("ev.Settings[\"etcd_password\"].Value: got %v, want %v", got, want)
+	}
 }
 
 // TestLogDurations: durations are written as the flags take them, in both
@@ -259,12 +322,20 @@ func TestLogDurations(t *testing.T) {
 	for _, format := range []string{"json", "text"} {
 		var buf bytes.Buffer
 		log, err := newLogger(&buf, "info", format)
-		require.NoError(t, err)
+		if err != nil {
+			t.Fatal(err)
+		}
 		log.Info("x", "session_ttl", 8*time.Hour, "nested", map[string]any{"n": 1})
 		log.With("idle_timeout", 15*time.Minute).Info("y")
 		out := buf.String()
-		assert.Contains(t, out, "8h0m0s", format)
-		assert.Contains(t, out, "15m0s", format)
-		assert.NotContains(t, out, "28800000000000", format)
+		if !strings.Contains(out, "8h0m0s") {
+			t.Fatalf("%v: %q does not contain %q", format, out, "8h0m0s")
+		}
+		if !strings.Contains(out, "15m0s") {
+			t.Fatalf("%v: %q does not contain %q", format, out, "15m0s")
+		}
+		if strings.Contains(out, "28800000000000") {
+			t.Fatalf("%v: %q contains %q", format, out, "28800000000000")
+		}
 	}
 }
