@@ -93,8 +93,7 @@ func TestExampleSettingsFile(t *testing.T) {
 // setting came from.
 func TestExampleSettingsFileServes(t *testing.T) {
 	ca := testpki.NewCA(t, "example.org")
-	fw := ftFake(t)
-	must(t, fw.SetSVIDs(ca.Bundle(), ca.Issue(t, opOtherID), ca.Issue(t, "spiffe://example.org/tetherd")))
+	fw := ftFake(t, ca, ca.Issue(t, opOtherID), ca.Issue(t, "spiffe://example.org/tetherd"))
 	p := ftStartEnv(t, opEnv("TETHERD_CONFIG="+exampleHCL), "--workload-api", fw.Addr())
 	ev := p.serving()
 	if got, want := ev["spiffe_id"], "spiffe://example.org/tetherd"; !reflect.DeepEqual(got, want) {

@@ -230,11 +230,16 @@ func (p *ftProc) login(c *http.Client) string {
 	return lr.Token
 }
 
-// ftFake starts a fake Workload API, handing out nothing yet, until the
-// test ends.
-func ftFake(t *testing.T) *fakeworkload.Server {
+// ftFake starts a fake Workload API until the test ends, handing out svids
+// (in this order) with ca's bundle, or nothing yet if there are none.
+func ftFake(t *testing.T, ca *testpki.CA, svids ...*x509svid.SVID) *fakeworkload.Server {
 	t.Helper()
 	fw := fakeworkload.New(ftSocket(t))
+	if len(svids) > 0 {
+		if err := fw.SetSVIDs(ca.Bundle(), svids...); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := fw.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +262,7 @@ func ftSocket(t *testing.T) string {
 // that issues this process no identity, tetherd exits non-zero within its
 // --startup-timeout with one clear line naming the address.
 func TestFaultWorkloadAPIAbsentAtStart(t *testing.T) {
-	denying := ftFake(t)
+	denying := ftFake(t, nil)
 	denying.SetError(codes.PermissionDenied, "no identity issued")
 
 	for name, addr := range map[string]string{
@@ -294,10 +299,7 @@ func TestFaultWorkloadAPIAbsentAtStart(t *testing.T) {
 // it; it returns once tetherd is ready and serves first.
 func ftWorkload(t *testing.T, ca *testpki.CA, first, client *x509svid.SVID) (*fakeworkload.Server, *ftProc) {
 	t.Helper()
-	fw := ftFake(t)
-	if err := fw.SetSVID(first, ca.Bundle()); err != nil {
-		t.Fatal(err)
-	}
+	fw := ftFake(t, ca, first)
 	p := ftServe(t, "--workload-api", fw.Addr(), "--startup-timeout", "10s", "--admin", "spiffe://example.org/admin/*")
 	p.waitReady(http.StatusOK, 10*time.Second)
 	p.waitServedLeaf(client, first, 10*time.Second)

@@ -52,9 +52,8 @@ func must(t *testing.T, err error) {
 // ready again and logs the rotation.
 func TestPinnedAmongSeveralSVIDs(t *testing.T) {
 	ca := testpki.NewCA(t, "example.org")
-	fw := ftFake(t)
 	other, own := ca.Issue(t, opOtherID), ca.Issue(t, ftServerID)
-	must(t, fw.SetSVIDs(ca.Bundle(), other, own))
+	fw := ftFake(t, ca, other, own)
 	admin := ca.Issue(t, ftAdminID)
 	ownFP := svid.Fingerprint(own.Certificates[0])
 
@@ -111,9 +110,8 @@ func TestPinnedAmongSeveralSVIDs(t *testing.T) {
 // when the order changes.
 func TestUnpinnedSeveralSVIDs(t *testing.T) {
 	ca := testpki.NewCA(t, "example.org")
-	fw := ftFake(t)
 	own, other := ca.Issue(t, ftServerID), ca.Issue(t, opOtherID)
-	must(t, fw.SetSVIDs(ca.Bundle(), own, other))
+	fw := ftFake(t, ca, own, other)
 	admin := ca.Issue(t, ftAdminID)
 
 	p := ftStartEnv(t, opEnv(), "--workload-api", fw.Addr(), "--admin", "spiffe://example.org/admin/*")
@@ -139,8 +137,7 @@ func TestUnpinnedSeveralSVIDs(t *testing.T) {
 // gives up after --startup-timeout (exit 1), naming what it was offered.
 func TestPinnedAbsentAtStart(t *testing.T) {
 	ca := testpki.NewCA(t, "example.org")
-	fw := ftFake(t)
-	must(t, fw.SetSVIDs(ca.Bundle(), ca.Issue(t, opOtherID)))
+	fw := ftFake(t, ca, ca.Issue(t, opOtherID))
 	p := ftStartEnv(t, opEnv(), "--workload-api", fw.Addr(), "--spiffe-id", ftServerID,
 		"--startup-timeout", "500ms", "--admin", "spiffe://example.org/admin/*")
 	if code := p.Exit(t, 20*time.Second); code != 1 {
@@ -195,10 +192,9 @@ func TestPinnedFiles(t *testing.T) {
 // is logged as identity.expired, and the gauge holds its NotAfter.
 func TestOwnSVIDExpiryLogged(t *testing.T) {
 	ca := testpki.NewCA(t, "example.org")
-	fw := ftFake(t)
 	now := time.Now()
 	short := ca.Issue(t, ftServerID, testpki.WithValidity(now.Add(-time.Minute), now.Add(3*time.Second)))
-	must(t, fw.SetSVID(short, ca.Bundle()))
+	fw := ftFake(t, ca, short)
 	p := ftStartEnv(t, opEnv(), "--workload-api", fw.Addr(), "--admin", "spiffe://example.org/admin/*")
 	p.serving()
 	if got, want := p.metric("tether_svid_expiry_timestamp_seconds"), float64(short.Certificates[0].NotAfter.Unix()); got != want {
