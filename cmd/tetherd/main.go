@@ -61,6 +61,15 @@ in memory only: a restart ends them all.`,
   # environment (TETHERD_<FLAG>); a flag beats a variable beats the file
   TETHERD_LOG_LEVEL=debug tetherd --config /etc/tetherd/tetherd.hcl
 
+  # roles: every admin holds "ops"; "breakglass" is asked for (tether login
+  # --role breakglass), ends after 15m, and waits until another admin
+  # approves it (tether sessions approve SESSION_ID)
+  tetherd --workload-api unix:///tmp/spire-agent/public/api.sock \
+          --admin 'spiffe://example.org/admin/*' \
+          --role 'ops=spiffe://example.org/admin/*' \
+          --role breakglass=spiffe://example.org/admin/alice,spiffe://example.org/admin/bob \
+          --role-ttl breakglass=15m --role-approvals breakglass=1
+
   # with SVID files kept fresh by spiffe-helper
   tetherd --svid-cert svid.pem --svid-key svid.key --bundle bundle.pem \
           --admin spiffe://example.org/admin/alice

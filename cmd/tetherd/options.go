@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,6 +37,7 @@ type options struct {
 	startupTimeout              time.Duration
 	shutdownTimeout             time.Duration
 	conns                       server.ConnLimits
+	roles                       roleFlags
 
 	// settings says where each setting came from once loadSettings ran
 	// (nil when it did not: dev mode takes its command line only).
@@ -76,6 +78,7 @@ func (o *options) register(cmd *cobra.Command) {
 	f.IntVar(&o.conns.MaxHandshakes, "max-handshakes", server.DefaultMaxHandshakes, "API connections in their TLS handshake at once; a new one pushes out the oldest")
 	f.DurationVar(&o.conns.HandshakeTimeout, "handshake-timeout", server.DefaultHandshakeTimeout, "how long a TLS handshake on the API may take")
 	f.DurationVar(&o.conns.MaxAge, "max-connection-age", server.DefaultMaxAge, "an API connection older than this is closed after its next answer")
+	o.roles.register(f)
 }
 
 // config is the checked form of the options.
@@ -86,6 +89,7 @@ type config struct {
 	workloadAPI           string
 	logger                *slog.Logger
 	session               session.Config
+	roles                 []roleSpec // session.Roles, with the patterns they came from
 }
 
 // check validates the options; every error names its flag and is a usage
@@ -172,6 +176,16 @@ func (o *options) check(cmd *cobra.Command, dev bool) (*config, error) {
 		// that tetherd.started shows the idle timeout that applies.
 		idle = o.sessionTTL
 	}
+	// Roles' default approvers, and the admins their patterns must reach,
+	// include dev mode's admin pattern, which serve adds to the policy.
+	admins := c.admins
+	if dev {
+		devAdmins, _ := auth.ParsePolicy([]string{devAdminPattern})
+		admins = append(slices.Clone(admins), devAdmins...)
+	}
+	if c.roles, err = o.roles.build(admins, o.sessionTTL); err != nil {
+		return nil, err
+	}
 	if c.logger, err = newLogger(cmd.ErrOrStderr(), o.logLevel, o.logFormat); err != nil {
 		return nil, err
 	}
@@ -184,6 +198,7 @@ func (o *options) check(cmd *cobra.Command, dev bool) (*config, error) {
 		MaxSessions: o.maxSessions, MaxSessionsPerIdentity: o.maxPerIdentity,
 		LoginRate: lr, LoginBurst: o.loginBurst,
 		Logger: c.logger,
+		Roles:  sessionRoles(c.roles),
 	}
 	return c, nil
 }

@@ -336,7 +336,8 @@ func logStarted(log *slog.Logger, o *options, cfg *config, own spiffeid.ID, api,
 		slog.Any("introspectors", cfg.introspectors.Strings()),
 		slog.Duration("session_ttl", cfg.session.TTL), slog.Duration("idle_timeout", cfg.session.IdleTimeout),
 		slog.Int("max_connections", o.conns.MaxConnections), slog.Int("max_connections_per_identity", o.conns.MaxPerIdentity),
-		slog.Int("max_handshakes", o.conns.MaxHandshakes))
+		slog.Int("max_handshakes", o.conns.MaxHandshakes),
+		logRoles(cfg.roles))
 	warnDescriptors(log, o.conns.MaxConnections+server.HealthMaxConnections)
 }
 

@@ -63,7 +63,8 @@ func fileKey(flag string) string { return strings.ReplaceAll(flag, "-", "_") }
 // their TETHERD_<FLAG> variable's value from environ ("NAME=value", as
 // os.Environ returns it), else the value of their key in the HCL file
 // named by --config or TETHERD_CONFIG. A repeatable flag takes a list in
-// the file (admin = ["a", "b"]) and a comma-separated value in its variable.
+// the file (admin = ["a", "b"]) and a comma-separated value in its variable
+// (the role flags split theirs their own way: see roleFlag).
 // An empty variable counts as unset. Unknown TETHERD_ variables are
 // ignored, not refused: Kubernetes gives a pod one per service named
 // tetherd (TETHERD_SERVICE_HOST, TETHERD_PORT, ...); they are listed in
@@ -148,8 +149,18 @@ func isList(f *pflag.Flag) bool {
 	return ok
 }
 
-// splitList is v, split at commas if f is repeatable.
+// envSplitter is a repeatable flag whose variable is not split at every
+// comma (the role flags: a role's patterns are comma-separated too).
+type envSplitter interface {
+	splitEnv(v string) []string
+}
+
+// splitList is v, split at commas if f is repeatable (as f says, if it
+// splits its variable its own way).
 func splitList(f *pflag.Flag, v string) []string {
+	if s, ok := f.Value.(envSplitter); ok {
+		return s.splitEnv(v)
+	}
 	if !isList(f) {
 		return []string{v}
 	}
