@@ -19,17 +19,74 @@ import (
 // Login starts a new session for the client's SPIFFE ID (POST /v1/sessions)
 // and stores its token, replacing the stored one. A session the client held
 // before is not ended: call Logout first for that. Only an --admin of
-// tetherd may log in; others get an *Error with code not_admin.
+// tetherd may log in; others get an *Error with code not_admin. The session
+// holds the identity's roles that need neither approval nor a shorter
+// lifetime; LoginRoles asks for others.
 func (c *Client) Login(ctx context.Context) (*api.Session, error) {
+	return c.LoginRoles(ctx)
+}
+
+// LoginRoles is Login asking for roles (POST /v1/sessions with
+// {"roles": [...]}); without roles it is Login. A role the identity may
+// not hold is an *Error with code forbidden. A role that needs approvals
+// makes the session pending (State api.StatePending): its token is stored,
+// but tetherd refuses it with approval_pending until other identities
+// Approve it, which this client never retries or logs in around (see the
+// package doc). Poll Whoami to learn when it is active.
+func (c *Client) LoginRoles(ctx context.Context, roles ...string) (*api.Session, error) {
 	if err := c.lockAuth(ctx); err != nil {
 		return nil, wrapf("login", err)
 	}
 	defer c.unlockAuth()
-	_, s, err := c.login(ctx)
+	_, s, err := c.login(ctx, roles...)
 	if err != nil {
 		return nil, wrapf("login", err)
 	}
 	return s, nil
+}
+
+// Approve approves the pending session sessionID, as the client's session
+// (POST /v1/sessions/{id}/approve), and returns it: active once it has all
+// the approvals its roles need, else still pending with one more approval.
+// tetherd allows only identities its roles' approvers name, never the
+// session's own: others get an *Error with code forbidden; a session that
+// waits for nothing is bad_request, an unknown one not_found.
+func (c *Client) Approve(ctx context.Context, sessionID string) (*api.Session, error) {
+	return c.decide(ctx, "approve", sessionID, api.PathApprove)
+}
+
+// Deny denies the pending session sessionID (POST /v1/sessions/{id}/deny),
+// which ends it, and returns it as it was when it ended. Who may deny, and
+// the refusals, are those of Approve.
+func (c *Client) Deny(ctx context.Context, sessionID string) (*api.Session, error) {
+	return c.decide(ctx, "deny", sessionID, api.PathDeny)
+}
+
+// decide sends an approval or denial (action is api.PathApprove or
+// api.PathDeny) of sessionID with the session token.
+func (c *Client) decide(ctx context.Context, op, sessionID, action string) (*api.Session, error) {
+	if sessionID == "" {
+		return nil, errors.New("client: " + op + ": no session ID")
+	}
+	op += " " + sessionID
+	req, err := c.newRequest(ctx, http.MethodPost, api.PathSessions, sessionID, nil, nil)
+	if err != nil {
+		return nil, wrapf(op, err)
+	}
+	// The action follows the session ID's escaped segment.
+	req.URL.Path += action
+	if req.URL.RawPath != "" {
+		req.URL.RawPath += action
+	}
+	resp, err := c.roundTrip(req) //nolint:bodyclose // answer closes it
+	if err != nil {
+		return nil, wrapf(op, err)
+	}
+	var out api.SessionResponse
+	if err := answer(resp, &out); err != nil {
+		return nil, wrapf(op, err)
+	}
+	return &out.Session, nil
 }
 
 // Rebind binds the stored session to the leaf certificate the SVID source

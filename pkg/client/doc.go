@@ -23,6 +23,15 @@
 // Only requests whose body can be sent again (no body, or GetBody set, as
 // http.NewRequest does for in-memory bodies) are retried.
 //
+// Roles: LoginRoles asks for roles beyond the identity's default ones. A
+// role that needs approvals (a two-person rule) makes the session pending,
+// and tetherd refuses its token with 403 approval_pending until other
+// identities allowed by the role Approve it; one Deny ends it. The client
+// returns approval_pending to its caller as an *Error, once, like any 403:
+// it neither retries nor logs in around it, as only someone else can change
+// the answer, and a new login would only start another pending session.
+// Whoami tells when the session is active.
+//
 // The token goes to tetherd and nowhere else: a request to another host is
 // refused, and the client never follows a redirect. Any 3xx answer, to any
 // request (a typed call, a login or rebind, an introspection, Do), is a

@@ -124,10 +124,14 @@ func (c *Client) recover(ctx context.Context, stale string, code api.Code) (toke
 	return token, true, nil
 }
 
-// login starts a session and stores its token. The caller holds the auth
-// lock.
-func (c *Client) login(ctx context.Context) (string, *api.Session, error) {
-	req, err := c.newRequest(ctx, http.MethodPost, api.PathSessions, "", nil, nil)
+// login starts a session, with roles if any are given, and stores its
+// token. The caller holds the auth lock.
+func (c *Client) login(ctx context.Context, roles ...string) (string, *api.Session, error) {
+	var in any
+	if len(roles) > 0 {
+		in = api.LoginRequest{Roles: roles}
+	}
+	req, err := c.newRequest(ctx, http.MethodPost, api.PathSessions, "", nil, in)
 	if err != nil {
 		return "", nil, err
 	}
