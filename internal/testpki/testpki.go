@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -61,6 +62,12 @@ func WithURIs(uris ...string) Option {
 			}
 		}
 	}
+}
+
+// WithIPs adds IP address SANs beside the SPIFFE ID, as a server SVID may
+// carry them for clients that check a host (etcd checks its peers' IPs).
+func WithIPs(ips ...net.IP) Option {
+	return func(c *x509.Certificate) { c.IPAddresses = append(c.IPAddresses, ips...) }
 }
 
 // AsCA makes the leaf a CA certificate (which an X.509 SVID must not be).

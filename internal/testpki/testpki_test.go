@@ -1,6 +1,7 @@
 package testpki_test
 
 import (
+	"net"
 	"testing"
 	"time"
 
@@ -27,5 +28,25 @@ func TestIssueNotBeforeIncreases(t *testing.T) {
 	leaf := ca.Issue(t, "spiffe://example.org/admin/alice", testpki.WithValidity(nb, nb.Add(time.Hour))).Certificates[0]
 	if !leaf.NotBefore.Equal(nb) {
 		t.Fatalf("WithValidity: NotBefore %s, want %s", leaf.NotBefore, nb)
+	}
+}
+
+// TestWithIPs: a leaf with IP SANs keeps its one SPIFFE ID, and a leaf
+// without the option has no IP SAN.
+func TestWithIPs(t *testing.T) {
+	ca := testpki.NewCA(t, "example.org")
+	s := ca.Issue(t, "spiffe://example.org/etcd/m0", testpki.WithIPs(net.IPv4(127, 0, 0, 1)))
+	leaf := s.Certificates[0]
+	if len(leaf.IPAddresses) != 1 || !leaf.IPAddresses[0].Equal(net.IPv4(127, 0, 0, 1)) {
+		t.Fatalf("IP SANs %v, want [127.0.0.1]", leaf.IPAddresses)
+	}
+	if len(leaf.URIs) != 1 || s.ID.String() != "spiffe://example.org/etcd/m0" {
+		t.Fatalf("URI SANs %v, ID %s: want the one SPIFFE ID", leaf.URIs, s.ID)
+	}
+	if err := leaf.VerifyHostname("127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	if ips := ca.Issue(t, "spiffe://example.org/a").Certificates[0].IPAddresses; len(ips) != 0 {
+		t.Fatalf("IP SANs %v without WithIPs", ips)
 	}
 }
