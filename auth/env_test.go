@@ -23,16 +23,26 @@ import (
 	"github.com/tetherproject/tether/svid"
 )
 
-// bundles is a bundle source whose content a test can change.
+// bundles is a bundle source whose content a test can change, and which
+// counts how often it is asked.
 type bundles struct {
-	mu  sync.Mutex
-	set *x509bundle.Set
+	mu   sync.Mutex
+	set  *x509bundle.Set
+	gets int
 }
 
 func (b *bundles) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.gets++
 	return b.set.GetX509BundleForTrustDomain(td)
+}
+
+// asked is how often the bundles were asked for so far.
+func (b *bundles) asked() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.gets
 }
 
 func (b *bundles) replace(bs ...*x509bundle.Bundle) {

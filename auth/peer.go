@@ -58,8 +58,13 @@ type connPeer struct {
 	chain []*x509.Certificate
 	err   error
 
+	// raw is the connection under TLS, by which ServerTLSConfig's handshake
+	// remembered the bundle it verified the chain against.
+	raw net.Conn
+
 	mu       sync.Mutex
 	verified *x509bundle.Bundle // the bundle the chain was last verified against
+	taken    bool               // the handshake's bundle was looked up
 }
 
 // ConnContext is for http.Server.ConnContext: it lets PeerFromRequest compute
@@ -73,6 +78,9 @@ type connPeer struct {
 // others.
 func ConnContext(ctx context.Context, c net.Conn) context.Context {
 	cp := &connPeer{}
+	if nc, ok := c.(interface{ NetConn() net.Conn }); ok { // *tls.Conn, and what embeds one
+		cp.raw = nc.NetConn()
+	}
 	if s, ok := c.(interface{ ConnectionState() tls.ConnectionState }); ok {
 		if _, isTLS := c.(*tls.Conn); !isTLS {
 			cp.state = s.ConnectionState
@@ -148,6 +156,10 @@ func verifyChain(cp *connPeer, chain []*x509.Certificate, td spiffeid.TrustDomai
 	if cp != nil {
 		cp.mu.Lock()
 		defer cp.mu.Unlock()
+		if !cp.taken { // the first request: what did the handshake verify against?
+			cp.taken = true
+			cp.verified = handshakes.take(cp.raw)
+		}
 		if cp.verified == b {
 			return nil
 		}

@@ -1,6 +1,7 @@
 package auth_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -166,6 +167,50 @@ func TestOpenConnectionLosesTrust(t *testing.T) {
 			refusedOnOpenConnection(t, c, e.srv.URL)
 		})
 	}
+}
+
+// TestHandshakeVerificationCounts: a connection's first request does not
+// verify against the bundle again the chain its handshake just verified
+// against that same bundle; it only checks that the bundle is the same (one
+// lookup), as every later request does.
+func TestHandshakeVerificationCounts(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	c, _ := e.openConnection(t, "spiffe://example.org/admin/alice")
+	// The handshake's verification, then the first request's lookup (no
+	// Verify, which would look the bundle up once more).
+	require.Equal(t, 2, e.bundles.asked())
+	resp, _, err := get(t, c, e.srv.URL)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, 3, e.bundles.asked())
+}
+
+// TestBundleChangedBeforeFirstRequest: a bundle that changes between a
+// connection's handshake and its first request makes that request verify
+// the chain again, against the new bundle: a CA removed in between is
+// refused at once.
+func TestBundleChangedBeforeFirstRequest(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	alice := e.ca.Issue(t, "spiffe://example.org/admin/alice")
+	conn, err := tls.Dial("tcp", e.srv.Listener.Addr().String(), &tls.Config{
+		Certificates: []tls.Certificate{testpki.TLSCertificate(alice)},
+		// SVIDs carry no DNS name; the server is not what this test checks.
+		InsecureSkipVerify: true, //nolint:gosec // test client; the server side is under test
+		MinVersion:         tls.VersionTLS13,
+	})
+	require.NoError(t, err)
+	defer conn.Close()
+	// The client's side of a TLS 1.3 handshake ends before the server has
+	// verified its certificate: wait for the server's verification.
+	require.Eventually(t, func() bool { return e.bundles.asked() == 1 }, 5*time.Second, time.Millisecond)
+	e.bundles.replace(testpki.NewCA(t, "example.org").Bundle()) // the CA is gone
+	_, err = io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	require.NoError(t, err)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	require.True(t, resp.Close, "the connection is closed")
 }
 
 // TestMiddlewareNeedsVerifiedPeers: an embedder whose TLS layer accepts any
