@@ -13,8 +13,6 @@ import (
 	"strings"
 	"unsafe"
 
-	"github.com/go-jose/go-jose/v4"
-
 	"github.com/tetherproject/tether/pkg/api"
 )
 
@@ -42,8 +40,9 @@ type claims struct {
 // signatures here: a token is accepted only if its hash is that of a token
 // minted by this Manager for a live session.
 type tokenKeys struct {
-	signer jose.Signer
-	kidIn  []byte // `"kid":"<our key ID>"`, as it stands in our tokens' header
+	key   *ecdsa.PrivateKey
+	head  string // base64url of the JWS protected header, the same for every token
+	kidIn []byte // `"kid":"<our key ID>"`, as it stands in our tokens' header
 }
 
 // otherKey reports whether token's JWS header names a key ID that is not
@@ -74,30 +73,43 @@ func newTokenKeys() (*tokenKeys, error) {
 	if err != nil {
 		return nil, err
 	}
-	signer, err := jose.NewSigner(
-		jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: key, KeyID: kid}},
-		(&jose.SignerOptions{}).WithType("JWT"),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("session: signer: %w", err)
-	}
-	return &tokenKeys{signer: signer, kidIn: []byte(`"kid":"` + kid + `"`)}, nil
+	// The header go-jose wrote for us (its keys sorted): the same bytes, made
+	// once instead of at every login. kid is base32, nothing to escape.
+	head := `{"alg":"ES256","kid":"` + kid + `","typ":"JWT"}`
+	return &tokenKeys{key: key, head: base64.RawURLEncoding.EncodeToString([]byte(head)), kidIn: []byte(`"kid":"` + kid + `"`)}, nil
 }
 
+// mint signs c as a compact JWS (RFC 7515) with ES256 (RFC 7518 §3.4: the
+// signature is R and S, 32 bytes each, over the SHA-256 of the signing
+// input). It is what go-jose's signer made, without its reflection over the
+// header at every login; the tests verify its tokens with go-jose.
 func (k *tokenKeys) mint(c *claims) (string, error) {
 	payload, err := json.Marshal(c)
 	if err != nil {
 		return "", fmt.Errorf("session: encode claims: %w", err)
 	}
-	jws, err := k.signer.Sign(payload)
+	return k.sign(payload)
+}
+
+// sign makes the compact JWS of payload with our header and key.
+func (k *tokenKeys) sign(payload []byte) (string, error) {
+	b64 := base64.RawURLEncoding
+	n := len(k.head) + 1 + b64.EncodedLen(len(payload))
+	tok := make([]byte, n, n+1+b64.EncodedLen(64))
+	copy(tok, k.head)
+	tok[len(k.head)] = '.'
+	b64.Encode(tok[len(k.head)+1:], payload)
+	digest := sha256.Sum256(tok)
+	r, s, err := ecdsa.Sign(rand.Reader, k.key, digest[:])
 	if err != nil {
 		return "", fmt.Errorf("session: sign: %w", err)
 	}
-	tok, err := jws.CompactSerialize()
-	if err != nil {
-		return "", fmt.Errorf("session: serialize: %w", err)
-	}
-	return tok, nil
+	var sig [64]byte
+	r.FillBytes(sig[:32])
+	s.FillBytes(sig[32:])
+	tok = append(tok, '.')
+	tok = b64.AppendEncode(tok, sig[:])
+	return string(tok), nil
 }
 
 // hashToken is the only token-derived value kept.
