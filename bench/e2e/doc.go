@@ -12,7 +12,9 @@
 // object and checks nothing; the JWT-SVID peer validates a JWT-SVID from the
 // Authorization header of every request with go-spiffe's
 // jwtsvid.ParseAndValidate (ES256), then answers the same canned JSON.
-// tetherd answers GET /v1/sessions/self with a session token.
+// tetherd answers GET /v1/sessions/self with a session token. A fourth side,
+// basetoken, sends the baseline tetherd's very request, token included
+// (the baseline ignores it): what carrying the token costs.
 //
 // Two phases, each in rounds of short slices interleaved so that drift on a
 // shared machine hits every side alike: requests (each side in turn, over

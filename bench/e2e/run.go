@@ -108,6 +108,10 @@ func run(ctx context.Context, cfg config, out, log io.Writer) error {
 				req: request("GET", api.PathSessionsSelf, base.addr)},
 			{name: "jwtpeer", addr: jwtp.addr, status: http.StatusOK, pid: jwtp.pid, tls: clientTLS(jwtPeerID),
 				req: request("GET", api.PathSessionsSelf, jwtp.addr, "Authorization: Bearer "+jwtToken)},
+			// The baseline sent tetherd's very request, token included,
+			// which it ignores: what carrying the token costs.
+			{name: "basetoken", addr: base.addr, status: http.StatusOK, pid: base.pid, tls: clientTLS(baselineID),
+				req: request("GET", api.PathSessionsSelf, base.addr, "Authorization: Bearer "+token)},
 		}
 		stopPerf := startPerf(cfg.perfDir, sides, log)
 		results[phaseRequest], err = phase(ctx, cfg, "BenchmarkE2ERequest", sides, true, out)
@@ -174,7 +178,7 @@ func summary(w io.Writer, results map[string]map[string][]slice) {
 		if base == nil {
 			continue
 		}
-		for _, side := range []string{"tetherd", "jwtpeer"} {
+		for _, side := range []string{"tetherd", "jwtpeer", "basetoken"} {
 			s := res[side]
 			if s == nil {
 				continue
