@@ -17,7 +17,8 @@ const completionTimeout = 3 * time.Second
 
 // registerCompletions adds to the commands of root (made by newRootCmd)
 // what cobra's shell completion cannot guess: the values of -o, the session
-// IDs sessions revoke takes, and the SPIFFE IDs --spiffe-id takes.
+// IDs sessions revoke takes (approve and deny: the pending ones), and the
+// SPIFFE IDs --spiffe-id takes.
 func registerCompletions(g *globals, root *cobra.Command) {
 	_ = root.RegisterFlagCompletionFunc("output", func(_ *cobra.Command, _ []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		var out []cobra.Completion
@@ -41,6 +42,22 @@ func registerCompletions(g *globals, root *cobra.Command) {
 			}
 		}
 		return out, cobra.ShellCompDirectiveNoFileComp
+	}
+	// approve and deny: the sessions that wait for approval.
+	for _, verb := range []string{"approve", "deny"} {
+		c, _, _ := root.Find([]string{"sessions", verb})
+		c.ValidArgsFunction = func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			if len(args) > 0 {
+				return nil, cobra.ShellCompDirectiveNoFileComp
+			}
+			var out []cobra.Completion
+			for _, s := range cachedSessions(g, cmd) {
+				if s.State == api.StatePending && strings.HasPrefix(s.SessionID, toComplete) {
+					out = append(out, cobra.CompletionWithDesc(s.SessionID, s.SPIFFEID+roleNote(s.Roles)))
+				}
+			}
+			return out, cobra.ShellCompDirectiveNoFileComp
+		}
 	}
 	spiffeIDs := func(cmd *cobra.Command, _ []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		var out []cobra.Completion

@@ -235,6 +235,9 @@ type env struct {
 	client *client.Client
 	store  *fileStore
 	close  func()
+	// newClient makes another client of the same tetherd, identity and
+	// cache, logging in by itself or not (login --wait polls without).
+	newClient func(autoLogin bool) (*client.Client, error)
 }
 
 // newEnv checks the global flags, loads the identity, checks the token cache
@@ -283,8 +286,11 @@ func (g *globals) newEnv(cmd *cobra.Command, autoLogin bool) (*env, error) {
 		return nil, err
 	}
 	log.Debug("tether.identity", "server", t.server, "server_id", t.serverID.String(), "spiffe_id", ident.id.String(), "cache", e.store.path)
-	e.client, err = client.New(t.server, t.serverID, ident.svids, ident.bundles,
-		client.WithTokenStore(e.store), client.WithAutoLogin(autoLogin), client.WithLogger(log))
+	e.newClient = func(autoLogin bool) (*client.Client, error) {
+		return client.New(t.server, t.serverID, ident.svids, ident.bundles,
+			client.WithTokenStore(e.store), client.WithAutoLogin(autoLogin), client.WithLogger(log))
+	}
+	e.client, err = e.newClient(autoLogin)
 	if err != nil {
 		cleanup()
 		return nil, err // its arguments were checked above: a bug

@@ -68,7 +68,7 @@ func TestWalkthrough(t *testing.T) {
 	r = alice.ok("sessions", "list")
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	require.Len(t, lines, 3, r.stdout)
-	require.Regexp(t, `^SESSION ID\s+SPIFFE ID\s+CREATED\s+LAST USED\s+EXPIRES\s+IDLE END$`, lines[0])
+	require.Regexp(t, `^SESSION ID\s+SPIFFE ID\s+STATE\s+CREATED\s+LAST USED\s+EXPIRES\s+IDLE END\s+ROLES$`, lines[0])
 	require.Equal(t, strings.Index(lines[0], "SPIFFE ID"), strings.Index(lines[1], "spiffe://"), "aligned columns")
 	require.Equal(t, strings.Index(lines[0], "SPIFFE ID"), strings.Index(lines[2], "spiffe://"), "aligned columns")
 	require.Contains(t, lines[1], me.SessionID, "oldest first")

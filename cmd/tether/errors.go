@@ -76,6 +76,10 @@ func (e *env) explainAPI(err *client.Error) error {
 			return failf("too many logins for %s in a short time: try again in %s", e.id, err.RetryAfter)
 		}
 		return failf("too many logins for %s in a short time: wait a little and try again", e.id)
+	case api.CodeApprovalPending:
+		return e.explainPending()
+	case api.CodeForbidden:
+		return failf("refused by tetherd at %s: %s", e.client.ServerURL(), err.Message)
 	case api.CodeInternal:
 		return failf("tetherd failed: %s (its log has the details)", err.Message)
 	default:

@@ -2,9 +2,10 @@
 // X.509 SVID (from the SPIFFE Workload API or from PEM files), keeps the
 // session token in a per-user cache, and lists and revokes sessions.
 //
-//	tether [global flags] login | whoami | token | logout [--all]
+//	tether [global flags] login [--role NAME]... [--wait] | whoami | token | logout [--all]
 //	tether [global flags] sessions list [--spiffe-id ID]
 //	tether [global flags] sessions revoke SESSION_ID | --spiffe-id ID
+//	tether [global flags] sessions approve|deny SESSION_ID
 //	tether version | completion bash|zsh|fish|powershell
 //
 // Exit status: 0 on success (and for help, which tether alone prints), 1 on

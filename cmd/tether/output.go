@@ -47,6 +47,15 @@ func (p *printer) session(headline string, s *api.Session) error {
 	fmt.Fprintf(&b, "SPIFFE ID:\t%s\n", s.SPIFFEID)
 	fmt.Fprintf(&b, "Session:\t%s\n", s.SessionID)
 	fmt.Fprintf(&b, "Bound to:\tcertificate x5t#S256 %s\n", s.CNF.X5TS256)
+	fmt.Fprintf(&b, "Roles:\t%s\n", rolesText(s.Roles, "none"))
+	fmt.Fprintf(&b, "State:\t%s\n", stateText(s))
+	for i, a := range s.Approvals {
+		label := ""
+		if i == 0 {
+			label = "Approved:"
+		}
+		fmt.Fprintf(&b, "%s\tby %s, %s\n", label, a.SPIFFEID, relative(a.At, now))
+	}
 	fmt.Fprintf(&b, "Created:\t%s\n", relative(s.CreatedAt, now))
 	fmt.Fprintf(&b, "Last used:\t%s\n", relative(s.LastUsedAt, now))
 	fmt.Fprintf(&b, "Expires:\t%s (%s)\n", relative(s.ExpiresAt, now), s.ExpiresAt.Local().Format("2006-01-02 15:04 MST"))
@@ -64,13 +73,67 @@ func (p *printer) sessions(list []api.Session) error {
 	}
 	now := p.clock()
 	var b strings.Builder
-	b.WriteString("SESSION ID\tSPIFFE ID\tCREATED\tLAST USED\tEXPIRES\tIDLE END\n")
+	b.WriteString("SESSION ID\tSPIFFE ID\tSTATE\tCREATED\tLAST USED\tEXPIRES\tIDLE END\tROLES\n")
 	for _, s := range list {
-		fmt.Fprintf(&b, "%s\t%s\t%s\t%s\t%s\t%s\n", s.SessionID, s.SPIFFEID,
+		fmt.Fprintf(&b, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.SessionID, s.SPIFFEID, stateText(&s),
 			relative(s.CreatedAt, now), relative(s.LastUsedAt, now),
-			relative(s.ExpiresAt, now), relative(s.IdleExpiresAt, now))
+			relative(s.ExpiresAt, now), relative(s.IdleExpiresAt, now), rolesText(s.Roles, "-"))
 	}
 	return p.table(b.String())
+}
+
+// pending prints a session that login started and that waits for approval,
+// and what an approver runs; waiting says login --wait waits for it. In
+// JSON, the session alone.
+func (p *printer) pending(server string, s *api.Session, waiting bool) error {
+	if p.json {
+		return p.session("", s)
+	}
+	if err := p.session(fmt.Sprintf("Logged in to %s: the session waits for approval.", server), s); err != nil {
+		return err
+	}
+	then := "Until then tetherd refuses its token; 'tether whoami' succeeds once it is approved."
+	if waiting {
+		then = "Waiting for the approval (Ctrl-C stops waiting; the session stays pending)..."
+	}
+	what := "its roles"
+	switch len(s.Roles) {
+	case 1:
+		what = "role " + s.Roles[0]
+	case 0:
+	default:
+		what = "roles " + strings.Join(s.Roles, ", ")
+	}
+	return p.line("\nAn approver (another admin allowed to approve %s) runs:\n  tether sessions approve %s\n%s", what, s.SessionID, then)
+}
+
+// decided prints the session an approval or denial answered: a line for
+// people, the API's object in JSON.
+func (p *printer) decided(s *api.Session, text string) error {
+	if p.json {
+		return p.writeJSON(api.SessionResponse{Session: *s})
+	}
+	return p.line("%s", text)
+}
+
+// rolesText is the roles, comma-separated, or none.
+func rolesText(roles []string, none string) string {
+	if len(roles) == 0 {
+		return none
+	}
+	return strings.Join(roles, ",")
+}
+
+// stateText is a session's state, with its approvals while pending.
+func stateText(s *api.Session) string {
+	switch {
+	case s.State == "":
+		return "-" // a tetherd from before roles
+	case s.State == api.StatePending && len(s.Approvals) > 0:
+		return fmt.Sprintf("%s (%d %s)", s.State, len(s.Approvals), plural(len(s.Approvals), "approval", "approvals"))
+	default:
+		return s.State
+	}
 }
 
 // table writes tab-separated text as aligned columns.

@@ -27,7 +27,9 @@ that others can write, and a cache file that others can read or write. A
 copied token or cache file is worth nothing without the SVID's private key.
 
 Commands that need a session log in by themselves, rebind the session when
-your SVID has rotated, and log in again when the session has ended. When
+your SVID has rotated, and log in again when the session has ended; a
+session that waits for approval ('tether login --role') is refused until
+another admin approves it, and they say so (exit 1). When
 tetherd refuses you a new session (--max-sessions-per-identity reached),
 'tether logout --all' ends every session of your SPIFFE ID with your SVID
 alone.
@@ -45,6 +47,7 @@ flags, -o values, and session IDs from tetherd with the cached session.`,
   tether login
   tether whoami --output json
   tether sessions list
+  tether login --role breakglass --wait    # another admin: tether sessions approve SESSION_ID
   tether sessions revoke --spiffe-id spiffe://example.org/admin/mallory
   tether logout --all      # every session of yours, with the SVID alone
 
@@ -57,11 +60,11 @@ flags, -o values, and session IDs from tetherd with the cached session.`,
 
 	sessions := &cobra.Command{
 		Use:   "sessions",
-		Short: "List and revoke the live sessions of tetherd",
+		Short: "List, revoke, approve and deny the live sessions of tetherd",
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	sessions.AddCommand(newListCmd(g), newRevokeCmd(g))
+	sessions.AddCommand(newListCmd(g), newRevokeCmd(g), newDecideCmd(g, true), newDecideCmd(g, false))
 	root.AddCommand(newLoginCmd(g), newWhoamiCmd(g), newLogoutCmd(g), newTokenCmd(g), sessions, newVersionCmd(g))
 	registerCompletions(g, root)
 	return root
@@ -80,39 +83,15 @@ func withEnv(g *globals, cmd *cobra.Command, autoLogin bool, fn func(*env) error
 	return nil
 }
 
-func newLoginCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "login",
-		Short: "Start a session (ending the one cached before, if any)",
-		Long: `login starts a new session at tetherd for your SPIFFE ID and caches its token.
-A session cached before is ended first. Only an --admin of tetherd may log in.
-Other commands log in by themselves when needed; login is for starting afresh.`,
-		Example: `  tether login
-  tether login --output json | jq -r .session.expires_at`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withEnv(g, cmd, true, func(e *env) error {
-				// Best effort: do not leave the old session behind to idle out.
-				_ = e.client.Logout(e.ctx)
-				s, err := e.client.Login(e.ctx)
-				if err != nil {
-					return err
-				}
-				return e.out.session(fmt.Sprintf("Logged in to %s.", e.client.ServerURL()), s)
-			})
-		},
-	}
-}
-
 func newWhoamiCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "whoami",
 		Short: "Show the cached session, as tetherd sees it",
 		Long: `whoami asks tetherd about the cached session (GET /v1/sessions/self) and shows
-it. It does not log in: without a cached session, or when tetherd refuses it
-(ended, or not this identity's), it fails with exit status 1. If your SVID has
-rotated, the session is rebound to the new certificate first (it stays the
-same session).`,
+it, with its roles and state. It does not log in: without a cached session,
+or when tetherd refuses it (ended, not this identity's, or waiting for
+approval), it fails with exit status 1. If your SVID has rotated, the session
+is rebound to the new certificate first (it stays the same session).`,
 		Example: `  tether whoami
   tether whoami -o json | jq -r .session.session_id`,
 		Args: cobra.NoArgs,
@@ -167,7 +146,11 @@ logout leaves the cache as it was.`,
 				if token == "" {
 					return e.out.line("Not logged in to %s as %s: nothing to do.", e.client.ServerURL(), e.id)
 				}
-				if err := e.client.Logout(e.ctx); err != nil {
+				err = e.client.Logout(e.ctx)
+				if errors.Is(err, &api.Error{Code: api.CodeApprovalPending}) {
+					return logoutPending(e, token)
+				}
+				if err != nil {
 					return e.forgetAnyway(cmd, err, "the session stays live at tetherd until it idles out: run 'tether logout --all' once tetherd answers")
 				}
 				return e.out.line("Logged out of %s.", e.client.ServerURL())
