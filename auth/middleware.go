@@ -127,7 +127,11 @@ func (m *Middleware) RequireSession(next http.Handler, opts ...SessionOption) ht
 			m.deny(w, r, c.Peer, err)
 			return
 		}
-		use, err := m.Sessions.Check(r.Context(), token, c.Peer)
+		check := m.Sessions.Check
+		if need.pending {
+			check = m.Sessions.CheckPending
+		}
+		use, err := check(r.Context(), token, c.Peer)
 		if err != nil {
 			m.fail(w, r, err) // the Manager logged and counted it
 			return
@@ -148,8 +152,9 @@ func (m *Middleware) RequireSession(next http.Handler, opts ...SessionOption) ht
 type SessionOption func(*sessionNeeds)
 
 type sessionNeeds struct {
-	roles  []string
-	maxAge time.Duration // 0: any login
+	roles   []string
+	maxAge  time.Duration // 0: any login
+	pending bool          // a session waiting for approval is let through
 }
 
 // WithRole requires the session to hold role; each use is logged
@@ -157,6 +162,13 @@ type sessionNeeds struct {
 // log can say who did what in which session.
 func WithRole(role string) SessionOption {
 	return func(n *sessionNeeds) { n.roles = append(n.roles, role) }
+}
+
+// AllowPending lets through a session that still waits for approval (its
+// token is otherwise refused with approval_pending), for calls it may make,
+// such as ending itself.
+func AllowPending() SessionOption {
+	return func(n *sessionNeeds) { n.pending = true }
 }
 
 // WithFreshLogin requires the session's login (its authenticated_at) to be

@@ -87,6 +87,9 @@ type route struct {
 	// body is true for the calls that read a JSON body; the others have
 	// theirs bounded and discarded.
 	body bool
+	// session are what a holder route needs of the session beyond its
+	// binding (auth.AllowPending for logout).
+	session []auth.SessionOption
 }
 
 // NewHandler returns the API's http.Handler.
@@ -101,7 +104,8 @@ func NewHandler(cfg Config) http.Handler {
 		{method: http.MethodGet, path: api.PathSessions, who: holder, handler: a.list},
 		{method: http.MethodDelete, path: api.PathSessions, who: holderOrSelf, handler: a.revokeIdentity},
 		{method: http.MethodGet, path: api.PathSessionsSelf, who: holder, handler: a.self},
-		{method: http.MethodDelete, path: api.PathSessionsSelf, who: holder, handler: a.logout},
+		// A session still waiting for approval may end itself.
+		{method: http.MethodDelete, path: api.PathSessionsSelf, who: holder, handler: a.logout, session: []auth.SessionOption{auth.AllowPending()}},
 		// Rebind cannot go through the session check: the token is, by
 		// design, bound to the caller's old leaf. The Manager checks it.
 		{method: http.MethodPost, path: api.PathRebind, who: anyPeer, handler: a.rebind},
@@ -135,7 +139,7 @@ func (a *handler) authorize(ro route) http.Handler {
 	}
 	switch ro.who {
 	case holder:
-		return a.mw.RequireSession(h)
+		return a.mw.RequireSession(h, ro.session...)
 	case holderOrSelf:
 		withSession, self := a.mw.RequireSession(h), a.mw.RequirePeer(a.ownIdentity(h))
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -317,6 +317,16 @@ func (u Use) Commit() {
 // path checks a signature, so a refusal costs about what an acceptance does
 // whatever the token's story.
 func (m *Manager) Check(ctx context.Context, token string, peer Peer) (Use, error) {
+	return m.check(ctx, token, peer, false)
+}
+
+// CheckPending is Check that also accepts a session still waiting for
+// approval, for the few calls such a session may make (ending itself).
+func (m *Manager) CheckPending(ctx context.Context, token string, peer Peer) (Use, error) {
+	return m.check(ctx, token, peer, true)
+}
+
+func (m *Manager) check(ctx context.Context, token string, peer Peer, allowPending bool) (Use, error) {
 	now := m.now().UnixNano() // one clock read for the checks and the use
 	r, b, err := m.lookup(ctx, token, peer, now)
 	if err != nil {
@@ -332,7 +342,7 @@ func (m *Manager) Check(ctx context.Context, token string, peer Peer) (Use, erro
 	if r.Ended() { // revoked while we looked: a revocation that returned wins
 		return Use{}, m.rejected(ctx, peer, r.ID, api.CodeSessionEnded, ReasonEnded)
 	}
-	if r.grants.pending() {
+	if !allowPending && r.grants.pending() {
 		return Use{}, m.rejected(ctx, peer, r.ID, api.CodeApprovalPending, ReasonPending)
 	}
 	return Use{Info: m.infoAt(r, b, max(r.LastUsed(), now)), r: r, at: now}, nil
@@ -643,7 +653,7 @@ func (m *Manager) Deny(ctx context.Context, event string, peer Peer, code api.Co
 
 // denied logs and counts a refusal: logins under tether_logins_denied_total,
 // everything else under tether_session_rejections_total.
-func (m *Manager) denied(ctx context.Context, event string, peer Peer, sessionID string, code api.Code, reason string) {
+func (m *Manager) denied(ctx context.Context, event string, peer Peer, sessionID string, code api.Code, reason string, extra ...slog.Attr) {
 	if event == EventLoginDenied {
 		m.metrics.loginDenied(reason)
 	} else {
@@ -659,7 +669,7 @@ func (m *Manager) denied(ctx context.Context, event string, peer Peer, sessionID
 	if sessionID != "" {
 		attrs = append(attrs, slog.String("session_id", sessionID))
 	}
-	m.event(ctx, slog.LevelWarn, event, peer, attrs...)
+	m.event(ctx, slog.LevelWarn, event, peer, append(attrs, extra...)...)
 }
 
 func (m *Manager) info(r *Record) Info { return m.infoAt(r, r.Binding(), r.LastUsed()) }

@@ -155,13 +155,13 @@ func (m *Manager) Decide(ctx context.Context, id string, approver Peer, approve 
 		return Info{}, &Error{Code: api.CodeBadRequest, Reason: ReasonNotPending, Detail: "the session is not waiting for approval"}
 	}
 	if approver.ID == r.Owner {
-		m.denied(ctx, EventApprovalRefused, approver, r.ID, api.CodeForbidden, ReasonSelfApproval)
+		m.denied(ctx, EventApprovalRefused, approver, r.ID, api.CodeForbidden, ReasonSelfApproval, slog.String("requester", r.Owner.String()))
 		return Info{}, &Error{Code: api.CodeForbidden, Reason: ReasonSelfApproval, Detail: "a requester never approves its own session"}
 	}
 	for _, name := range g.roles {
 		role := m.roles[name]
 		if role.Approvals > 0 && role.Approvers(approver.ID) != nil {
-			m.denied(ctx, EventApprovalRefused, approver, r.ID, api.CodeForbidden, ReasonNotApprover)
+			m.denied(ctx, EventApprovalRefused, approver, r.ID, api.CodeForbidden, ReasonNotApprover, slog.String("requester", r.Owner.String()), slog.String("role", name))
 			return Info{}, &Error{Code: api.CodeForbidden, Reason: ReasonNotApprover, Detail: fmt.Sprintf("%s may not approve role %q", approver.ID, name)}
 		}
 	}

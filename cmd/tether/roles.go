@@ -268,18 +268,3 @@ func (e *env) explainPending() error {
 	}
 	return failf("session %s%s waits for approval: an approver runs 'tether sessions approve %s'", c.SessionID, roleNote(c.Roles), c.SessionID)
 }
-
-// logoutPending is logout's answer for a session that waits for approval:
-// tetherd takes no request with its token, logout included, so the cache
-// file goes and the session stays until it is denied or idles out; the SVID
-// alone can end it now, with the others of the identity.
-func logoutPending(e *env, token string) error {
-	id := "the session"
-	if c, ok := readClaims(token); ok {
-		id = "session " + c.SessionID
-	}
-	if err := e.store.DeleteToken(); err != nil {
-		return failf("%s waits for approval and tetherd refuses its token, logout included; and the cached token could not be deleted: %v", id, err)
-	}
-	return failf("%s waits for approval and tetherd refuses its token until then, logout included: the cached token is deleted, and the session ends when it is denied or idles out, or now with 'tether logout --all' (every session of yours)", id)
-}

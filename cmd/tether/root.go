@@ -147,9 +147,6 @@ logout leaves the cache as it was.`,
 					return e.out.line("Not logged in to %s as %s: nothing to do.", e.client.ServerURL(), e.id)
 				}
 				err = e.client.Logout(e.ctx)
-				if errors.Is(err, &api.Error{Code: api.CodeApprovalPending}) {
-					return logoutPending(e, token)
-				}
 				if err != nil {
 					return e.forgetAnyway(cmd, err, "the session stays live at tetherd until it idles out: run 'tether logout --all' once tetherd answers")
 				}

@@ -53,8 +53,10 @@ func TestSecretsTwoPersonRestore(t *testing.T) {
 	admins, err := auth.ParsePolicy([]string{"spiffe://example.org/admin/*"})
 	require.NoError(t, err)
 	clock := testutil.NewClock(time.Now())
+	logs := &testutil.Buffer{}
+	log := slog.New(slog.NewJSONHandler(logs, nil))
 	sessions, err := session.NewManager(session.Config{
-		Issuer: serviceSVID.ID, LoginRate: rate.Inf, Now: clock.Now, SweepInterval: time.Hour,
+		Issuer: serviceSVID.ID, LoginRate: rate.Inf, Now: clock.Now, SweepInterval: time.Hour, Logger: log,
 		Roles: []session.Role{
 			{Name: "write", Holders: admins.Matcher()},
 			{Name: "restore", Holders: admins.Matcher(), TTL: 15 * time.Minute, Approvals: 1, Approvers: admins.Matcher()},
@@ -62,8 +64,6 @@ func TestSecretsTwoPersonRestore(t *testing.T) {
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sessions.Close() })
-	logs := &testutil.Buffer{}
-	log := slog.New(slog.NewJSONHandler(logs, nil))
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -163,8 +163,16 @@ func TestSecretsTwoPersonRestore(t *testing.T) {
 	r = do(alice, http.MethodGet, "/v1/secrets/db", dtok, "")
 	require.Equal(t, api.CodeSessionEnded, r.code())
 
+	// A session waiting for approval may end itself, and nothing else.
+	ptok, _ := login(alice, "restore")
+	require.Equal(t, api.CodeApprovalPending, do(alice, http.MethodGet, api.PathSessionsSelf, ptok, "").code())
+	require.Equal(t, http.StatusNoContent, do(alice, http.MethodDelete, api.PathSessionsSelf, ptok, "").status)
+	require.Equal(t, api.CodeSessionEnded, do(alice, http.MethodGet, api.PathSessionsSelf, ptok, "").code())
+
 	// The audit names who did what in which session; the events name both identities.
 	out := logs.String()
 	require.Contains(t, out, `"msg":"secrets.audit","op":"restore","spiffe_id":"spiffe://example.org/admin/alice","session_id":"`+rs.SessionID+`"`)
 	require.Contains(t, out, `"msg":"role.used","role":"restore"`)
+	require.Contains(t, out, `"msg":"approval.denied"`)
+	require.Contains(t, out, `"reason":"self_approval","session_id":"`+rs.SessionID+`","requester":"spiffe://example.org/admin/alice"`, "a refused approval names both identities")
 }
