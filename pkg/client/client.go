@@ -97,7 +97,7 @@ func New(serverURL string, serverID spiffeid.ID, svids x509svid.Source, bundles 
 		serverID:  serverID,
 		svids:     svids,
 		bundles:   bundles,
-		store:     new(MemoryStore),
+		store:     new(memoryStore),
 		autoLogin: true,
 		log:       slog.New(slog.DiscardHandler),
 		auth:      make(chan struct{}, 1),

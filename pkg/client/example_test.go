@@ -7,6 +7,7 @@ import (
 	"io"
 	"log"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -72,8 +73,17 @@ func Example() {
 }
 
 // A program that keeps its token between runs gives the client a TokenStore
-// of its own; the tether CLI keeps one file per server and SPIFFE ID.
+// of its own (a file, a keyring...); the tether CLI keeps one file per server
+// and SPIFFE ID. Without one, the token lives in memory with the Client.
 func ExampleWithTokenStore() {
-	var store client.TokenStore = new(client.MemoryStore) // or a file, a keyring...
+	var store client.TokenStore = &envStore{name: "MY_SERVICE_TETHER_TOKEN"}
 	_ = client.WithTokenStore(store)
 }
+
+// envStore keeps the token in an environment variable of this process (an
+// illustration: a real store would use a file or a keyring).
+type envStore struct{ name string }
+
+func (s *envStore) LoadToken() (string, error)   { return os.Getenv(s.name), nil }
+func (s *envStore) SaveToken(token string) error { return os.Setenv(s.name, token) }
+func (s *envStore) DeleteToken() error           { return os.Unsetenv(s.name) }

@@ -14,24 +14,24 @@ type TokenStore interface {
 	DeleteToken() error
 }
 
-// MemoryStore is a TokenStore in memory, the default. Its zero value is ready
-// to use.
-type MemoryStore struct {
+// memoryStore is the default TokenStore: the token in memory, for the life of
+// the Client.
+type memoryStore struct {
 	mu    sync.Mutex
 	token string
 }
 
-var _ TokenStore = (*MemoryStore)(nil)
+var _ TokenStore = (*memoryStore)(nil)
 
 // LoadToken implements TokenStore.
-func (s *MemoryStore) LoadToken() (string, error) {
+func (s *memoryStore) LoadToken() (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.token, nil
 }
 
 // SaveToken implements TokenStore.
-func (s *MemoryStore) SaveToken(token string) error {
+func (s *memoryStore) SaveToken(token string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.token = token
@@ -39,7 +39,7 @@ func (s *MemoryStore) SaveToken(token string) error {
 }
 
 // DeleteToken implements TokenStore.
-func (s *MemoryStore) DeleteToken() error {
+func (s *memoryStore) DeleteToken() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.token = ""
@@ -47,7 +47,7 @@ func (s *MemoryStore) DeleteToken() error {
 }
 
 // String never shows the token.
-func (s *MemoryStore) String() string { return "client.MemoryStore{*** REDACTED ***}" }
+func (s *memoryStore) String() string { return "client.memoryStore{*** REDACTED ***}" }
 
 // GoString never shows the token, even with %#v.
-func (s *MemoryStore) GoString() string { return s.String() }
+func (s *memoryStore) GoString() string { return s.String() }
