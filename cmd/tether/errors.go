@@ -26,15 +26,14 @@ func (e *env) explain(err error) error {
 	}
 	server := e.client.ServerURL()
 	var (
-		apiErr  *client.Error
-		idErr   *client.ServerIDError
-		certErr *client.ServerCertificateError
+		apiErr *client.Error
+		srvErr *client.ServerError
 	)
 	switch {
-	case errors.As(err, &idErr):
-		return failf("refusing to talk to %s: it presented %s, not the expected --server-id %s", server, idErr.Got, idErr.Want)
-	case errors.As(err, &certErr):
-		return failf("refusing to talk to %s: its certificate is not a valid SVID under --bundle (%v)", server, certErr.Err)
+	case errors.As(err, &srvErr) && srvErr.Err == nil:
+		return failf("refusing to talk to %s: it presented %s, not the expected --server-id %s", server, srvErr.Got, srvErr.Want)
+	case errors.As(err, &srvErr):
+		return failf("refusing to talk to %s: its certificate is not a valid SVID under --bundle (%v)", server, srvErr.Err)
 	case errors.Is(err, client.ErrNoSession):
 		return failf("not logged in to %s as %s: run 'tether login'", server, e.id)
 	case errors.As(err, &apiErr):

@@ -260,10 +260,10 @@ func (c *Client) verifyServer(cs tls.ConnectionState) error {
 	}
 	id, _, err := x509svid.ParseAndVerify(raw, c.bundles)
 	if err != nil {
-		return &ServerCertificateError{Err: err}
+		return &ServerError{Want: c.serverID, Err: err}
 	}
 	if id != c.serverID {
-		return &ServerIDError{Want: c.serverID, Got: id}
+		return &ServerError{Want: c.serverID, Got: id}
 	}
 	return nil
 }

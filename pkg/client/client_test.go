@@ -189,8 +189,9 @@ func TestRefusesOtherServerID(t *testing.T) {
 	defer func() { _ = other.Close() }()
 
 	_, err = other.Login(t.Context())
-	var idErr *client.ServerIDError
+	var idErr *client.ServerError
 	require.ErrorAs(t, err, &idErr)
+	require.NoError(t, idErr.Err, "a valid SVID of another ID")
 	require.Equal(t, serverID, idErr.Got.String())
 	require.Equal(t, "spiffe://example.org/not-tetherd", idErr.Want.String())
 	require.Zero(t, f.server.count("POST "+api.PathSessions), "no request reached the server")
@@ -205,8 +206,9 @@ func TestRefusesUntrustedServer(t *testing.T) {
 	defer func() { _ = c.Close() }()
 
 	_, err = c.Login(t.Context())
-	var certErr *client.ServerCertificateError
+	var certErr *client.ServerError
 	require.ErrorAs(t, err, &certErr)
+	require.Error(t, certErr.Err, "not a valid SVID under the bundle")
 	require.Zero(t, f.server.count("POST "+api.PathSessions))
 }
 

@@ -51,31 +51,25 @@ func (e *Error) Is(target error) bool {
 	return false
 }
 
-// ServerIDError is returned (inside the TLS handshake error) when tetherd
-// presents a valid SVID with another SPIFFE ID than the expected one: the
-// client refuses to talk to it.
-type ServerIDError struct {
+// ServerError is returned (inside the TLS handshake error) when the client
+// refuses the server: its certificate is not an X.509 SVID that chains to
+// the bundle (Err is why), or it is a valid SVID of another SPIFFE ID than
+// the expected one (Got; Err is nil).
+type ServerError struct {
 	Want, Got spiffeid.ID
+	Err       error
 }
 
 // Error implements error.
-func (e *ServerIDError) Error() string {
+func (e *ServerError) Error() string {
+	if e.Err != nil {
+		return "the server's certificate is not a valid SVID of a trusted trust domain: " + e.Err.Error()
+	}
 	return fmt.Sprintf("the server presented %s, not the expected %s", e.Got, e.Want)
 }
 
-// ServerCertificateError is returned (inside the TLS handshake error) when
-// the server's certificate is not an X.509 SVID that chains to the bundle.
-type ServerCertificateError struct {
-	Err error
-}
-
-// Error implements error.
-func (e *ServerCertificateError) Error() string {
-	return "the server's certificate is not a valid SVID of a trusted trust domain: " + e.Err.Error()
-}
-
-// Unwrap returns the verification error.
-func (e *ServerCertificateError) Unwrap() error { return e.Err }
+// Unwrap returns the verification error, if any.
+func (e *ServerError) Unwrap() error { return e.Err }
 
 // RedirectError is returned when tetherd, or whatever answers at its
 // address, answers with a redirect (any 3xx status): the client never follows
