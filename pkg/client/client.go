@@ -145,7 +145,7 @@ func (c *Client) ServerID() spiffeid.ID { return c.serverID }
 // URL has no host goes to the client's server URL (with its path prefix):
 // client.Do(http.NewRequestWithContext(ctx, "GET", "/v1/sessions", nil)).
 // A request to any other host is refused, and so is an answer that
-// redirects (*RedirectError): the token travels to tetherd and nowhere else.
+// redirects (an *Error unexpected_response with the 3xx status): the token travels to tetherd and nowhere else.
 // req is not changed; the caller closes the answer's body.
 func (c *Client) Do(req *http.Request) (*http.Response, error) {
 	if req == nil || req.URL == nil {

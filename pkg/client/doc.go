@@ -34,8 +34,8 @@
 //
 // The token goes to tetherd and nowhere else: a request to another host is
 // refused, and the client never follows a redirect. Any 3xx answer, to any
-// request (a typed call, a login or rebind, an introspection, Do), is a
-// *RedirectError.
+// request (a typed call, a login or rebind, an introspection, Do), is an
+// *Error with Code CodeUnexpectedResponse and the 3xx Status.
 //
 // tetherd's refusals are returned as *Error (the code, the message, the HTTP
 // status and any Retry-After), so callers branch on the code with errors.Is

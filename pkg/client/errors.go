@@ -71,17 +71,13 @@ func (e *ServerError) Error() string {
 // Unwrap returns the verification error, if any.
 func (e *ServerError) Unwrap() error { return e.Err }
 
-// RedirectError is returned when tetherd, or whatever answers at its
-// address, answers with a redirect (any 3xx status): the client never follows
-// one, on any path, so that a token travels to tetherd only.
-type RedirectError struct {
-	Status   int
-	Location string
-}
-
-// Error implements error.
-func (e *RedirectError) Error() string {
-	return fmt.Sprintf("tetherd answered %d, a redirect to %q: refused (a token goes to tetherd only)", e.Status, e.Location)
+// redirectRefused is the error for a redirect (any 3xx status) from tetherd,
+// or whatever answers at its address: the client never follows one, on any
+// path, so that a token travels to tetherd only. It is an unexpected
+// response with the 3xx status.
+func redirectRefused(status int, location string) *Error {
+	return &Error{Code: CodeUnexpectedResponse, Status: status,
+		Message: fmt.Sprintf("tetherd answered %d, a redirect to %q: refused (a token goes to tetherd only)", status, location)}
 }
 
 // maxErrorBody bounds how much of an error answer is read.

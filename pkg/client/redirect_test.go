@@ -15,7 +15,7 @@ import (
 // the session token; the login and the rebind that get one, asked for or
 // done by themselves; the retry after a rebind; the calls made with the SVID
 // alone, introspection carrying a token in its body and RevokeOwn) an answer
-// that redirects is refused with a *RedirectError, and the redirect is never
+// that redirects is refused with an *Error (unexpected_response, the 3xx status), and the redirect is never
 // followed: neither a server that would even pass the client's TLS checks
 // nor another path of tetherd's sees a request, let alone a token.
 func TestRedirectRefused(t *testing.T) {
@@ -99,10 +99,11 @@ func TestRedirectRefused(t *testing.T) {
 					}, status, location)
 
 					err := p.run(t, f)
-					var re *client.RedirectError
+					var re *client.Error
 					require.ErrorAs(t, err, &re)
+					require.Equal(t, client.CodeUnexpectedResponse, re.Code)
 					require.Equal(t, status, re.Status)
-					require.Equal(t, location, re.Location)
+					require.Contains(t, re.Message, location)
 					require.Contains(t, err.Error(), "refused")
 					f.server.mu.Lock()
 					require.Equal(t, 1, redirected, "tetherd redirected exactly once: the client did not ask again")

@@ -175,7 +175,7 @@ func (c *Client) issue(req *http.Request) (string, *api.Session, error) {
 // send sends req over a connection made with the SVID the source holds now.
 // Every request of the client goes out here, with its token or with the
 // SVID alone, and every answer that redirects is refused here
-// (*RedirectError, the body closed): the client never follows a redirect,
+// (an *Error with the 3xx status, the body closed): the client never follows a redirect,
 // so a session token, or a token sent for introspection, reaches tetherd and
 // nothing else.
 func (c *Client) send(req *http.Request) (*http.Response, error) {
@@ -190,7 +190,7 @@ func (c *Client) send(req *http.Request) (*http.Response, error) {
 	}
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
 		drain(resp.Body)
-		return nil, &RedirectError{Status: resp.StatusCode, Location: resp.Header.Get("Location")}
+		return nil, redirectRefused(resp.StatusCode, resp.Header.Get("Location"))
 	}
 	return resp, nil
 }
