@@ -201,7 +201,13 @@ func (p *ftProc) apiClient(s *x509svid.SVID) *http.Client {
 
 func (p *ftProc) call(c *http.Client, method, path, token string) (int, []byte) {
 	p.t.Helper()
-	req, err := http.NewRequest(method, "https://"+p.api+path, nil)
+	return p.callBody(c, method, path, token, nil)
+}
+
+// callBody is call with a request body (nil: none).
+func (p *ftProc) callBody(c *http.Client, method, path, token string, body io.Reader) (int, []byte) {
+	p.t.Helper()
+	req, err := http.NewRequest(method, "https://"+p.api+path, body)
 	if err != nil {
 		p.t.Fatal(err)
 	}

@@ -349,20 +349,7 @@ func rlCall(p *ftProc, c *http.Client, method, path, token string, in any) (int,
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, "https://"+p.api+path, body)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		p.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, b
+	return p.callBody(c, method, path, token, body)
 }
 
 // rlDecode decodes an answer of want status into v (an *api.Error's code
