@@ -46,12 +46,7 @@ func DefaultBin() string {
 	if p := os.Getenv("TETHER_ETCD_BIN"); p != "" {
 		return p
 	}
-	cache := os.Getenv("XDG_CACHE_HOME")
-	if cache == "" {
-		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache")
-	}
-	return filepath.Join(cache, "tether-build", "etcd-"+Version, "bin", "etcd")
+	return testproc.CacheDir("etcd-"+Version, "bin", "etcd")
 }
 
 // Config describes the cluster to start.

@@ -49,3 +49,16 @@ func BuildTemp(race bool, pkgs ...string) (dir string, remove func(), err error)
 	}
 	return dir, remove, nil
 }
+
+// CacheDir is where the project's scripts build the tools its tests run
+// (scripts/spire-build, scripts/etcd-build):
+// ${XDG_CACHE_HOME:-$HOME/.cache}/tether-build/ELEM…, apart from the CLI's
+// token cache (~/.cache/tether).
+func CacheDir(elem ...string) string {
+	cache := os.Getenv("XDG_CACHE_HOME")
+	if cache == "" {
+		home, _ := os.UserHomeDir()
+		cache = filepath.Join(home, ".cache")
+	}
+	return filepath.Join(append([]string{cache, "tether-build"}, elem...)...)
+}

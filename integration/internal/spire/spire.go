@@ -27,12 +27,7 @@ func DefaultBinDir() string {
 	if d := os.Getenv("TETHER_SPIRE_BIN"); d != "" {
 		return d
 	}
-	cache := os.Getenv("XDG_CACHE_HOME")
-	if cache == "" {
-		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache")
-	}
-	return filepath.Join(cache, "tether-build", "spire-"+Version, "bin")
+	return testproc.CacheDir("spire-"+Version, "bin")
 }
 
 // MissingBinaries names the SPIRE binaries not found (or not executable) in
