@@ -108,29 +108,30 @@ func PeerFromRequest(r *http.Request, now time.Time) (session.Peer, error) {
 
 func peerFromRequest(r *http.Request, now time.Time) (session.Peer, []*x509.Certificate, *connPeer, error) {
 	cp, _ := r.Context().Value(connKey{}).(*connPeer)
+	chainOf := func() []*x509.Certificate {
+		if r.TLS != nil {
+			return r.TLS.PeerCertificates
+		}
+		if cp != nil && cp.state != nil {
+			return cp.state().PeerCertificates
+		}
+		return nil
+	}
 	var certs []*x509.Certificate
-	switch {
-	case r.TLS != nil:
-		certs = r.TLS.PeerCertificates
-	case cp != nil && cp.state != nil:
+	var p session.Peer
+	var err error
+	if cp != nil { // the connection's leaf never changes: read it once
 		cp.once.Do(func() {
-			cp.chain = cp.state().PeerCertificates
-			if len(cp.chain) > 0 {
+			if cp.chain = chainOf(); len(cp.chain) > 0 {
 				cp.peer, cp.err = peerOf(cp.chain[0])
 			}
 		})
-		certs = cp.chain
+		certs, p, err = cp.chain, cp.peer, cp.err
+	} else if certs = chainOf(); len(certs) > 0 {
+		p, err = peerOf(certs[0])
 	}
 	if len(certs) == 0 {
 		return session.Peer{}, nil, cp, refusePeer(reasonNoCertificate, "a client X.509 SVID is required")
-	}
-	var p session.Peer
-	var err error
-	if cp != nil {
-		cp.once.Do(func() { cp.chain = certs; cp.peer, cp.err = peerOf(certs[0]) })
-		p, err = cp.peer, cp.err
-	} else {
-		p, err = peerOf(certs[0])
 	}
 	if err != nil {
 		return session.Peer{}, nil, cp, err
