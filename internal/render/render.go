@@ -45,8 +45,8 @@ func setHeaders(h http.Header) {
 	h["Cache-Control"] = v[1:2:2]
 }
 
-// Answerable is an error that says how it is answered.
-type Answerable interface {
+// answerable is an error that says how it is answered.
+type answerable interface {
 	error
 	APIError() *api.Error
 }
@@ -64,7 +64,7 @@ type retryable interface {
 // Error answers err: the *api.Error it says it is, or a 500 internal logged
 // with an error ID.
 func Error(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
-	var a Answerable
+	var a answerable
 	if !errors.As(err, &a) {
 		id := errorID()
 		if log != nil {
