@@ -419,8 +419,7 @@ func discardBody(w http.ResponseWriter, r *http.Request) error {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil
 	}
-	_, err := readBody(w, r)
-	return err
+	return copyBody(io.Discard, w, r)
 }
 
 var errTooBig = &api.Error{Code: api.CodePayloadTooLarge, Message: "the body is over 64 KiB"}
@@ -463,18 +462,27 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 
 // readBody reads a body of at most api.MaxBodyBytes (413 beyond).
 func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	if r.ContentLength > api.MaxBodyBytes {
-		return nil, errTooBig
+	var buf bytes.Buffer
+	if err := copyBody(&buf, w, r); err != nil {
+		return nil, err
 	}
-	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, api.MaxBodyBytes))
-	if err != nil {
+	return buf.Bytes(), nil
+}
+
+// copyBody copies a body of at most api.MaxBodyBytes to dst: beyond, 413
+// (declared or read); a body that cannot be read, 400.
+func copyBody(dst io.Writer, w http.ResponseWriter, r *http.Request) error {
+	if r.ContentLength > api.MaxBodyBytes {
+		return errTooBig
+	}
+	if _, err := io.Copy(dst, http.MaxBytesReader(w, r.Body, api.MaxBodyBytes)); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, errTooBig
+			return errTooBig
 		}
-		return nil, &api.Error{Code: api.CodeBadRequest, Message: "the body could not be read"}
+		return &api.Error{Code: api.CodeBadRequest, Message: "the body could not be read"}
 	}
-	return raw, nil
+	return nil
 }
 
 // decodeJSON decodes exactly one JSON object of v's shape from raw.
