@@ -331,3 +331,12 @@ func (i *identity) login() (string, api.Session) {
 	i.e.t.Helper()
 	return i.e.login(i.c)
 }
+
+// must returns v, failing loudly on err: for calls a memory store never
+// fails (it is always fresh and never unreachable).
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}

@@ -365,7 +365,11 @@ func (a *handler) list(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	infos := a.cfg.Sessions.List(filter)
+	infos, err := a.cfg.Sessions.List(filter)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
 	out := api.SessionsResponse{Sessions: make([]api.Session, 0, len(infos))}
 	for _, in := range infos {
 		out.Sessions = append(out.Sessions, Wire(in))
@@ -387,7 +391,11 @@ func (a *handler) revokeIdentity(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	n := a.cfg.Sessions.RevokeIdentity(r.Context(), *id)
+	n, err := a.cfg.Sessions.RevokeIdentity(r.Context(), *id)
+	if err != nil {
+		a.fail(w, r, err) // those ended before the failure stay ended
+		return
+	}
 	render.JSON(w, http.StatusOK, api.RevokeResponse{Revoked: n})
 }
 
@@ -401,6 +409,10 @@ func (a *handler) introspect(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.Token == "" || req.CNF.X5TS256 == "" {
 		a.fail(w, r, &api.Error{Code: api.CodeBadRequest, Message: `"token" and "cnf"."x5t#S256" are required`})
+		return
+	}
+	if err := a.cfg.Sessions.Fresh(); err != nil {
+		a.fail(w, r, err) // "inactive" from a stale view could be a lie either way
 		return
 	}
 	info, ok := a.cfg.Sessions.Introspect(r.Context(), req.Token, req.CNF.X5TS256)

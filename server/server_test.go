@@ -361,7 +361,7 @@ func TestRevokeOwnSessionsWithSVIDAlone(t *testing.T) {
 	r = bob.do(http.MethodDelete, api.PathSessions+"?spiffe_id="+aliceID, "", nil)
 	require.Equal(t, http.StatusUnauthorized, r.status, "another identity without a token: %s", r.body)
 	require.Equal(t, api.CodeMissingToken, r.code())
-	require.Len(t, e.mgr.List(nil), 2, "nothing was revoked")
+	require.Len(t, must(e.mgr.List(nil)), 2, "nothing was revoked")
 
 	r = alice.do(http.MethodDelete, api.PathSessions+"?spiffe_id="+aliceID, "garbage", nil)
 	require.Equal(t, http.StatusUnauthorized, r.status, "a token sent is checked: %s", r.body)
@@ -371,7 +371,7 @@ func TestRevokeOwnSessionsWithSVIDAlone(t *testing.T) {
 	var rr api.RevokeResponse
 	r.decode(t, &rr)
 	require.Equal(t, 2, rr.Revoked)
-	require.Empty(t, e.mgr.List(nil))
+	require.Empty(t, must(e.mgr.List(nil)))
 	alice.login()
 
 	r = e.as(webID).do(http.MethodDelete, api.PathSessions+"?spiffe_id="+webID, "", nil)

@@ -209,9 +209,9 @@ func benchFill(tb testing.TB, s Store, n int, created, expires int64) {
 		_, _ = rng.Read(raw[:])
 		_, _ = rng.Read(h[:])
 		_, _ = rng.Read(fp[:])
-		r := NewRecord(idEncoding.EncodeToString(raw[:]), owner, created, expires,
-			&Binding{Token: h, Fingerprint: base64.RawURLEncoding.EncodeToString(fp[:])})
-		if err := s.Insert(r, Limits{}); err != nil {
+		r := Record{ID: idEncoding.EncodeToString(raw[:]), Owner: owner, CreatedAt: created, ExpiresAt: expires, LastUsed: created,
+			Binding: Binding{Token: h, Fingerprint: base64.RawURLEncoding.EncodeToString(fp[:])}}
+		if err := s.Insert(context.Background(), r, Limits{}); err != nil {
 			tb.Fatal(err)
 		}
 	}
@@ -239,7 +239,7 @@ func BenchmarkSessionMemory(b *testing.B) {
 			var measured, estimated float64
 			for b.Loop() {
 				before := benchHeap()
-				s := NewMemoryStore()
+				s := NewMemoryStore(0, 0)
 				now := time.Now().UnixNano()
 				benchFill(b, s, n, now, now+int64(time.Hour))
 				after := benchHeap()
@@ -269,7 +269,7 @@ func BenchmarkValidateDuringSweep(b *testing.B) {
 		b.StopTimer()
 		var clock atomic.Int64
 		clock.Store(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC).UnixNano())
-		store := NewMemoryStore()
+		store := NewMemoryStore(0, 0)
 		m, _ := NewTestManager(b, func(c *Config) {
 			c.Store, c.Now = store, func() time.Time { return time.Unix(0, clock.Load()) }
 			c.TTL, c.IdleTimeout = 8*time.Hour, 4*time.Hour

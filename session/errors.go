@@ -14,7 +14,7 @@ import (
 type Error struct {
 	Code   api.Code
 	Reason string
-	// RetryAfter is set on rate_limited refusals.
+	// RetryAfter is set on rate_limited and unavailable refusals.
 	RetryAfter time.Duration
 	// Detail, if set, is the public message instead of the code's own; it
 	// names only identities and roles, never a secret.
@@ -90,6 +90,9 @@ const (
 	ReasonLimitIdentity = "max_sessions_per_identity"
 	ReasonRate          = "login_rate"
 	ReasonNoSuchSession = "no_such_session"
+	ReasonConflict      = "conflict" // the record kept changing under a write; retry
+	ReasonStale         = "stale"    // a replica cannot prove its view of the sessions current
+	ReasonStoreDown     = "store"    // a replica's write did not reach the shared store
 )
 
 // Reasons the Manager no longer gives: it checks no token signature since

@@ -379,7 +379,7 @@ func (w *ldWorld) worker(seed uint64, me spiffeid.ID, ops int) {
 			rv := w.revoking[victim]
 			rv.begun.Add(1)
 			rv.running.Add(1)
-			w.m.RevokeIdentity(ctx, victim)
+			must(w.m.RevokeIdentity(ctx, victim))
 			rv.running.Add(-1)
 			for _, s := range covered {
 				s.stopped.Store(true)
@@ -523,7 +523,7 @@ func TestLoadInvariants(t *testing.T) {
 	if got := w.m.Len(); got != live {
 		w.violate("live count %d, want exactly %d", got, live)
 	}
-	if got := len(w.m.List(nil)); got != live {
+	if got := len(must(w.m.List(nil))); got != live {
 		w.violate("List has %d sessions, want %d", got, live)
 	}
 	for owner, n := range perOwner {
@@ -576,13 +576,13 @@ func TestLoadCapsExact(t *testing.T) {
 	})
 	t.Run("per-identity", func(t *testing.T) {
 		ok, w := run(t, 1000, 7, 1, 32, 10)
-		require.False(t, ok != 7 || w.m.Len() != 7 || len(w.m.List(&w.ids[0])) != 7, "%d logins succeeded, %d live; want exactly 7", ok, w.m.Len())
+		require.False(t, ok != 7 || w.m.Len() != 7 || len(must(w.m.List(&w.ids[0]))) != 7, "%d logins succeeded, %d live; want exactly 7", ok, w.m.Len())
 	})
 	t.Run("both", func(t *testing.T) {
 		ok, w := run(t, 20, 3, 10, 40, 5)
 		require.False(t, ok != 20 || w.m.Len() != 20, "%d logins succeeded, %d live; want exactly 20", ok, w.m.Len())
 		for _, id := range w.ids {
-			require.LessOrEqual(t, len(w.m.List(&id)), 3, "%s holds more sessions than its cap", id)
+			require.LessOrEqual(t, len(must(w.m.List(&id))), 3, "%s holds more sessions than its cap", id)
 		}
 	})
 	t.Run("churn", func(t *testing.T) {
@@ -610,7 +610,7 @@ func TestLoadCapsExact(t *testing.T) {
 						t.Errorf("login: %v", err)
 					}
 					if g%4 == 1 {
-						if n := w.m.RevokeIdentity(ctx, peer.ID); n > 0 {
+						if n := must(w.m.RevokeIdentity(ctx, peer.ID)); n > 0 {
 							revokes.Add(int64(n))
 						}
 					}
@@ -620,6 +620,6 @@ func TestLoadCapsExact(t *testing.T) {
 		wg.Wait()
 		want := int(logins.Load() - revokes.Load())
 		require.Equal(t, want, w.m.Len(), "live, want logins %d - revocations %d", logins.Load(), revokes.Load())
-		require.Len(t, w.m.List(nil), want, "listed")
+		require.Len(t, must(w.m.List(nil)), want, "listed")
 	})
 }

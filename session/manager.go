@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -66,8 +67,12 @@ type Config struct {
 	// the limit off.
 	LoginRate  rate.Limit
 	LoginBurst int
-	// Store keeps the sessions; default a new MemoryStore.
+	// Store keeps the sessions; default a new MemoryStore with the
+	// tombstone caps above.
 	Store Store
+	// Key signs the tokens; default a new one. A store shared by replicas
+	// signs its records with the same key.
+	Key *Key
 	// Logger receives the security events; default silent.
 	Logger *slog.Logger
 	// Roles are the roles sessions may hold (see Role); none by default.
@@ -124,20 +129,13 @@ type Manager struct {
 	idle    time.Duration
 	limits  Limits
 	store   Store
-	tombs   *tombstones
 	roles   roleSet
-	keys    *tokenKeys
+	keys    *Key
 	log     *slog.Logger
 	metrics *metrics
 	now     func() time.Time
 
 	logins *loginLimiter
-
-	// endMu serialises the Manager's ends and rebinds of sessions, so that
-	// a token's hash is a tombstone before it leaves the store's live index
-	// and the binding tombstoned is the one removed: a lookup that misses
-	// the live index finds the tombstone. Validations never take it.
-	endMu sync.Mutex
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -157,9 +155,11 @@ func NewManager(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	keys, err := newTokenKeys()
-	if err != nil {
-		return nil, err
+	keys := cfg.Key
+	if keys == nil {
+		if keys, err = NewKey(); err != nil {
+			return nil, err
+		}
 	}
 	m := &Manager{
 		roles:  roles,
@@ -174,12 +174,10 @@ func NewManager(cfg Config) (*Manager, error) {
 		now:    cfg.Now,
 		logins: newLoginLimiter(orDefault(cfg.LoginRate, DefaultLoginRate), orDefault(cfg.LoginBurst, DefaultLoginBurst)),
 	}
-	m.tombs = newTombstones(
-		orDefault(cfg.MaxTombstones, DefaultTombstonesPerSession*m.limits.Total),
-		orDefault(cfg.MaxTombstonesPerIdentity, DefaultTombstonesPerSession*m.limits.PerIdentity),
-	)
 	if m.store == nil {
-		m.store = NewMemoryStore()
+		m.store = NewMemoryStore(
+			orDefault(cfg.MaxTombstones, DefaultTombstonesPerSession*m.limits.Total),
+			orDefault(cfg.MaxTombstonesPerIdentity, DefaultTombstonesPerSession*m.limits.PerIdentity))
 	}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
@@ -222,6 +220,9 @@ func (m *Manager) Issuer() spiffeid.ID { return m.issuer }
 // Store is the manager's store.
 func (m *Manager) Store() Store { return m.store }
 
+// Key is the manager's signing key.
+func (m *Manager) Key() *Key { return m.keys }
+
 // Login opens a session for peer and returns its token. The caller must have
 // decided that peer may log in. The session holds the roles asked for (each
 // must be held by peer's identity), or without any, the identity's roles
@@ -230,6 +231,9 @@ func (m *Manager) Store() Store { return m.store }
 // Decide approves it). Refusals (*Error): rate_limited, session_limit,
 // forbidden (a role not held).
 func (m *Manager) Login(ctx context.Context, peer Peer, roles ...string) (string, Info, error) {
+	if err := m.store.Fresh(); err != nil {
+		return "", Info{}, err
+	}
 	granted, approvals, roleTTL, gerr := m.roles.grant(peer.ID, roles)
 	if gerr != nil {
 		var se *Error
@@ -260,21 +264,20 @@ func (m *Manager) Login(ctx context.Context, peer Peer, roles ...string) (string
 	if err != nil {
 		return "", Info{}, err
 	}
-	r := NewRecord(id, peer.ID, now.UnixNano(), exp.UnixNano(), &Binding{Token: hashToken(tok), Fingerprint: peer.Fingerprint, NotBefore: peer.NotBefore})
-	if len(granted) > 0 {
-		r.grants = &grants{roles: granted, needed: approvals}
+	r := Record{
+		ID: id, Owner: peer.ID, CreatedAt: now.UnixNano(), ExpiresAt: exp.UnixNano(), LastUsed: now.UnixNano(),
+		Binding: Binding{Token: hashToken(tok), Fingerprint: peer.Fingerprint, NotBefore: peer.NotBefore},
+		Roles:   granted, Needed: approvals,
 	}
-	if err := m.store.Insert(r, m.limits); err != nil {
-		reason := ReasonLimitTotal
+	if err := m.store.Insert(ctx, r, m.limits); err != nil {
 		var se *Error
 		if errors.As(err, &se) {
-			reason = se.Reason
+			m.denied(ctx, EventLoginDenied, peer, "", se.Code, se.Reason)
 		}
-		m.denied(ctx, EventLoginDenied, peer, "", api.CodeSessionLimit, reason)
 		return "", Info{}, err
 	}
 	m.metrics.created()
-	info := m.info(r)
+	info := m.info(&r)
 	m.event(ctx, slog.LevelInfo, "session.created", peer, slog.String("session_id", id), slog.Time("expires_at", info.ExpiresAt),
 		slog.Any("roles", info.Roles), slog.String("state", info.State))
 	if approvals > 0 {
@@ -290,7 +293,7 @@ func (m *Manager) Login(ctx context.Context, peer Peer, roles ...string) (string
 type Use struct {
 	Info Info
 
-	r  *Record
+	s  Store
 	at int64 // the time of the check, Unix nanoseconds
 }
 
@@ -298,8 +301,8 @@ type Use struct {
 // of the check. It is a no-op on the zero Use and once the session has
 // ended; committing twice is harmless.
 func (u Use) Commit() {
-	if u.r != nil && !u.r.Ended() {
-		u.r.Touch(u.at)
+	if u.s != nil {
+		u.s.Touch(u.Info.ID, u.at)
 	}
 }
 
@@ -328,10 +331,11 @@ func (m *Manager) CheckPending(ctx context.Context, token string, peer Peer) (Us
 
 func (m *Manager) check(ctx context.Context, token string, peer Peer, allowPending bool) (Use, error) {
 	now := m.now().UnixNano() // one clock read for the checks and the use
-	r, b, err := m.lookup(ctx, token, peer, now)
+	r, err := m.lookup(ctx, token, peer, now)
 	if err != nil {
 		return Use{}, err
 	}
+	b := &r.Binding
 	if subtle.ConstantTimeCompare([]byte(b.Fingerprint), []byte(peer.Fingerprint)) != 1 {
 		// The owner's SVID rotated: routine, not an attack. Logged at INFO,
 		// not counted among the rejections; the client rebinds.
@@ -339,13 +343,10 @@ func (m *Manager) check(ctx context.Context, token string, peer Peer, allowPendi
 			slog.String("session_id", r.ID), slog.String("bound_fingerprint", b.Fingerprint))
 		return Use{}, &Error{Code: api.CodeCertificateRotated, Reason: ReasonFingerprint}
 	}
-	if r.Ended() { // revoked while we looked: a revocation that returned wins
-		return Use{}, m.rejected(ctx, peer, r.ID, api.CodeSessionEnded, ReasonEnded)
-	}
-	if !allowPending && r.grants.pending() {
+	if !allowPending && r.Pending() {
 		return Use{}, m.rejected(ctx, peer, r.ID, api.CodeApprovalPending, ReasonPending)
 	}
-	return Use{Info: m.infoAt(r, b, max(r.LastUsed(), now)), r: r, at: now}, nil
+	return Use{Info: m.infoAt(&r, max(r.LastUsed, now)), s: m.store, at: now}, nil
 }
 
 // Validate is Check followed at once by Commit: every accepted token counts
@@ -362,31 +363,31 @@ func (m *Manager) Validate(ctx context.Context, token string, peer Peer) (Info, 
 
 // lookup finds the live record of token for peer's identity, or the refusal.
 // It does not check the fingerprint. now is the time of the check, in Unix
-// nanoseconds.
-func (m *Manager) lookup(ctx context.Context, token string, peer Peer, now int64) (*Record, *Binding, error) {
+// nanoseconds. A store that cannot prove its view current refuses first
+// (unavailable): no answer comes from a view that may miss a revocation.
+func (m *Manager) lookup(ctx context.Context, token string, peer Peer, now int64) (Record, error) {
+	if err := m.store.Fresh(); err != nil {
+		return Record{}, err
+	}
 	if len(token) > MaxTokenBytes {
-		return nil, nil, m.rejected(ctx, peer, "", api.CodeInvalidToken, ReasonMalformed)
+		return Record{}, m.rejected(ctx, peer, "", api.CodeInvalidToken, ReasonMalformed)
 	}
 	h := hashToken(token)
-	r := m.store.ByToken(h)
-	if r == nil {
-		return nil, nil, m.refuseNotLive(ctx, token, h, peer, now)
-	}
-	b := r.Binding()
-	if b.Token != h { // rebound between the two loads: h is a tombstone now
-		return nil, nil, m.refuseNotLive(ctx, token, h, peer, now)
+	r, ok := m.store.ByToken(h)
+	if !ok {
+		return Record{}, m.refuseNotLive(ctx, token, h, peer, now)
 	}
 	if r.Owner != peer.ID {
 		// A stranger with a live token: probe the tombstones as for an
 		// ended one (a miss), so that both refusals cost two lookups.
-		m.tombs.get(h, now)
-		return nil, nil, m.rejected(ctx, peer, r.ID, api.CodeInvalidToken, ReasonOtherIdentity)
+		m.store.Tombstone(h, now)
+		return Record{}, m.rejected(ctx, peer, r.ID, api.CodeInvalidToken, ReasonOtherIdentity)
 	}
-	if cause := m.endCause(r, now); cause != "" {
-		m.end(ctx, r, cause)
-		return nil, nil, m.rejected(ctx, peer, r.ID, api.CodeSessionEnded, causeReason(cause))
+	if cause := m.endCause(&r, now); cause != "" {
+		_, _ = m.end(ctx, r, cause) // the refusal stands whoever removes it
+		return Record{}, m.rejected(ctx, peer, r.ID, api.CodeSessionEnded, causeReason(cause))
 	}
-	return r, b, nil
+	return r, nil
 }
 
 // refuseNotLive answers a token that opens no live session, from its
@@ -395,9 +396,9 @@ func (m *Manager) lookup(ctx context.Context, token string, peer Peer, now int64
 // checks no signature and allocates nothing but the error, so it costs about
 // what the refusal of a live token to a stranger does.
 func (m *Manager) refuseNotLive(ctx context.Context, token string, h TokenHash, peer Peer, now int64) error {
-	t := m.tombs.get(h, now)
+	t, ok := m.store.Tombstone(h, now)
 	switch {
-	case t == nil:
+	case !ok:
 		reason := ReasonUnknown
 		switch {
 		case strings.Count(token, ".") != 2: // not even a compact JWS
@@ -406,10 +407,10 @@ func (m *Manager) refuseNotLive(ctx context.Context, token string, h TokenHash, 
 			reason = ReasonOtherKey
 		}
 		return m.rejected(ctx, peer, "", api.CodeInvalidToken, reason)
-	case t.owner != peer.ID:
-		return m.rejected(ctx, peer, t.id, api.CodeInvalidToken, ReasonOtherIdentity)
+	case t.Owner != peer.ID:
+		return m.rejected(ctx, peer, t.ID, api.CodeInvalidToken, ReasonOtherIdentity)
 	default:
-		return m.rejected(ctx, peer, t.id, api.CodeSessionEnded, t.reason)
+		return m.rejected(ctx, peer, t.ID, api.CodeSessionEnded, t.Reason)
 	}
 }
 
@@ -424,10 +425,11 @@ func (m *Manager) refuseNotLive(ctx context.Context, token string, h TokenHash, 
 // session whose bound leaf's NotBefore is unknown (Peer.NotBefore zero).
 func (m *Manager) Rebind(ctx context.Context, token string, peer Peer) (string, Info, error) {
 	now := m.now()
-	r, b, err := m.lookup(ctx, token, peer, now.UnixNano())
+	r, err := m.lookup(ctx, token, peer, now.UnixNano())
 	if err != nil {
 		return "", Info{}, err
 	}
+	b := r.Binding
 	if subtle.ConstantTimeCompare([]byte(b.Fingerprint), []byte(peer.Fingerprint)) == 1 {
 		return "", Info{}, m.rejected(ctx, peer, r.ID, api.CodeBadRequest, ReasonSameLeaf)
 	}
@@ -437,33 +439,37 @@ func (m *Manager) Rebind(ctx context.Context, token string, peer Peer) (string, 
 	tok, err := m.keys.mint(&claims{
 		Issuer: m.iss, Audience: m.iss, Subject: r.Owner.String(), ID: r.ID,
 		IssuedAt: now.Unix(), Expiry: r.ExpiresAt / int64(time.Second), CNF: api.CNF{X5TS256: peer.Fingerprint},
-		AuthTime: r.CreatedAt / int64(time.Second), Roles: r.grants.roleNames(),
+		AuthTime: r.CreatedAt / int64(time.Second), Roles: r.Roles,
 	})
 	if err != nil {
 		return "", Info{}, err
 	}
-	next := &Binding{Token: hashToken(tok), Fingerprint: peer.Fingerprint, NotBefore: peer.NotBefore}
-	m.endMu.Lock()
-	reason := ""
-	switch {
-	case r.Ended():
-		reason = ReasonEnded
-	case r.Binding() != b: // a concurrent rebind won
-		reason = ReasonSuperseded
-	default:
-		m.tombs.add(b.Token, r.Owner, r.ID, ReasonSuperseded, r.ExpiresAt+int64(TombstoneGrace), now.UnixNano())
-		if !m.store.Rebind(r, b, next) {
-			reason = ReasonSuperseded
+	next := r
+	next.Binding = Binding{Token: hashToken(tok), Fingerprint: peer.Fingerprint, NotBefore: peer.NotBefore}
+	next.LastUsed = max(r.LastUsed, now.UnixNano())
+	// The old token's tombstone is written in the same step: a concurrent
+	// change of the session (another rebind, an end, an approval) makes the
+	// swap fail, and this rebind loses to it.
+	if err := m.store.Update(ctx, r, next, m.tombstone(r, ReasonSuperseded)); err != nil {
+		if !errors.Is(err, ErrConflict) {
+			return "", Info{}, err
 		}
-	}
-	m.endMu.Unlock()
-	if reason != "" {
+		reason := ReasonSuperseded
+		if cur, ok := m.store.ByID(r.ID); !ok {
+			reason = ReasonEnded
+		} else if cur.Binding.Token == b.Token { // an approval or a use, not a rebind
+			return "", Info{}, &Error{Code: api.CodeUnavailable, Reason: ReasonConflict, Detail: "the session changed meanwhile; retry", RetryAfter: time.Second}
+		}
 		return "", Info{}, m.rejected(ctx, peer, r.ID, api.CodeSessionEnded, reason)
 	}
-	r.Touch(now.UnixNano())
 	m.metrics.rebound()
 	m.event(ctx, slog.LevelInfo, "session.rebound", peer, slog.String("session_id", r.ID), slog.String("previous_fingerprint", b.Fingerprint))
-	return tok, m.info(r), nil
+	return tok, m.info(&next), nil
+}
+
+// tombstone is the tombstone of r's current token, ended for reason.
+func (m *Manager) tombstone(r Record, reason string) *Tombstone {
+	return &Tombstone{Token: r.Binding.Token, Owner: r.Owner, ID: r.ID, Reason: reason, Until: r.ExpiresAt + int64(TombstoneGrace)}
 }
 
 // newerLeaf reports whether a leaf with NotBefore next may replace the bound
@@ -475,37 +481,40 @@ func newerLeaf(bound, next time.Time) bool {
 	return !next.IsZero() && next.After(bound)
 }
 
+// Fresh is nil while the store can answer from a current view of the
+// sessions; else the *Error unavailable that every call refuses with.
+func (m *Manager) Fresh() error { return m.store.Fresh() }
+
 // Introspect reports whether token belongs to a live session bound to the
 // leaf fingerprint fp. An active answer counts as a use of the session.
 func (m *Manager) Introspect(ctx context.Context, token, fp string) (Info, bool) {
 	if len(token) > MaxTokenBytes {
 		return Info{}, false
 	}
+	if m.store.Fresh() != nil {
+		return Info{}, false
+	}
 	h := hashToken(token)
-	r := m.store.ByToken(h)
-	if r == nil {
+	r, ok := m.store.ByToken(h)
+	if !ok {
 		return Info{}, false
 	}
-	b := r.Binding()
 	now := m.now().UnixNano()
-	if b.Token != h || m.endCause(r, now) != "" || r.grants.pending() ||
-		subtle.ConstantTimeCompare([]byte(b.Fingerprint), []byte(fp)) != 1 {
+	if m.endCause(&r, now) != "" || r.Pending() ||
+		subtle.ConstantTimeCompare([]byte(r.Binding.Fingerprint), []byte(fp)) != 1 {
 		return Info{}, false
 	}
-	r.Touch(now)
-	if r.Ended() {
-		return Info{}, false
-	}
-	return m.info(r), true
+	m.store.Touch(r.ID, now)
+	return m.infoAt(&r, max(r.LastUsed, now)), true
 }
 
 // Get returns a live session by ID.
 func (m *Manager) Get(id string) (Info, bool) {
-	r := m.live(m.store.ByID(id))
-	if r == nil {
+	r, ok := m.liveByID(id)
+	if !ok {
 		return Info{}, false
 	}
-	return m.info(r), true
+	return m.info(&r), true
 }
 
 // Logout ends the session with the given ID, as its holder asked.
@@ -519,57 +528,79 @@ func (m *Manager) Revoke(ctx context.Context, id string) error {
 }
 
 func (m *Manager) endByID(ctx context.Context, id, cause string) error {
-	r := m.live(m.store.ByID(id))
-	if r == nil || !m.end(ctx, r, cause) {
+	if err := m.store.Fresh(); err != nil {
+		return err
+	}
+	r, ok := m.liveByID(id)
+	if !ok {
+		return reject(api.CodeNotFound, ReasonNoSuchSession)
+	}
+	ended, err := m.end(ctx, r, cause)
+	if err != nil {
+		return err
+	}
+	if !ended {
 		return reject(api.CodeNotFound, ReasonNoSuchSession)
 	}
 	return nil
 }
 
-// RevokeIdentity ends every live session of id and returns how many.
-func (m *Manager) RevokeIdentity(ctx context.Context, id spiffeid.ID) int {
+// RevokeIdentity ends every live session of id and returns how many. With
+// a store that cannot write (unavailable), it returns how many it ended
+// before the first failure and that error.
+func (m *Manager) RevokeIdentity(ctx context.Context, id spiffeid.ID) (int, error) {
+	if err := m.store.Fresh(); err != nil {
+		return 0, err
+	}
 	var n int
-	m.store.Range(func(r *Record) bool {
-		if r.Owner == id && m.end(ctx, r, CauseRevoked) {
+	var err error
+	m.store.Range(func(r Record) bool {
+		if r.Owner != id {
+			return true
+		}
+		var ended bool
+		if ended, err = m.end(ctx, r, CauseRevoked); ended {
 			n++
 		}
-		return true
+		return err == nil
 	})
-	return n
+	return n, err
 }
 
 // List returns the live sessions, oldest first, all or only those of filter.
-func (m *Manager) List(filter *spiffeid.ID) []Info {
-	var rs []*Record
-	m.store.Range(func(r *Record) bool {
-		if (filter == nil || r.Owner == *filter) && m.live(r) != nil {
+func (m *Manager) List(filter *spiffeid.ID) ([]Info, error) {
+	if err := m.store.Fresh(); err != nil {
+		return nil, err
+	}
+	var rs []Record
+	now := m.now().UnixNano()
+	m.store.Range(func(r Record) bool {
+		if (filter == nil || r.Owner == *filter) && m.endCause(&r, now) == "" {
 			rs = append(rs, r)
 		}
 		return true
 	})
 	sortOldestFirst(rs)
 	out := make([]Info, len(rs))
-	for i, r := range rs {
-		out[i] = m.info(r)
+	for i := range rs {
+		out[i] = m.info(&rs[i])
 	}
-	return out
+	return out, nil
 }
 
 // Len is the number of sessions held, including expired ones not yet swept.
 func (m *Manager) Len() int { return m.store.Len() }
 
 // Tombstones is the number of tombstones held (see the package doc).
-func (m *Manager) Tombstones() int { return m.tombs.len() }
+func (m *Manager) Tombstones() int { return m.store.Tombstones() }
 
-// live returns r if it is neither ended nor expired.
-func (m *Manager) live(r *Record) *Record {
-	if r == nil || r.Ended() {
-		return nil
+// liveByID returns the session id if it is neither ended nor expired.
+func (m *Manager) liveByID(id string) (Record, bool) {
+	r, ok := m.store.ByID(id)
+	if !ok || m.endCause(&r, m.now().UnixNano()) != "" {
+		return Record{}, false
 	}
-	if m.endCause(r, m.now().UnixNano()) != "" {
-		return nil
-	}
-	return r
+	return r, true
 }
 
 // endCause is the one rule of liveness: why r is over at now (Unix
@@ -579,36 +610,38 @@ func (m *Manager) endCause(r *Record, now int64) string {
 	switch {
 	case now >= r.ExpiresAt:
 		return CauseExpired
-	case now-r.LastUsed() >= int64(m.idle):
+	case now-r.LastUsed >= int64(m.idle):
 		return CauseIdle
 	}
 	return ""
 }
 
 // end removes r and logs why; false if another call already ended it. The
-// token it was bound to becomes a tombstone first (see endMu).
-func (m *Manager) end(ctx context.Context, r *Record, cause string) bool {
-	now := m.now().UnixNano()
-	m.endMu.Lock()
-	if r.Ended() {
-		m.endMu.Unlock()
-		return false
-	}
-	b := r.Binding() // stays current: rebinds wait for endMu
-	m.tombs.add(b.Token, r.Owner, r.ID, causeReason(cause), r.ExpiresAt+int64(TombstoneGrace), now)
-	ok := m.store.Delete(r)
-	m.endMu.Unlock()
-	if !ok {
-		return false
+// token it is bound to becomes a tombstone in the same store step. A record
+// that changed since it was read (a rebind, an approval) is read again and
+// ended as it is now.
+func (m *Manager) end(ctx context.Context, r Record, cause string) (bool, error) {
+	for {
+		err := m.store.Delete(ctx, r, *m.tombstone(r, causeReason(cause)))
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrConflict) {
+			return false, err
+		}
+		var ok bool
+		if r, ok = m.store.ByID(r.ID); !ok {
+			return false, nil
+		}
 	}
 	m.metrics.ended(cause)
 	level := slog.LevelInfo
-	peer := Peer{ID: r.Owner, Fingerprint: b.Fingerprint}
+	peer := Peer{ID: r.Owner, Fingerprint: r.Binding.Fingerprint}
 	if cause == CauseRevoked {
 		m.event(ctx, level, "session.revoked", peer, slog.String("session_id", r.ID))
 	}
 	m.event(ctx, level, "session.ended", peer, slog.String("session_id", r.ID), slog.String("cause", cause))
-	return true
+	return true, nil
 }
 
 // causeReason is the refusal reason a tombstone gives for a session's end.
@@ -672,26 +705,25 @@ func (m *Manager) denied(ctx context.Context, event string, peer Peer, sessionID
 	m.event(ctx, slog.LevelWarn, event, peer, append(attrs, extra...)...)
 }
 
-func (m *Manager) info(r *Record) Info { return m.infoAt(r, r.Binding(), r.LastUsed()) }
+func (m *Manager) info(r *Record) Info { return m.infoAt(r, r.LastUsed) }
 
-// infoAt is the view of r bound by b and last used at last (Unix nanoseconds).
-func (m *Manager) infoAt(r *Record, b *Binding, last int64) Info {
-	roles, approvals, pending := r.grants.snapshot()
+// infoAt is the view of r last used at last (Unix nanoseconds).
+func (m *Manager) infoAt(r *Record, last int64) Info {
 	state := api.StateActive
-	if pending {
+	if r.Pending() {
 		state = api.StatePending
 	}
 	return Info{
 		ID:              r.ID,
 		SPIFFEID:        r.Owner,
-		Fingerprint:     b.Fingerprint,
+		Fingerprint:     r.Binding.Fingerprint,
 		CreatedAt:       time.Unix(0, r.CreatedAt).UTC(),
 		LastUsedAt:      time.Unix(0, last).UTC(),
 		ExpiresAt:       time.Unix(0, r.ExpiresAt).UTC(),
 		IdleExpiresAt:   time.Unix(0, min(last+int64(m.idle), r.ExpiresAt)).UTC(),
-		Roles:           roles,
+		Roles:           r.Roles,
 		State:           state,
-		Approvals:       approvals,
+		Approvals:       slices.Clone(r.Approvals),
 		AuthenticatedAt: time.Unix(0, r.CreatedAt).UTC(),
 	}
 }
@@ -718,13 +750,15 @@ func (m *Manager) sweepLoop(ctx context.Context, interval time.Duration) {
 // only, so validations of other sessions go on meanwhile.
 func (m *Manager) Sweep(ctx context.Context) int {
 	var n int
-	m.store.Range(func(r *Record) bool {
-		if cause := m.endCause(r, m.now().UnixNano()); cause != "" && m.end(ctx, r, cause) {
-			n++
+	m.store.Range(func(r Record) bool {
+		if cause := m.endCause(&r, m.now().UnixNano()); cause != "" {
+			if ended, _ := m.end(ctx, r, cause); ended { // a failed write is tried again next sweep
+				n++
+			}
 		}
 		return ctx.Err() == nil
 	})
-	m.tombs.sweep(m.now().UnixNano())
+	m.store.Sweep(m.now().UnixNano())
 	m.logins.sweep(m.now())
 	return n
 }

@@ -2,10 +2,10 @@ package session
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -103,41 +103,6 @@ type Approval struct {
 	At       time.Time
 }
 
-// grants is what a session holds beyond its binding: its roles and, while
-// it waits for them, its approvals. It is nil for a session without roles.
-type grants struct {
-	roles []string // sorted; never changes
-
-	mu        sync.Mutex
-	needed    int // approvals still needed; 0: active
-	approvals []Approval
-}
-
-func (g *grants) roleNames() []string {
-	if g == nil {
-		return nil
-	}
-	return g.roles
-}
-
-func (g *grants) pending() bool {
-	if g == nil {
-		return false
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.needed > 0
-}
-
-func (g *grants) snapshot() (roles []string, approvals []Approval, pending bool) {
-	if g == nil {
-		return nil, nil, false
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.roles, slices.Clone(g.approvals), g.needed > 0
-}
-
 // Decide records approver's decision on the pending session id: an approval
 // counts once per approver, and the session turns active once it has as
 // many as its roles need; a denial ends it (its token is then
@@ -146,47 +111,60 @@ func (g *grants) snapshot() (roles []string, approvals []Approval, pending bool)
 // not_found (no such live session), forbidden (not allowed, or the
 // requester itself), bad_request (the session is not pending).
 func (m *Manager) Decide(ctx context.Context, id string, approver Peer, approve bool) (Info, error) {
-	r := m.live(m.store.ByID(id))
-	if r == nil {
-		return Info{}, reject(api.CodeNotFound, ReasonNoSuchSession)
+	if err := m.store.Fresh(); err != nil {
+		return Info{}, err
 	}
-	g := r.grants
-	if !g.pending() {
-		return Info{}, &Error{Code: api.CodeBadRequest, Reason: ReasonNotPending, Detail: "the session is not waiting for approval"}
-	}
-	if approver.ID == r.Owner {
-		m.denied(ctx, EventApprovalRefused, approver, r.ID, api.CodeForbidden, ReasonSelfApproval, slog.String("requester", r.Owner.String()))
-		return Info{}, &Error{Code: api.CodeForbidden, Reason: ReasonSelfApproval, Detail: "a requester never approves its own session"}
-	}
-	for _, name := range g.roles {
-		role := m.roles[name]
-		if role.Approvals > 0 && role.Approvers(approver.ID) != nil {
-			m.denied(ctx, EventApprovalRefused, approver, r.ID, api.CodeForbidden, ReasonNotApprover, slog.String("requester", r.Owner.String()), slog.String("role", name))
-			return Info{}, &Error{Code: api.CodeForbidden, Reason: ReasonNotApprover, Detail: fmt.Sprintf("%s may not approve role %q", approver.ID, name)}
+	for {
+		r, ok := m.liveByID(id)
+		if !ok {
+			return Info{}, reject(api.CodeNotFound, ReasonNoSuchSession)
 		}
-	}
-	attrs := []slog.Attr{slog.String("session_id", r.ID), slog.String("requester", r.Owner.String()), slog.Any("roles", g.roles)}
-	if !approve {
-		if m.end(ctx, r, CauseDenied) {
-			m.event(ctx, slog.LevelWarn, "session.denied", approver, attrs...)
+		if !r.Pending() {
+			return Info{}, &Error{Code: api.CodeBadRequest, Reason: ReasonNotPending, Detail: "the session is not waiting for approval"}
 		}
-		return m.info(r), nil
-	}
-	now := m.now()
-	g.mu.Lock()
-	counted := !slices.ContainsFunc(g.approvals, func(a Approval) bool { return a.SPIFFEID == approver.ID })
-	if counted && g.needed > 0 {
-		g.approvals = append(g.approvals, Approval{SPIFFEID: approver.ID, At: now.UTC()})
-		g.needed--
-	}
-	active := g.needed == 0
-	g.mu.Unlock()
-	if counted {
+		if approver.ID == r.Owner {
+			m.denied(ctx, EventApprovalRefused, approver, r.ID, api.CodeForbidden, ReasonSelfApproval, slog.String("requester", r.Owner.String()))
+			return Info{}, &Error{Code: api.CodeForbidden, Reason: ReasonSelfApproval, Detail: "a requester never approves its own session"}
+		}
+		for _, name := range r.Roles {
+			role := m.roles[name]
+			if role.Approvals > 0 && role.Approvers(approver.ID) != nil {
+				m.denied(ctx, EventApprovalRefused, approver, r.ID, api.CodeForbidden, ReasonNotApprover, slog.String("requester", r.Owner.String()), slog.String("role", name))
+				return Info{}, &Error{Code: api.CodeForbidden, Reason: ReasonNotApprover, Detail: fmt.Sprintf("%s may not approve role %q", approver.ID, name)}
+			}
+		}
+		attrs := []slog.Attr{slog.String("session_id", r.ID), slog.String("requester", r.Owner.String()), slog.Any("roles", r.Roles)}
+		if !approve {
+			ended, err := m.end(ctx, r, CauseDenied)
+			if err != nil {
+				return Info{}, err
+			}
+			if ended {
+				m.event(ctx, slog.LevelWarn, "session.denied", approver, attrs...)
+			}
+			return m.info(&r), nil
+		}
+		if slices.ContainsFunc(r.Approvals, func(a Approval) bool { return a.SPIFFEID == approver.ID }) {
+			return m.info(&r), nil // an approval counts once
+		}
+		now := m.now()
+		next := r
+		next.Approvals = append(slices.Clip(r.Approvals), Approval{SPIFFEID: approver.ID, At: now.UTC()})
+		next.Needed--
+		if next.Needed == 0 {
+			next.LastUsed = max(r.LastUsed, now.UnixNano()) // its idle clock starts when it can be used
+		}
+		err := m.store.Update(ctx, r, next, nil)
+		if errors.Is(err, ErrConflict) {
+			continue // another approver, a use or an end came first: decide again on what is now
+		}
+		if err != nil {
+			return Info{}, err
+		}
 		m.event(ctx, slog.LevelWarn, "session.approval", approver, attrs...)
+		if !next.Pending() {
+			m.event(ctx, slog.LevelWarn, "session.approved", Peer{ID: r.Owner}, attrs...)
+		}
+		return m.info(&next), nil
 	}
-	if active {
-		r.Touch(now.UnixNano()) // its idle clock starts when it can be used
-		m.event(ctx, slog.LevelWarn, "session.approved", Peer{ID: r.Owner}, attrs...)
-	}
-	return m.info(r), nil
 }

@@ -73,7 +73,7 @@ func TestTwoPersonApproval(t *testing.T) {
 	requireRefusal(t, err, api.CodeApprovalPending, session.ReasonPending)
 	_, active := m.Introspect(ctx, tok, alice.Fingerprint)
 	require.False(t, active, "a pending session is not active for introspection")
-	list := m.List(nil)
+	list := must(m.List(nil))
 	require.Len(t, list, 1)
 	require.Equal(t, api.StatePending, list[0].State, "pending sessions are listed with their state")
 

@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"math/big"
 	"strings"
 	"unsafe"
 
@@ -36,20 +37,67 @@ type claims struct {
 	Roles    []string `json:"roles,omitempty"`
 }
 
-// tokenKeys is the signing key of this process. Nothing verifies its
-// signatures here: a token is accepted only if its hash is that of a token
-// minted by this Manager for a live session.
-type tokenKeys struct {
+// Key is the signing key of one Manager (one tetherd process, one replica):
+// made at start, never written anywhere. Nothing here verifies the tokens
+// it signs: a token is accepted only if its hash is that of a token minted
+// for a live session. A store shared by replicas signs its records with it
+// (SignRecord) and announces its public half (Public), so that a record
+// written by anyone but a replica is refused.
+type Key struct {
 	key   *ecdsa.PrivateKey
 	head  string // base64url of the JWS protected header, the same for every token
 	kidIn []byte // `"kid":"<our key ID>"`, as it stands in our tokens' header
+	kid   string
+}
+
+// KID is the key's ID, the kid of its tokens' JWS header.
+func (k *Key) KID() string { return k.kid }
+
+// Public is the key's public half.
+func (k *Key) Public() *ecdsa.PublicKey { return &k.key.PublicKey }
+
+// recordDomain separates record signatures from token signatures: a JWS
+// signing input never starts with it.
+const recordDomain = "tether-record-v1\x00"
+
+// SignRecord signs payload (a stored record, not a token) with ES256 over
+// SHA-256 of a domain prefix and payload: 64 bytes, R then S.
+func (k *Key) SignRecord(payload []byte) ([]byte, error) {
+	d := recordDigest(payload)
+	r, s, err := ecdsa.Sign(rand.Reader, k.key, d[:])
+	if err != nil {
+		return nil, fmt.Errorf("session: sign record: %w", err)
+	}
+	sig := make([]byte, 64)
+	r.FillBytes(sig[:32])
+	s.FillBytes(sig[32:])
+	return sig, nil
+}
+
+// VerifyRecord reports whether sig is SignRecord's signature of payload by
+// the key whose public half is pub.
+func VerifyRecord(pub *ecdsa.PublicKey, payload, sig []byte) bool {
+	if pub == nil || len(sig) != 64 {
+		return false
+	}
+	d := recordDigest(payload)
+	return ecdsa.Verify(pub, d[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:]))
+}
+
+func recordDigest(payload []byte) [32]byte {
+	h := sha256.New()
+	h.Write([]byte(recordDomain))
+	h.Write(payload)
+	var d [32]byte
+	h.Sum(d[:0])
+	return d
 }
 
 // otherKey reports whether token's JWS header names a key ID that is not
 // ours: a token of a previous tetherd instance (its key died with it) or of
 // another issuer. It decodes only the short header, on the stack, and
 // checks nothing else: it only picks the reason of a refusal.
-func (k *tokenKeys) otherKey(token string) bool {
+func (k *Key) otherKey(token string) bool {
 	head, _, ok := strings.Cut(token, ".")
 	var buf [256]byte
 	if !ok || base64.RawURLEncoding.DecodedLen(len(head)) > len(buf) {
@@ -64,7 +112,8 @@ func (k *tokenKeys) otherKey(token string) bool {
 	return bytes.Contains(h, []byte(`"kid":"`)) && !bytes.Contains(h, k.kidIn)
 }
 
-func newTokenKeys() (*tokenKeys, error) {
+// NewKey makes a new P-256 signing key with a random key ID.
+func NewKey() (*Key, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("session: signing key: %w", err)
@@ -76,14 +125,14 @@ func newTokenKeys() (*tokenKeys, error) {
 	// The header go-jose wrote for us (its keys sorted): the same bytes, made
 	// once instead of at every login. kid is base32, nothing to escape.
 	head := `{"alg":"ES256","kid":"` + kid + `","typ":"JWT"}`
-	return &tokenKeys{key: key, head: base64.RawURLEncoding.EncodeToString([]byte(head)), kidIn: []byte(`"kid":"` + kid + `"`)}, nil
+	return &Key{key: key, head: base64.RawURLEncoding.EncodeToString([]byte(head)), kidIn: []byte(`"kid":"` + kid + `"`), kid: kid}, nil
 }
 
 // mint signs c as a compact JWS (RFC 7515) with ES256 (RFC 7518 §3.4: the
 // signature is R and S, 32 bytes each, over the SHA-256 of the signing
 // input). It is what go-jose's signer made, without its reflection over the
 // header at every login; the tests verify its tokens with go-jose.
-func (k *tokenKeys) mint(c *claims) (string, error) {
+func (k *Key) mint(c *claims) (string, error) {
 	payload, err := json.Marshal(c)
 	if err != nil {
 		return "", fmt.Errorf("session: encode claims: %w", err)
@@ -92,7 +141,7 @@ func (k *tokenKeys) mint(c *claims) (string, error) {
 }
 
 // sign makes the compact JWS of payload with our header and key.
-func (k *tokenKeys) sign(payload []byte) (string, error) {
+func (k *Key) sign(payload []byte) (string, error) {
 	b64 := base64.RawURLEncoding
 	n := len(k.head) + 1 + b64.EncodedLen(len(payload))
 	tok := make([]byte, n, n+1+b64.EncodedLen(64))

@@ -16,7 +16,7 @@ import (
 // with our public key (ES256, R||S), with the header go-jose's signer wrote
 // ({"alg":"ES256","kid":…,"typ":"JWT"}) and the claims as they were given.
 func TestMintIsAJWS(t *testing.T) {
-	k, err := newTokenKeys()
+	k, err := NewKey()
 	require.NoError(t, err)
 	c := &claims{Issuer: "spiffe://example.org/tetherd", Audience: "spiffe://example.org/tetherd",
 		Subject: "spiffe://example.org/admin/alice", ID: "dyo3ql73cyrlb6vmvtpeexty3q", IssuedAt: 1796108879,
@@ -42,7 +42,7 @@ func TestMintIsAJWS(t *testing.T) {
 		require.Equal(t, `{"alg":"ES256","kid":"`+h.KeyID+`","typ":"JWT"}`, string(head))
 		require.False(t, k.otherKey(tok), "our own key")
 	}
-	other, err := newTokenKeys()
+	other, err := NewKey()
 	require.NoError(t, err)
 	tok, err := other.mint(c)
 	require.NoError(t, err)

@@ -12,11 +12,7 @@ import (
 // owner session_ended without checking the token's signature. Its fields
 // other than the list links never change once it is visible.
 type tombstone struct {
-	hash   TokenHash
-	owner  spiffeid.ID
-	id     string // session ID
-	reason string // ReasonEnded, ReasonIdle, ReasonSuperseded...
-	until  int64  // Unix nanoseconds: the token's exp plus TombstoneGrace; forgotten from then on
+	Tombstone // Until: the token's exp plus TombstoneGrace; forgotten from then on
 
 	// Insertion order, of all tombstones and of the owner's; changed only
 	// under tombstones.mu and never read by lookups.
@@ -62,24 +58,25 @@ func newTombstones(total, perIdentity int) *tombstones {
 
 func (ts *tombstones) shard(h TokenHash) *tombShard { return &ts.shards[h[0]] }
 
-// get returns the tombstone of h that is still kept at now, or nil. It costs
-// one map lookup under a shard's read lock and allocates nothing.
-func (ts *tombstones) get(h TokenHash, now int64) *tombstone {
+// get returns the tombstone of h that is still kept at now. It costs one
+// map lookup under a shard's read lock and allocates nothing.
+func (ts *tombstones) get(h TokenHash, now int64) (Tombstone, bool) {
 	s := ts.shard(h)
 	s.mu.RLock()
 	t := s.m[h]
 	s.mu.RUnlock()
-	if t == nil || now >= t.until {
-		return nil
+	if t == nil || now >= t.Until {
+		return Tombstone{}, false
 	}
-	return t
+	return t.Tombstone, true
 }
 
-// add keeps a tombstone for h until until (Unix nanoseconds), unless that is
-// already past or h has one. It evicts the oldest tombstone of owner, or of
-// all, when a cap is reached.
-func (ts *tombstones) add(h TokenHash, owner spiffeid.ID, id, reason string, until, now int64) {
-	if until <= now {
+// add keeps tb until tb.Until, unless that is already past at now or its
+// token has one. It evicts the oldest tombstone of the owner, or of all,
+// when a cap is reached.
+func (ts *tombstones) add(tb Tombstone, now int64) {
+	h, owner := tb.Token, tb.Owner
+	if tb.Until <= now {
 		return // the token is past its exp: nothing to remember
 	}
 	ts.mu.Lock()
@@ -102,7 +99,7 @@ func (ts *tombstones) add(h TokenHash, owner spiffeid.ID, id, reason string, unt
 		o = &tombOwner{}
 		ts.owners[owner] = o
 	}
-	t := &tombstone{hash: h, owner: owner, id: id, reason: reason, until: until, o: o}
+	t := &tombstone{Tombstone: tb, o: o}
 	t.prev = ts.newest
 	if ts.newest != nil {
 		ts.newest.next = t
@@ -126,9 +123,9 @@ func (ts *tombstones) add(h TokenHash, owner spiffeid.ID, id, reason string, unt
 
 // remove unlinks t. The caller holds mu.
 func (ts *tombstones) remove(t *tombstone) {
-	s := ts.shard(t.hash)
+	s := ts.shard(t.Token)
 	s.mu.Lock()
-	delete(s.m, t.hash)
+	delete(s.m, t.Token)
 	s.mu.Unlock()
 	if t.prev != nil {
 		t.prev.next = t.next
@@ -152,7 +149,7 @@ func (ts *tombstones) remove(t *tombstone) {
 		o.newest = t.oprev
 	}
 	if o.n--; o.n == 0 {
-		delete(ts.owners, t.owner)
+		delete(ts.owners, t.Owner)
 	}
 	t.prev, t.next, t.oprev, t.onext, t.o = nil, nil, nil, nil, nil
 	ts.count.Add(-1)
@@ -167,7 +164,7 @@ func (ts *tombstones) sweep(now int64) int {
 	var n int
 	for t := ts.oldest; t != nil; {
 		next := t.next
-		if now >= t.until {
+		if now >= t.Until {
 			ts.remove(t)
 			n++
 		}

@@ -88,7 +88,7 @@ func TestTombstones(t *testing.T) {
 			require.NoError(t, m.Revoke(ctx, info.ID))
 		}},
 		{"revoke-identity", session.ReasonEnded, func(t *testing.T, m *session.Manager, _ interface{ Add(time.Duration) }, _ string, _ session.Info) {
-			require.Equal(t, 1, m.RevokeIdentity(ctx, alice.ID))
+			require.Equal(t, 1, must(m.RevokeIdentity(ctx, alice.ID)))
 		}},
 		{"idle-swept", session.ReasonIdle, func(t *testing.T, m *session.Manager, clk interface{ Add(time.Duration) }, _ string, _ session.Info) {
 			clk.Add(10 * time.Minute)
