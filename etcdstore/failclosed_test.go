@@ -1,0 +1,79 @@
+package etcdstore
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tetherproject/tether/pkg/api"
+	"github.com/tetherproject/tether/session"
+)
+
+// TestCutOffReplicaFailsClosed: a replica that can reach only one etcd
+// member is cut off when that member dies. It refuses (unavailable) within
+// MaxStaleness, so a revocation that answered meanwhile on another replica
+// is never undone by its stale view; it serves again, without a restart,
+// once the member is back, and then refuses the revoked token as ended.
+// The replica that still reaches a quorum serves throughout (member loss).
+func TestCutOffReplicaFailsClosed(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	a := f.start(t)
+	cut := f.start(t, withEndpoints(f.c.Endpoint(2)))
+	alice, _ := peer(t, f.ca, "spiffe://example.org/admin/alice")
+	tok, info, err := a.m.Login(ctx, alice)
+	require.NoError(t, err)
+	_, err = cut.m.Validate(ctx, tok, alice)
+	require.NoError(t, err)
+
+	f.c.KillMember(t, 2)
+	killed := time.Now()
+	require.Eventually(t, func() bool { return cut.m.Fresh() != nil }, within, 5*time.Millisecond)
+	// The bound: MaxStaleness from the start of its last proof, which
+	// began before the kill; one probe period and scheduling on top.
+	require.Less(t, time.Since(killed), 3*time.Second, "the cut-off replica took too long to refuse")
+
+	// The other replica still reaches a quorum (2 of 3) and revokes.
+	require.NoError(t, a.m.Revoke(ctx, info.ID))
+	_, err = cut.m.Validate(ctx, tok, alice)
+	requireCode(t, err, api.CodeUnavailable, "the cut-off replica must refuse, not serve its stale view")
+	var se *session.Error
+	require.True(t, errors.As(err, &se))
+	require.Positive(t, se.RetryAfter, "a 503 carries Retry-After")
+	_, _, err = cut.m.Login(ctx, alice)
+	requireCode(t, err, api.CodeUnavailable)
+
+	f.c.StartMember(t, 2)
+	cut.waitFresh(t)
+	_, err = cut.m.Validate(ctx, tok, alice)
+	requireCode(t, err, api.CodeSessionEnded, "back in touch, it knows the revocation")
+}
+
+// TestQuorumLossFailsClosed: with two of three members gone every replica
+// refuses; once they are back, every replica serves again without a
+// restart and no session was lost.
+func TestQuorumLossFailsClosed(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	rs := []*replica{f.start(t), f.start(t)}
+	alice, _ := peer(t, f.ca, "spiffe://example.org/admin/alice")
+	tok, _, err := rs[0].m.Login(ctx, alice)
+	require.NoError(t, err)
+
+	f.c.KillMember(t, 0)
+	f.c.KillMember(t, 1)
+	for i, r := range rs {
+		require.Eventually(t, func() bool { return r.m.Fresh() != nil }, within, 5*time.Millisecond, "replica %d", i)
+		_, err := r.m.Validate(ctx, tok, alice)
+		requireCode(t, err, api.CodeUnavailable, "replica %d without quorum", i)
+	}
+	f.c.StartMember(t, 0)
+	f.c.StartMember(t, 1)
+	for i, r := range rs {
+		r.waitFresh(t)
+		_, err := r.m.Validate(ctx, tok, alice)
+		require.NoError(t, err, "replica %d after the quorum came back", i)
+	}
+}
