@@ -384,7 +384,7 @@ func (s *Store) janitor(ctx context.Context) error {
 	}
 	for _, kv := range tombs.Kvs {
 		hexHash := strings.TrimPrefix(string(kv.Key), s.cfg.Prefix+"tombstones/")
-		if t, err := decodeTombstone(hexHash, kv.Value); err != nil || now >= t.Until {
+		if t, err := decodeTombstone(hexHash, kv.Value, s.iss, nil); err != nil || now >= t.Until {
 			dels = append(dels, clientv3.OpDelete(string(kv.Key)))
 		}
 	}

@@ -245,32 +245,52 @@ func verifySVIDSignature(pub any, digest, sig []byte) bool {
 	return false
 }
 
-// tombstoneJSON is a tombstone as stored (its token hash is in the key).
+// tombstoneJSON is a tombstone as signed; its token hash is in its key
+// and in the payload.
 type tombstoneJSON struct {
+	Issuer string `json:"iss"`
+	Token  []byte `json:"tok"`
 	Owner  string `json:"sub"`
 	ID     string `json:"id"`
 	Reason string `json:"reason"`
 	Until  int64  `json:"until"`
 }
 
-func encodeTombstone(t session.Tombstone) string {
-	b, _ := json.Marshal(tombstoneJSON{Owner: t.Owner.String(), ID: t.ID, Reason: t.Reason, Until: t.Until}) // cannot fail
-	return string(b)
+// encodeTombstone signs a tombstone like a record: a writer to etcd cannot
+// add tombstones (which would push a genuine one out of the caps).
+func encodeTombstone(k *session.Key, iss string, t session.Tombstone) (string, error) {
+	payload, err := json.Marshal(tombstoneJSON{Issuer: iss, Token: t.Token[:], Owner: t.Owner.String(), ID: t.ID, Reason: t.Reason, Until: t.Until})
+	if err != nil {
+		return "", err
+	}
+	sig, err := k.SignRecord(payload)
+	if err != nil {
+		return "", err
+	}
+	b, err := json.Marshal(signed{Payload: payload, KID: k.KID(), Sig: sig})
+	return string(b), err
 }
 
-func decodeTombstone(hexHash string, raw []byte) (session.Tombstone, error) {
+// decodeTombstone checks a stored tombstone; keys nil skips the signature
+// (the janitor only reads when it ends).
+func decodeTombstone(hexHash string, raw []byte, iss string, keys map[string]*ecdsa.PublicKey) (session.Tombstone, error) {
+	var env signed
+	if err := json.Unmarshal(raw, &env); err != nil {
+		return session.Tombstone{}, fmt.Errorf("not a signed tombstone: %w", errForged)
+	}
+	if keys != nil && !session.VerifyRecord(keys[env.KID], env.Payload, env.Sig) {
+		return session.Tombstone{}, fmt.Errorf("signed by unknown key %q or bad signature: %w", env.KID, errForged)
+	}
 	var tj tombstoneJSON
-	if err := json.Unmarshal(raw, &tj); err != nil {
-		return session.Tombstone{}, err
+	if err := json.Unmarshal(env.Payload, &tj); err != nil {
+		return session.Tombstone{}, fmt.Errorf("payload: %w", errForged)
 	}
 	owner, err := spiffeid.FromString(tj.Owner)
-	if err != nil {
-		return session.Tombstone{}, err
+	if err != nil || tj.Issuer != iss || hex.EncodeToString(tj.Token) != hexHash || len(tj.Token) != len(session.TokenHash{}) {
+		return session.Tombstone{}, fmt.Errorf("tombstone of another issuer, owner or key: %w", errForged)
 	}
 	t := session.Tombstone{Owner: owner, ID: tj.ID, Reason: tj.Reason, Until: tj.Until}
-	if n, err := hex.Decode(t.Token[:], []byte(hexHash)); err != nil || n != len(t.Token) {
-		return session.Tombstone{}, fmt.Errorf("tombstone key %q", hexHash)
-	}
+	copy(t.Token[:], tj.Token)
 	return t, nil
 }
 

@@ -353,7 +353,11 @@ func (s *Store) Update(ctx context.Context, cur, next session.Record, t *session
 	key := s.l.session(cur.ID)
 	var then []clientv3.Op
 	if t != nil {
-		then = append(then, clientv3.OpPut(s.l.tomb(t.Token), encodeTombstone(*t)))
+		tv, err := encodeTombstone(s.cfg.Key, s.iss, *t)
+		if err != nil {
+			return err
+		}
+		then = append(then, clientv3.OpPut(s.l.tomb(t.Token), tv))
 	}
 	then = append(then, clientv3.OpPut(key, val))
 	resp, err := s.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", cur.Rev)}, then, nil)
@@ -376,6 +380,10 @@ func (s *Store) Update(ctx context.Context, cur, next session.Record, t *session
 // session by its own clock.
 func (s *Store) Delete(ctx context.Context, cur session.Record, t session.Tombstone) error {
 	key, tk, ik := s.l.session(cur.ID), s.l.total(), s.l.perIdentity(cur.Owner)
+	tv, err := encodeTombstone(s.cfg.Key, s.iss, t)
+	if err != nil {
+		return err
+	}
 	for range casAttempts {
 		tot, idn := s.counter(tk), s.counter(ik)
 		resp, err := s.txn(ctx,
@@ -385,7 +393,7 @@ func (s *Store) Delete(ctx context.Context, cur session.Record, t session.Tombst
 				clientv3.Compare(clientv3.ModRevision(ik), "=", idn.modRev),
 			},
 			[]clientv3.Op{
-				clientv3.OpPut(s.l.tomb(t.Token), encodeTombstone(t)), // first: a lookup that misses the record finds it
+				clientv3.OpPut(s.l.tomb(t.Token), tv), // first: a lookup that misses the record finds it
 				clientv3.OpDelete(key), clientv3.OpDelete(s.l.used(cur.ID)),
 				countOps(tk, tot, -1), countOps(ik, idn, -1),
 			},
@@ -547,7 +555,10 @@ func (s *Store) applyEvent(view *session.MemoryStore, ev *clientv3.Event) (ackno
 		}
 	case strings.HasPrefix(rest, "tombstones/"):
 		if !del { // the view forgets a tombstone only at its own sweep
-			t, err := decodeTombstone(strings.TrimPrefix(rest, "tombstones/"), ev.Kv.Value)
+			s.mu.Lock()
+			keys := s.keys
+			s.mu.Unlock()
+			t, err := decodeTombstone(strings.TrimPrefix(rest, "tombstones/"), ev.Kv.Value, s.iss, keys)
 			if err != nil {
 				s.refused("tombstone", key, err)
 				return false

@@ -218,7 +218,8 @@ func must[T any](v T, err error) T {
 // TestForgedWrites: what a writer to etcd without a replica's key writes is
 // refused: a record signed by an unannounced key, an announcement signed
 // by an SVID of another identity (and records signed by its key), a record
-// moved under another ID, and the replay of an ended session's record.
+// moved under another ID, a forged tombstone, and the replay of an ended
+// session's record.
 func TestForgedWrites(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
@@ -282,7 +283,16 @@ func TestForgedWrites(t *testing.T) {
 	require.Len(t, genuine.Kvs, 1)
 	_, err = cli.Put(ctx, l.session("movedrecord"), string(genuine.Kvs[0].Value))
 	require.NoError(t, err)
+	// 5. A tombstone signed by mallory's unannounced key (a flood of them
+	// would push genuine ones out of the caps).
+	tv, err := encodeTombstone(mallory, tetherdID, session.Tombstone{Token: session.TokenHash{9}, Owner: alice.ID, ID: "x", Reason: session.ReasonEnded, Until: time.Now().Add(time.Hour).UnixNano()})
+	require.NoError(t, err)
+	_, err = cli.Put(ctx, l.tomb(session.TokenHash{9}), tv)
+	require.NoError(t, err)
+	tombsBefore := rs[1].st.Tombstones()
 	barrier()
+	require.Equal(t, tombsBefore, rs[1].st.Tombstones(), "a forged tombstone was kept")
+	require.Equal(t, 1.0, refusedBefore(rs[1], "tombstone"))
 	for i, r := range rs {
 		for _, id := range []string{"forgedunannounced", "forgedbyadmin", "forgedbyotherca", "movedrecord"} {
 			_, ok := r.st.ByID(id)
@@ -295,7 +305,7 @@ func TestForgedWrites(t *testing.T) {
 	}
 	require.Equal(t, before+4, refusedBefore(rs[1], "session"), "each forged record counted as refused")
 
-	// 5. Replay: the ended session's genuine record written back.
+	// 6. Replay: the ended session's genuine record written back.
 	require.NoError(t, rs[0].m.Logout(ctx, info.ID))
 	_, err = cli.Put(ctx, l.session(info.ID), string(genuine.Kvs[0].Value))
 	require.NoError(t, err)
