@@ -196,9 +196,14 @@ func (s *Store) newView() *session.MemoryStore {
 // ReplicaID is this replica's random ID, as registered in etcd and logged.
 func (s *Store) ReplicaID() string { return s.rid }
 
+// leftMark is the registration value of a replica that has stopped serving.
+const leftMark = "left"
+
 // Close stops the background work, writes the last uses, withdraws the
 // replica's registration (its key announcement stays, for the sessions it
-// signed) and closes the client.
+// signed) and closes the client. Call it once the replica no longer serves
+// (after its HTTP server has shut down): the other replicas stop waiting
+// for its acknowledgements at once.
 func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
@@ -208,7 +213,10 @@ func (s *Store) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	s.flush(ctx)
-	_, _ = s.cli.Delete(ctx, s.l.replica(s.rid)) // its lease would end it anyway
+	// "left", then gone: the others need not wait MaxStaleness for a
+	// replica that no longer serves (its lease would end the key anyway).
+	_, _ = s.cli.Put(ctx, s.l.replica(s.rid), leftMark)
+	_, _ = s.cli.Delete(ctx, s.l.replica(s.rid))
 	return s.cli.Close()
 }
 
@@ -585,12 +593,16 @@ func (s *Store) applyEvent(view *session.MemoryStore, ev *clientv3.Event) (ackno
 	case strings.HasPrefix(rest, "replicas/"):
 		rid := strings.TrimPrefix(rest, "replicas/")
 		s.mu.Lock()
-		if del {
+		_, known := s.replicas[rid]
+		switch {
+		case !del && string(ev.Kv.Value) == leftMark:
+			delete(s.replicas, rid) // stopped serving: nothing to wait for
+		case del:
 			delete(s.replicas, rid)
-			if rid != s.rid {
+			if known && rid != s.rid { // its lease ran out: it may still serve, stale
 				s.departed[rid] = time.Now()
 			}
-		} else {
+		default:
 			s.replicas[rid] = parseInt(ev.Kv.Value)
 		}
 		s.mu.Unlock()
