@@ -51,7 +51,9 @@ func newRootCmd() *cobra.Command {
 Admins log in over mTLS (TLS 1.3) with their X.509 SVID. A session is bound to
 the caller's SPIFFE ID and to the SHA-256 fingerprint of its leaf certificate;
 its token is worthless over any other identity or certificate. Sessions live
-in memory only: a restart ends them all.`,
+in tetherd's memory (a restart ends them all), or with --store etcd in an etcd
+cluster that any number of replicas share: a token from one replica works on
+every replica, and a logout or revoke on one holds on all.`,
 		Example: `  # with a SPIRE agent
   tetherd --workload-api unix:///tmp/spire-agent/public/api.sock \
           --spiffe-id spiffe://example.org/tetherd \
@@ -69,6 +71,12 @@ in memory only: a restart ends them all.`,
           --role 'ops=spiffe://example.org/admin/*' \
           --role breakglass=spiffe://example.org/admin/alice,spiffe://example.org/admin/bob \
           --role-ttl breakglass=15m --role-approvals breakglass=1
+
+  # replicas sharing their sessions through etcd, reached over mTLS with
+  # tetherd's own SVID (the members' certificates chain to its trust bundle)
+  tetherd --workload-api unix:///tmp/spire-agent/public/api.sock \
+          --admin 'spiffe://example.org/admin/*' \
+          --store etcd --etcd-endpoints https://etcd-0:2379,https://etcd-1:2379,https://etcd-2:2379
 
   # with SVID files kept fresh by spiffe-helper
   tetherd --svid-cert svid.pem --svid-key svid.key --bundle bundle.pem \

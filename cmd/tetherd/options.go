@@ -38,6 +38,7 @@ type options struct {
 	shutdownTimeout             time.Duration
 	conns                       server.ConnLimits
 	roles                       roleFlags
+	store                       storeFlags
 
 	// settings says where each setting came from once loadSettings ran
 	// (nil when it did not: dev mode takes its command line only).
@@ -79,6 +80,7 @@ func (o *options) register(cmd *cobra.Command) {
 	f.DurationVar(&o.conns.HandshakeTimeout, "handshake-timeout", server.DefaultHandshakeTimeout, "how long a TLS handshake on the API may take")
 	f.DurationVar(&o.conns.MaxAge, "max-connection-age", server.DefaultMaxAge, "an API connection older than this is closed after its next answer")
 	o.roles.register(f)
+	o.store.register(f)
 }
 
 // config is the checked form of the options.
@@ -89,7 +91,8 @@ type config struct {
 	workloadAPI           string
 	logger                *slog.Logger
 	session               session.Config
-	roles                 []roleSpec // session.Roles, with the patterns they came from
+	roles                 []roleSpec   // session.Roles, with the patterns they came from
+	store                 *storeConfig // --store etcd; nil for memory
 }
 
 // check validates the options; every error names its flag and is a usage
@@ -184,6 +187,9 @@ func (o *options) check(cmd *cobra.Command, dev bool) (*config, error) {
 		admins = append(slices.Clone(admins), devAdmins...)
 	}
 	if c.roles, err = o.roles.build(admins, o.sessionTTL); err != nil {
+		return nil, err
+	}
+	if c.store, err = o.store.check(f); err != nil {
 		return nil, err
 	}
 	if c.logger, err = newLogger(cmd.ErrOrStderr(), o.logLevel, o.logFormat); err != nil {

@@ -71,7 +71,16 @@ func serve(cmd *cobra.Command, o *options, dev *devSetup) error {
 	m.reg.MustRegister(svidExpiry(id.src))
 	stopWatch := idLog.watchExpiry(id.src)
 	defer stopWatch()
-	mgr, err := newSessions(cfg, id.own.ID, m.reg)
+	// The store outlives the manager (closed after it) and the signal: it
+	// serves the drain, and its Close writes the last uses to etcd.
+	store, err := openStore(context.WithoutCancel(ctx), cfg, id.src, id.own.ID, m.reg)
+	if err != nil {
+		return err
+	}
+	if store != nil {
+		defer func() { _ = store.store.Close() }() // nothing to do about a failed close at exit
+	}
+	mgr, err := newSessions(cfg, id.own.ID, m.reg, store)
 	if err != nil {
 		return err
 	}
@@ -90,7 +99,7 @@ func serve(cmd *cobra.Command, o *options, dev *devSetup) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	runErr := waitForStop(ctx, cfg.logger, id.files, hup, srv.stopped)
-	return drain(cfg.logger, o.shutdownTimeout, srv, mgr, runErr)
+	return drain(cfg.logger, o.shutdownTimeout, srv, mgr, store != nil, runErr)
 }
 
 // addDev adds dev mode's admin and introspector patterns to the policies.
@@ -248,11 +257,16 @@ func watchFiles(o *options, cfg *config, reloadFailures prometheus.Counter, idLo
 	return fileSrc, nil
 }
 
-// newSessions starts the session manager, issuing tokens as issuer.
-func newSessions(cfg *config, issuer spiffeid.ID, reg prometheus.Registerer) (*session.Manager, error) {
+// newSessions starts the session manager, issuing tokens as issuer, with
+// its sessions in store (nil: in its own memory).
+func newSessions(cfg *config, issuer spiffeid.ID, reg prometheus.Registerer, store *replicaStore) (*session.Manager, error) {
 	sc := cfg.session
 	sc.Issuer = issuer
 	sc.Registerer = reg
+	if store != nil {
+		sc.Store = store.store
+		sc.Key = store.key
+	}
 	return session.NewManager(sc)
 }
 
@@ -286,18 +300,7 @@ func startServers(o *options, cfg *config, m *metrics, src svid.Source, mgr *ses
 		Sessions: mgr, Bundles: src, Admins: cfg.admins, Introspectors: cfg.introspectors,
 		Logger: log, Registerer: m.reg,
 	}), apiTLS, log)
-	ready := func() error {
-		if !s.serving.Load() {
-			return errors.New("the API listener is not serving")
-		}
-		if p, ok := src.(svid.Pinner); ok {
-			if err := p.Pin().Err(); err != nil {
-				return fmt.Errorf("not serving as the pinned SPIFFE ID (--spiffe-id, else the one tetherd started with); the last SVID with it is served until it expires: %w", err)
-			}
-		}
-		return svid.Usable(src, time.Now())
-	}
-	s.health = server.NewHealthServer(server.Health(ready, m.reg), log)
+	s.health = server.NewHealthServer(server.Health(readiness(&s.serving, src, mgr), m.reg), log)
 	apiConns := server.NewListener(apiLn, apiTLS, o.conns, log, m.reg)
 	healthConns := server.LimitListener(healthLn, server.HealthMaxConnections, m.healthShed.Inc)
 	go func() {
@@ -308,6 +311,38 @@ func startServers(o *options, cfg *config, m *metrics, src svid.Source, mgr *ses
 	}()
 	go func() { s.stopped <- s.health.Serve(healthConns) }()
 	return s
+}
+
+// fresher is what readiness asks of the session manager.
+type fresher interface{ Fresh() error }
+
+// readiness is /readyz: nil while the API serves, as the pinned identity,
+// with a usable SVID, and the sessions are provably current (with --store
+// etcd, the replica's view is at most --max-staleness old); else why not.
+func readiness(serving *atomic.Bool, src svid.Source, sessions fresher) func() error {
+	return func() error {
+		if !serving.Load() {
+			return errors.New("the API listener is not serving")
+		}
+		if p, ok := src.(svid.Pinner); ok {
+			if err := p.Pin().Err(); err != nil {
+				return fmt.Errorf("not serving as the pinned SPIFFE ID (--spiffe-id, else the one tetherd started with); the last SVID with it is served until it expires: %w", err)
+			}
+		}
+		if err := svid.Usable(src, time.Now()); err != nil {
+			return err
+		}
+		if err := sessions.Fresh(); err != nil {
+			// The store's own words (the refusal's public message), not
+			// the error's code and reason.
+			var se *session.Error
+			if errors.As(err, &se) && se.Detail != "" {
+				return errors.New(se.Detail)
+			}
+			return err
+		}
+		return nil
+	}
 }
 
 // shutdown stops both servers, letting in-flight requests finish until ctx
@@ -337,6 +372,7 @@ func logStarted(log *slog.Logger, o *options, cfg *config, own spiffeid.ID, api,
 		slog.Duration("session_ttl", cfg.session.TTL), slog.Duration("idle_timeout", cfg.session.IdleTimeout),
 		slog.Int("max_connections", o.conns.MaxConnections), slog.Int("max_connections_per_identity", o.conns.MaxPerIdentity),
 		slog.Int("max_handshakes", o.conns.MaxHandshakes),
+		cfg.store.attrs(),
 		logRoles(cfg.roles))
 	warnDescriptors(log, o.conns.MaxConnections+server.HealthMaxConnections)
 }
@@ -364,13 +400,18 @@ func waitForStop(ctx context.Context, log *slog.Logger, files *svid.FileSource, 
 
 // drain stops the servers, giving in-flight requests up to timeout, logs
 // tetherd.stopped, and flushes the log's last summary of suppressed lines.
-// The error joins runErr with what went wrong on the way.
-func drain(log *slog.Logger, timeout time.Duration, srv *servers, mgr *session.Manager, runErr error) error {
+// The error joins runErr with what went wrong on the way. shared says the
+// sessions live on in a store other replicas share (--store etcd).
+func drain(log *slog.Logger, timeout time.Duration, srv *servers, mgr *session.Manager, shared bool, runErr error) error {
 	log.Info("tetherd.stopping", slog.Duration("drain_timeout", timeout))
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	errs := append([]error{runErr}, srv.shutdown(ctx)...)
-	log.Info("tetherd.stopped", slog.Int("sessions_dropped", mgr.Len()))
+	if shared {
+		log.Info("tetherd.stopped", slog.Int("sessions_kept", mgr.Len()))
+	} else {
+		log.Info("tetherd.stopped", slog.Int("sessions_dropped", mgr.Len()))
+	}
 	if h, ok := log.Handler().(*logthrottle.Handler); ok {
 		_ = h.Flush(context.Background()) // report the last window's suppressed lines before exit
 	}
