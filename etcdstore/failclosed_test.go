@@ -35,7 +35,9 @@ func TestCutOffReplicaFailsClosed(t *testing.T) {
 	// began before the kill; one probe period and scheduling on top.
 	require.Less(t, time.Since(killed), 3*time.Second, "the cut-off replica took too long to refuse")
 
-	// The other replica still reaches a quorum (2 of 3) and revokes.
+	// The other replica still reaches a quorum (2 of 3) and revokes (if
+	// the member was etcd's leader, after the election).
+	a.waitFresh(t)
 	require.NoError(t, a.m.Revoke(ctx, info.ID))
 	_, err = cut.m.Validate(ctx, tok, alice)
 	requireCode(t, err, api.CodeUnavailable, "the cut-off replica must refuse, not serve its stale view")
@@ -75,5 +77,36 @@ func TestQuorumLossFailsClosed(t *testing.T) {
 		r.waitFresh(t)
 		_, err := r.m.Validate(ctx, tok, alice)
 		require.NoError(t, err, "replica %d after the quorum came back", i)
+	}
+}
+
+// TestFollowerLossKeepsServing: a replica connected to every member keeps
+// serving, writes included, when an etcd member that is not the leader dies.
+func TestFollowerLossKeepsServing(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	a := f.start(t)
+	cli := f.c.Client(t, f.svid)
+	follower := -1
+	for i := range f.c.Size() {
+		st, err := cli.Status(ctx, f.c.Endpoint(i))
+		require.NoError(t, err)
+		if st.Leader != st.Header.MemberId {
+			follower = i
+			break
+		}
+	}
+	require.GreaterOrEqual(t, follower, 0, "no follower found")
+	f.c.KillMember(t, follower)
+	killed := time.Now()
+	alice, _ := peer(t, f.ca, "spiffe://example.org/admin/alice")
+	// Load for three times MaxStaleness: long enough for a replica whose
+	// proofs stalled on the dead member to turn stale.
+	for i := 0; time.Since(killed) < 3*time.Second; i++ {
+		tok, info, err := a.m.Login(ctx, alice)
+		require.NoError(t, err, "login %d after member %d died", i, follower)
+		_, err = a.m.Validate(ctx, tok, alice)
+		require.NoError(t, err, "use %d", i)
+		require.NoError(t, a.m.Revoke(ctx, info.ID), "revoke %d", i)
 	}
 }

@@ -226,15 +226,27 @@ func (s *Store) ensureRegistered(ctx context.Context) error {
 }
 
 // runFresh proves the view current every MaxStaleness/4 and logs when the
-// replica turns stale or fresh again.
+// replica turns stale or fresh again. Probes overlap (up to four at once):
+// one stuck on a member that just died does not hold back the next, which
+// the client sends to a live member.
 func (s *Store) runFresh(ctx context.Context) {
 	every := max(s.cfg.MaxStaleness/4, 10*time.Millisecond)
+	inFlight := make(chan struct{}, 4)
 	wasFresh := false
 	for {
 		if err := s.ensureRegistered(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("store.register_failed", slog.String("error", err.Error()))
 		} else {
-			s.probe(ctx)
+			select {
+			case inFlight <- struct{}{}:
+				s.wg.Add(1)
+				go func() {
+					defer s.wg.Done()
+					defer func() { <-inFlight }()
+					s.probe(ctx)
+				}()
+			default: // four probes already wait: the cluster is not answering
+			}
 		}
 		isFresh := s.Fresh() == nil
 		if isFresh != wasFresh {
