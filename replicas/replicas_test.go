@@ -398,3 +398,46 @@ func remove[T comparable](s []T, v T) []T {
 	}
 	return s
 }
+
+// TestQuorumLossFailsClosed: with two of the three etcd members gone every
+// replica answers 503 unavailable with Retry-After and /readyz says why;
+// once they are back, every replica is ready again by itself (no restart)
+// and the session opened before still works.
+func TestQuorumLossFailsClosed(t *testing.T) {
+	c := newCluster(t, 2)
+	alice := c.admin("alice")
+	tok, _ := alice.login(t, c.lb.Addr())
+	c.etcd.KillMember(t, 0)
+	c.etcd.KillMember(t, 1)
+	for _, r := range c.replicas {
+		deadline := time.Now().Add(within)
+		for r.ready() {
+			require.True(t, time.Now().Before(deadline), "replica %d still ready without quorum", r.i)
+			time.Sleep(20 * time.Millisecond)
+		}
+		resp, err := plain.Get("http://" + r.health + api.PathReadyz)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+		require.Contains(t, string(body), "etcd", "/readyz says why")
+
+		req, err := http.NewRequest(http.MethodGet, "https://"+r.api+api.PathSessionsSelf, nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err = alice.http.Do(req)
+		require.NoError(t, err)
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "replica %d: %s", r.i, body)
+		require.Contains(t, string(body), string(api.CodeUnavailable))
+		require.NotEmpty(t, resp.Header.Get("Retry-After"), "every 503 carries Retry-After")
+	}
+	c.etcd.StartMember(t, 0)
+	c.etcd.StartMember(t, 1)
+	for _, r := range c.replicas {
+		r.waitReady()
+		status, _, body := alice.call(r.api, http.MethodGet, api.PathSessionsSelf, tok)
+		require.Equal(t, http.StatusOK, status, "replica %d after the quorum came back: %s", r.i, body)
+	}
+}
