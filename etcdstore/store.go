@@ -297,6 +297,22 @@ func (s *Store) learnCounter(key string, r *etcdserverpb.RangeResponse, asOf int
 	s.mu.Unlock()
 }
 
+// readCounters reads the counters from etcd (a quorum read) into the cache.
+func (s *Store) readCounters(ctx context.Context, keys ...string) error {
+	ops := make([]clientv3.Op, len(keys))
+	for i, k := range keys {
+		ops[i] = clientv3.OpGet(k)
+	}
+	resp, err := s.txn(ctx, nil, ops, nil)
+	if err != nil {
+		return err
+	}
+	for i, k := range keys {
+		s.learnCounter(k, resp.Responses[i].GetResponseRange(), resp.Header.Revision)
+	}
+	return nil
+}
+
 // countOps are the operations that move a counter by delta: a put, or a
 // delete at zero.
 func countOps(key string, c counter, delta int64) clientv3.Op {
@@ -314,13 +330,25 @@ func (s *Store) Insert(ctx context.Context, r session.Record, lim session.Limits
 		return err
 	}
 	key, tk, ik := s.l.session(r.ID), s.l.total(), s.l.perIdentity(r.Owner)
+	confirmed := false // the counters were read from etcd, not from the view
 	for range casAttempts {
 		tot, idn := s.counter(tk), s.counter(ik)
-		if lim.Total > 0 && tot.n >= int64(lim.Total) {
-			return &session.Error{Code: api.CodeSessionLimit, Reason: session.ReasonLimitTotal}
+		reason := ""
+		switch {
+		case lim.Total > 0 && tot.n >= int64(lim.Total):
+			reason = session.ReasonLimitTotal
+		case lim.PerIdentity > 0 && idn.n >= int64(lim.PerIdentity):
+			reason = session.ReasonLimitIdentity
 		}
-		if lim.PerIdentity > 0 && idn.n >= int64(lim.PerIdentity) {
-			return &session.Error{Code: api.CodeSessionLimit, Reason: session.ReasonLimitIdentity}
+		if reason != "" && confirmed {
+			return &session.Error{Code: api.CodeSessionLimit, Reason: reason}
+		}
+		if reason != "" { // the view may not have seen an end yet: ask etcd
+			if err := s.readCounters(ctx, tk, ik); err != nil {
+				return s.unavailable(err)
+			}
+			confirmed = true
+			continue
 		}
 		resp, err := s.txn(ctx,
 			[]clientv3.Cmp{
