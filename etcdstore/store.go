@@ -19,14 +19,18 @@
 //
 // # Exact revocation
 //
-// An end (logout, revoke, denial) or a rebind answers only once every
-// replica refuses the old token: each replica acknowledges the revisions it
-// applies under its registration key, and the writer waits until every
+// A write answers only once every replica has applied it: each replica
+// acknowledges, under its registration key, the revisions it applies that
+// change a session or a tombstone, and the writer waits until every
 // registered replica has acknowledged the write's revision, or until
 // MaxStaleness has passed since the write (by then a replica that did not
-// acknowledge has lost its proof of freshness and refuses everything).
-// Replicas that left within the last MaxStaleness are waited for the same
-// way.
+// acknowledge has lost its proof of freshness and refuses everything). So a
+// new token works on every replica when its login answers, and an ended or
+// replaced token works on none when its logout, revoke or rebind answers.
+// Replicas whose registration lease ran out within the last MaxStaleness
+// are waited for the same way (they may still serve, stale); one that
+// closed cleanly is not. Ends for expiry and idleness do not wait: every
+// replica decides those by its own clock.
 //
 // # What is signed
 //
