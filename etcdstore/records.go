@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/big"
 	"strconv"
 	"time"
 
@@ -213,7 +212,7 @@ func decodeAnnouncement(raw []byte, kid string, issuer spiffeid.ID, bundles x509
 	}
 	id, _, err := x509svid.Verify(certs, bundles, x509svid.WithTime(time.Unix(0, a.At)))
 	if err != nil {
-		return nil, fmt.Errorf("SVID: %v: %w", err, errForged)
+		return nil, fmt.Errorf("SVID: %w: %w", err, errForged)
 	}
 	if id != issuer {
 		return nil, fmt.Errorf("signed by %s, not %s: %w", id, issuer, errForged)
@@ -224,8 +223,8 @@ func decodeAnnouncement(raw []byte, kid string, issuer spiffeid.ID, bundles x509
 	if len(a.X) != 32 || len(a.Y) != 32 {
 		return nil, fmt.Errorf("key: %w", errForged)
 	}
-	pub := &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(a.X), Y: new(big.Int).SetBytes(a.Y)}
-	if _, err := pub.ECDH(); err != nil { // on the curve
+	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, a.X...), a.Y...)) // checks the point is on the curve
+	if err != nil {
 		return nil, fmt.Errorf("key: %w", errForged)
 	}
 	return pub, nil

@@ -51,6 +51,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -79,8 +80,9 @@ const (
 	// janitorEvery is how often expired tombstones and orphan last-use keys
 	// are deleted from etcd.
 	janitorEvery = time.Minute
-	// casAttempts bounds the retries of a write whose counters moved.
-	casAttempts = 32
+	// casAttempts bounds the retries of a write whose counters moved (every
+	// login and end moves the total); retries back off with jitter.
+	casAttempts = 64
 	// pageSize is how many keys one read of the initial load returns.
 	pageSize = 1000
 )
@@ -335,7 +337,7 @@ func (s *Store) Insert(ctx context.Context, r session.Record, lim session.Limits
 	}
 	key, tk, ik := s.l.session(r.ID), s.l.total(), s.l.perIdentity(r.Owner)
 	confirmed := false // the counters were read from etcd, not from the view
-	for range casAttempts {
+	for attempt := range casAttempts {
 		tot, idn := s.counter(tk), s.counter(ik)
 		reason := ""
 		switch {
@@ -379,6 +381,9 @@ func (s *Store) Insert(ctx context.Context, r session.Record, lim session.Limits
 			return session.ErrConflict
 		}
 		s.m.conflicts.Inc()
+		if err := backoff(ctx, attempt); err != nil {
+			return s.unavailable(err)
+		}
 	}
 	return &session.Error{Code: api.CodeUnavailable, Reason: session.ReasonConflict, Detail: "too many concurrent logins; retry", RetryAfter: time.Second}
 }
@@ -424,7 +429,7 @@ func (s *Store) Delete(ctx context.Context, cur session.Record, t session.Tombst
 	if err != nil {
 		return err
 	}
-	for range casAttempts {
+	for attempt := range casAttempts {
 		tot, idn := s.counter(tk), s.counter(ik)
 		resp, err := s.txn(ctx,
 			[]clientv3.Cmp{
@@ -461,8 +466,26 @@ func (s *Store) Delete(ctx context.Context, cur session.Record, t session.Tombst
 		s.learnCounter(tk, resp.Responses[1].GetResponseRange(), resp.Header.Revision)
 		s.learnCounter(ik, resp.Responses[2].GetResponseRange(), resp.Header.Revision)
 		s.m.conflicts.Inc()
+		if err := backoff(ctx, attempt); err != nil {
+			return s.unavailable(err)
+		}
 	}
 	return &session.Error{Code: api.CodeUnavailable, Reason: session.ReasonConflict, Detail: "too many concurrent changes; retry", RetryAfter: time.Second}
+}
+
+// backoff waits before retry attempt+1 of a write that lost a race: a
+// random time up to 2^attempt ms, at most 50 ms, so that writers that
+// collided do not collide again.
+func backoff(ctx context.Context, attempt int) error {
+	limit := min(time.Millisecond<<min(attempt, 6), 50*time.Millisecond)
+	t := time.NewTimer(rand.N(limit) + time.Millisecond/4) //nolint:gosec // G404: jitter, not a secret
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (s *Store) txn(ctx context.Context, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {

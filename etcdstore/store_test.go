@@ -231,8 +231,10 @@ func TestForgedWrites(t *testing.T) {
 	mallory, err := session.NewKey()
 	require.NoError(t, err)
 	forge := func(k *session.Key, id string) (session.Record, string) {
+		tok := session.TokenHash{1, 2, 3}
+		copy(tok[3:], id)
 		r := session.Record{ID: id, Owner: alice.ID, CreatedAt: time.Now().UnixNano(), ExpiresAt: time.Now().Add(time.Hour).UnixNano(),
-			Binding: session.Binding{Token: session.TokenHash{1, 2, 3, byte(len(id))}, Fingerprint: alice.Fingerprint}}
+			Binding: session.Binding{Token: tok, Fingerprint: alice.Fingerprint}}
 		val, err := encodeRecord(k, tetherdID, r)
 		require.NoError(t, err)
 		return r, val

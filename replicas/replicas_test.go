@@ -303,7 +303,7 @@ func TestLoadWithRevocationsCrashAndRollingRestart(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			rng := rand.New(rand.NewPCG(uint64(w), 7)) //nolint:gosec // G404: a reproducible load, not a secret
 			var mine []*live
 			for ctx.Err() == nil {
 				switch op := rng.IntN(10); {
