@@ -35,3 +35,12 @@ log_format = "json"
 
 # How long to wait for the first SVID before giving up (exit 1).
 startup_timeout = "30s"
+
+# Replicas (README "Running replicas"): every tetherd with this SPIFFE ID
+# and prefix shares its sessions through etcd, reached over mTLS with this
+# tetherd's own SVID. Leave these out for one process with sessions in its
+# memory (store = "memory", the default).
+# store          = "etcd"
+# etcd_endpoints = ["https://10.0.0.1:2379", "https://10.0.0.2:2379", "https://10.0.0.3:2379"]
+# etcd_prefix    = "/tether/"
+# max_staleness  = "1s"
