@@ -17,7 +17,7 @@ import (
 	"github.com/tetherproject/tether/pkg/api"
 )
 
-// MaxTokenBytes is the longest token looked at. Ours are about 600 bytes;
+// MaxTokenBytes is the longest token looked at. Ours are about 450 bytes;
 // anything far longer is refused before it is hashed.
 const MaxTokenBytes = 4096
 
@@ -31,10 +31,13 @@ type claims struct {
 	IssuedAt int64   `json:"iat"`
 	Expiry   int64   `json:"exp"`
 	CNF      api.CNF `json:"cnf"`
-	// Optional claims: when the owner logged in (RFC 9470 auth_time; a
-	// rebind keeps it) and the roles the session holds.
-	AuthTime int64    `json:"auth_time,omitempty"`
-	Roles    []string `json:"roles,omitempty"`
+	// AuthTime is when the owner logged in (RFC 9470 auth_time; a rebind
+	// keeps it). It is not written into the token: every request sends the
+	// token, and nothing reads the claim (tokens are recognised by their
+	// hash); the session object's authenticated_at carries it.
+	AuthTime int64 `json:"-"`
+	// Roles, an optional claim: the roles the session holds.
+	Roles []string `json:"roles,omitempty"`
 }
 
 // Key is the signing key of one Manager (one tetherd process, one replica):
@@ -118,13 +121,15 @@ func NewKey() (*Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("session: signing key: %w", err)
 	}
-	kid, err := randomID()
+	kid, err := randomKID()
 	if err != nil {
 		return nil, err
 	}
-	// The header go-jose wrote for us (its keys sorted): the same bytes, made
-	// once instead of at every login. kid is base32, nothing to escape.
-	head := `{"alg":"ES256","kid":"` + kid + `","typ":"JWT"}`
+	// The header, made once instead of at every login: alg and kid only (no
+	// "typ", which RFC 7515 makes optional and nothing here reads: every
+	// byte of the token travels with every request). kid is base32, nothing
+	// to escape.
+	head := `{"alg":"ES256","kid":"` + kid + `"}`
 	return &Key{key: key, head: base64.RawURLEncoding.EncodeToString([]byte(head)), kidIn: []byte(`"kid":"` + kid + `"`), kid: kid}, nil
 }
 
@@ -169,6 +174,18 @@ func (k *Key) sign(payload []byte) (string, error) {
 // reads it), which was Validate's one allocation.
 func hashToken(token string) TokenHash {
 	return sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token))) //nolint:gosec // G103: a read-only view of the string's bytes, only read by Sum256 (see above)
+}
+
+// randomKID returns a key ID: 80 bits from crypto/rand as 16 lowercase
+// base32 characters. A key ID only tells keys apart (a replica's from
+// another's, this process's from a previous one's): 80 random bits do, and
+// every request carries it, where a session ID needs 128.
+func randomKID() (string, error) {
+	var b [10]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("session: random: %w", err)
+	}
+	return idEncoding.EncodeToString(b[:]), nil
 }
 
 // idEncoding has no '-' at all, so an ID never looks like a CLI flag.
