@@ -45,8 +45,16 @@ func (l layout) replica(rid string) string         { return l.p + "replicas/" + 
 func (l layout) total() string                     { return l.p + "count" }
 func (l layout) perIdentity(id spiffeid.ID) string { return l.p + "count/" + id.String() }
 
+// Kinds of signed payloads: each names what it is, so that one signed for
+// one kind of key is never taken for another (a record for a tombstone).
+const (
+	kindSession   = "session"
+	kindTombstone = "tombstone"
+)
+
 // recordPayload is a session record as signed.
 type recordPayload struct {
+	Kind      string         `json:"kind"`
 	Issuer    string         `json:"iss"`
 	ID        string         `json:"id"`
 	Owner     string         `json:"sub"`
@@ -76,7 +84,7 @@ type signed struct {
 
 func encodeRecord(k *session.Key, iss string, r session.Record) (string, error) {
 	p := recordPayload{
-		Issuer: iss, ID: r.ID, Owner: r.Owner.String(), CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt,
+		Kind: kindSession, Issuer: iss, ID: r.ID, Owner: r.Owner.String(), CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt,
 		Token: r.Binding.Token[:], FP: r.Binding.Fingerprint, Roles: r.Roles, Needed: r.Needed,
 	}
 	if !r.Binding.NotBefore.IsZero() {
@@ -118,7 +126,7 @@ func decodeRecord(raw []byte, id, iss string, keys map[string]*ecdsa.PublicKey) 
 	if err := json.Unmarshal(env.Payload, &p); err != nil {
 		return session.Record{}, fmt.Errorf("payload: %w", errForged)
 	}
-	if p.ID != id || p.Issuer != iss || len(p.Token) != len(session.TokenHash{}) {
+	if p.Kind != kindSession || p.ID != id || p.Issuer != iss || len(p.Token) != len(session.TokenHash{}) {
 		return session.Record{}, fmt.Errorf("record of %q under %q for issuer %q: %w", p.ID, id, p.Issuer, errForged)
 	}
 	owner, err := spiffeid.FromString(p.Owner)
@@ -247,6 +255,7 @@ func verifySVIDSignature(pub any, digest, sig []byte) bool {
 // tombstoneJSON is a tombstone as signed; its token hash is in its key
 // and in the payload.
 type tombstoneJSON struct {
+	Kind   string `json:"kind"`
 	Issuer string `json:"iss"`
 	Token  []byte `json:"tok"`
 	Owner  string `json:"sub"`
@@ -258,7 +267,7 @@ type tombstoneJSON struct {
 // encodeTombstone signs a tombstone like a record: a writer to etcd cannot
 // add tombstones (which would push a genuine one out of the caps).
 func encodeTombstone(k *session.Key, iss string, t session.Tombstone) (string, error) {
-	payload, err := json.Marshal(tombstoneJSON{Issuer: iss, Token: t.Token[:], Owner: t.Owner.String(), ID: t.ID, Reason: t.Reason, Until: t.Until})
+	payload, err := json.Marshal(tombstoneJSON{Kind: kindTombstone, Issuer: iss, Token: t.Token[:], Owner: t.Owner.String(), ID: t.ID, Reason: t.Reason, Until: t.Until})
 	if err != nil {
 		return "", err
 	}
@@ -285,7 +294,7 @@ func decodeTombstone(hexHash string, raw []byte, iss string, keys map[string]*ec
 		return session.Tombstone{}, fmt.Errorf("payload: %w", errForged)
 	}
 	owner, err := spiffeid.FromString(tj.Owner)
-	if err != nil || tj.Issuer != iss || hex.EncodeToString(tj.Token) != hexHash || len(tj.Token) != len(session.TokenHash{}) {
+	if err != nil || tj.Kind != kindTombstone || tj.Issuer != iss || hex.EncodeToString(tj.Token) != hexHash || len(tj.Token) != len(session.TokenHash{}) {
 		return session.Tombstone{}, fmt.Errorf("tombstone of another issuer, owner or key: %w", errForged)
 	}
 	t := session.Tombstone{Owner: owner, ID: tj.ID, Reason: tj.Reason, Until: tj.Until}
