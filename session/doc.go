@@ -3,19 +3,26 @@
 //
 // A session belongs to one SPIFFE ID and is bound to the SHA-256 fingerprint
 // of one X.509 leaf certificate (RFC 8705 x5t#S256). Its token is a compact
-// JWS (ES256) signed by a key made when the Manager is created and never
-// written anywhere, so a process restart ends every session.
+// JWS (ES256) signed by a key (Key) made when the Manager is created and
+// never written anywhere, so with the in-memory store a process restart ends
+// every session.
 //
 // The Manager is the policy: login, validation of the binding, absolute and
 // idle expiry, caps, rate limits, rebind after certificate rotation,
-// revocation, and the security-event log. Storage sits behind the small Store
-// interface; MemoryStore is the in-process implementation, sharded so that
-// validations only take a read lock on one shard and never wait behind logins,
-// rebinds or revocations. Only the SHA-256 of each token is stored.
+// revocation, and the security-event log. Storage sits behind the Store
+// interface, built so that a shared engine can implement it: records are
+// values, every change is a compare-and-swap on the record's version, an end
+// or a rebind writes the old token's tombstone in the same step, and Fresh
+// fences every call (a store that cannot prove its view current refuses).
+// MemoryStore is the in-process implementation, sharded so that validations
+// only take a read lock on one shard and never wait behind logins, rebinds or
+// revocations; package etcdstore shares sessions between tetherd replicas and
+// keeps a MemoryStore as each replica's local view. Only the SHA-256 of each
+// token is stored.
 //
 // Tokens are recognised by their hash alone; no signature is ever verified.
 // When a session ends (logout, revocation, idle) or a rebind replaces its
-// token, the Manager keeps a tombstone of the old token's hash (owner, session
+// token, the store keeps a tombstone of the old token's hash (owner, session
 // ID, why) until TombstoneGrace (an hour) past the token's exp, so an
 // owner who comes back soon after a session's absolute end still hears
 // session_ended. A token that opens no live session is
