@@ -189,9 +189,15 @@ func (s *Store) ensureRegistered(ctx context.Context) error {
 	}
 	gctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	long, err := s.cli.Grant(gctx, int64((s.cfg.SessionTTL+time.Minute)/time.Second))
-	if err != nil {
-		return err
+	if s.longLease == 0 { // the announcement's lease: granted once, kept while it lives
+		long, err := s.cli.Grant(gctx, int64((s.cfg.SessionTTL+time.Minute)/time.Second))
+		if err != nil {
+			return err
+		}
+		if err := s.keepAlive(ctx, long.ID, func() { s.longLease = 0 }); err != nil {
+			return err
+		}
+		s.longLease = long.ID
 	}
 	short, err := s.cli.Grant(gctx, registrationTTL)
 	if err != nil {
@@ -201,27 +207,39 @@ func (s *Store) ensureRegistered(ctx context.Context) error {
 	applied := s.applied
 	s.mu.Unlock()
 	if _, err := s.cli.Txn(gctx).Then(
-		clientv3.OpPut(s.l.key(s.cfg.Key.KID()), ann, clientv3.WithLease(long.ID)),
+		clientv3.OpPut(s.l.key(s.cfg.Key.KID()), ann, clientv3.WithLease(s.longLease)),
 		clientv3.OpPut(s.l.replica(s.rid), strconv.FormatInt(applied, 10), clientv3.WithLease(short.ID)),
 	).Commit(); err != nil {
+		_, _ = s.cli.Revoke(gctx, short.ID) // never used
 		return err
 	}
-	for _, id := range []clientv3.LeaseID{long.ID, short.ID} {
-		ka, err := s.cli.KeepAlive(ctx, id)
-		if err != nil {
-			return err
-		}
-		go func() {
-			for range ka { // drained until the lease is lost or ctx ends
-			}
-			s.regMu.Lock()
-			s.regOK = false
-			s.regMu.Unlock()
-		}()
+	if err := s.keepAlive(ctx, short.ID, func() {}); err != nil {
+		return err
 	}
 	s.regLease = short.ID
 	s.regOK = true
 	s.log.Info("store.registered", slog.String("kid", s.cfg.Key.KID()), slog.String("svid", svid.ID.String()))
+	return nil
+}
+
+// keepAlive keeps lease id alive until it is lost or ctx ends; then, under
+// regMu, it runs lost and has the next ensureRegistered write the
+// registration and announcement again. The caller holds regMu.
+func (s *Store) keepAlive(ctx context.Context, id clientv3.LeaseID, lost func()) error {
+	ka, err := s.cli.KeepAlive(ctx, id)
+	if err != nil {
+		return err
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for range ka { // drained until the lease is lost or ctx ends
+		}
+		s.regMu.Lock()
+		lost()
+		s.regOK = false
+		s.regMu.Unlock()
+	}()
 	return nil
 }
 

@@ -116,11 +116,12 @@ type Store struct {
 	dirtyMu sync.Mutex
 	dirty   map[string]int64 // session ID -> last use not yet written
 
-	ackWant  atomic.Int64
-	ackKick  chan struct{}
-	regMu    sync.Mutex
-	regOK    bool // the registration and announcement are written
-	regLease clientv3.LeaseID
+	ackWant   atomic.Int64
+	ackKick   chan struct{}
+	regMu     sync.Mutex
+	regOK     bool             // the registration and announcement are written
+	regLease  clientv3.LeaseID // the registration's (short) lease
+	longLease clientv3.LeaseID // the key announcement's lease; 0 once lost
 }
 
 type counter struct {
