@@ -317,3 +317,41 @@ func TestForgedWrites(t *testing.T) {
 		requireCode(t, err, api.CodeSessionEnded, "replica %d after the replay", i)
 	}
 }
+
+// TestIdleAcrossReplicas: uses on one replica keep the session alive on
+// the others (the last use is shared, once a second), and once unused the
+// session ends as idle everywhere, no earlier than the idle timeout less
+// that second of precision.
+func TestIdleAcrossReplicas(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	const idle = 3 * time.Second
+	short := withSessionConfig(func(sc *session.Config) { sc.IdleTimeout = idle })
+	a, b := f.start(t, short), f.start(t, short)
+	alice, _ := peer(t, f.ca, "spiffe://example.org/admin/alice")
+	tok, _, err := a.m.Login(ctx, alice)
+	require.NoError(t, err)
+	// Used on a only, for twice the idle timeout: b's sweeper must not end it.
+	var last time.Time
+	for start := time.Now(); time.Since(start) < 2*idle; time.Sleep(idle / 6) { // the admin's pace, not a wait
+		_, err := a.m.Validate(ctx, tok, alice)
+		require.NoError(t, err, "a use on replica a, %v after login", time.Since(start))
+		last = time.Now()
+	}
+	_, err = b.m.Validate(ctx, tok, alice)
+	require.NoError(t, err, "replica b saw the uses made on a")
+	last = time.Now()
+	var ended time.Time
+	require.Eventually(t, func() bool {
+		_, err := a.m.Check(ctx, tok, alice) // a check, not a use: nothing committed
+		if err == nil {
+			return false
+		}
+		ended = time.Now()
+		requireCode(t, err, api.CodeSessionEnded)
+		return true
+	}, within, 50*time.Millisecond)
+	require.GreaterOrEqual(t, ended.Sub(last), idle-flushEvery, "ended as idle before the idle timeout less the sharing's precision")
+	_, err = b.m.Validate(ctx, tok, alice)
+	requireCode(t, err, api.CodeSessionEnded)
+}
