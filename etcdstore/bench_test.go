@@ -24,28 +24,16 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/time/rate"
 
-	"github.com/tetherproject/tether/internal/testetcd"
-	"github.com/tetherproject/tether/internal/testpki"
 	"github.com/tetherproject/tether/pkg/api"
 	"github.com/tetherproject/tether/session"
 )
 
 // benchCap is a session cap no benchmark reaches.
 const benchCap = 1 << 30
-
-// newBenchFixture is newFixture for any testing.TB (benchmarks): a 3-member
-// etcd whose CA also issues tetherd's SVID.
-func newBenchFixture(tb testing.TB) *fixture {
-	tb.Helper()
-	ca := testpki.NewCA(tb, "example.org")
-	c := testetcd.Start(tb, testetcd.Config{CA: ca})
-	return &fixture{c: c, ca: ca, svid: ca.Issue(tb, tetherdID), prefix: "/tether/" + tb.Name() + "/"}
-}
 
 // uncapped lifts the login rate and the session caps: a benchmark's loop
 // must never be stopped by them.
@@ -55,46 +43,12 @@ var uncapped = withSessionConfig(func(sc *session.Config) {
 	sc.MaxSessionsPerIdentity = benchCap
 })
 
-// startB is fixture.start for any testing.TB: a replica (a Manager on an
-// etcd Store, as tetherd runs it) that is fresh when it returns; closed when
-// tb ends.
-func (f *fixture) startB(tb testing.TB, opts ...replicaOpt) *replica {
-	tb.Helper()
-	key, err := session.NewKey()
-	require.NoError(tb, err)
-	cfg := Config{
-		Endpoints: f.c.Endpoints(), Prefix: f.prefix, TLS: f.c.ClientTLS(f.svid),
-		Issuer: spiffeid.RequireFromString(tetherdID), SVID: func() (*x509svid.SVID, error) { return f.svid, nil },
-		Bundles: f.ca.Bundle(), Key: key, SessionTTL: time.Hour, MaxStaleness: time.Second,
-	}
-	scfg := session.Config{Issuer: cfg.Issuer, Key: key, LoginRate: 1000, LoginBurst: 1000}
-	for _, o := range opts {
-		o(&cfg, &scfg)
-	}
-	st, err := Open(context.Background(), cfg)
-	require.NoError(tb, err)
-	scfg.Store = st
-	m, err := session.NewManager(scfg)
-	require.NoError(tb, err)
-	r := &replica{st: st, m: m}
-	tb.Cleanup(func() { r.close(tb) })
-	require.Eventually(tb, func() bool { return m.Fresh() == nil }, within, 10*time.Millisecond,
-		"replica %s never proved its view fresh", st.rid)
-	return r
-}
-
-// close closes the replica's Manager and Store; closing twice is harmless.
-func (r *replica) close(tb testing.TB) {
-	require.NoError(tb, r.m.Close())
-	require.NoError(tb, r.st.Close())
-}
-
 // startReplicas starts n replicas on the fixture's prefix.
 func (f *fixture) startReplicas(tb testing.TB, n int, opts ...replicaOpt) []*replica {
 	tb.Helper()
 	rs := make([]*replica, n)
 	for i := range rs {
-		rs[i] = f.startB(tb, opts...)
+		rs[i] = f.start(tb, opts...)
 	}
 	return rs
 }
@@ -137,7 +91,7 @@ func benchPeers(tb testing.TB, n int) []session.Peer {
 // the same check on a Manager of the memory store. Target (issue 14):
 // ≤ 2 µs and ≤ 2 allocs on a replica.
 func BenchmarkValidateReplica(b *testing.B) {
-	f := newBenchFixture(b)
+	f := newFixture(b)
 	rs := f.startReplicas(b, 3, uncapped)
 	ctx := context.Background()
 	p := benchPeers(b, 1)[0]
@@ -172,7 +126,7 @@ func BenchmarkValidateReplica(b *testing.B) {
 // is counted in refused-%, not failed: it is what a client under that load
 // gets. Any other error fails the benchmark.
 func BenchmarkLogin(b *testing.B) {
-	f := newBenchFixture(b)
+	f := newFixture(b)
 	rs := f.startReplicas(b, 3, uncapped)
 	peers := benchPeers(b, 1024)
 	run := func(b *testing.B, m *session.Manager) {
@@ -247,7 +201,7 @@ func BenchmarkLogin(b *testing.B) {
 // takes the CPU the etcd members and the replicas need to propagate the
 // revocation, and measures its own interference as much as the latency.
 func BenchmarkRevocationPropagation(b *testing.B) {
-	f := newBenchFixture(b)
+	f := newFixture(b)
 	rs := f.startReplicas(b, 3, uncapped)
 	peers := benchPeers(b, 64)
 	ctx := context.Background()
@@ -363,7 +317,7 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // and values' (what a read returns), not etcd's database, which keeps
 // revisions until compaction. ns/op is the n logins and n revocations.
 func BenchmarkEtcdBytesPerSession(b *testing.B) {
-	f := newBenchFixture(b)
+	f := newFixture(b)
 	f.prefix = DefaultPrefix
 	cli := f.c.Client(b, f.svid)
 	ctx := context.Background()
@@ -376,7 +330,7 @@ func BenchmarkEtcdBytesPerSession(b *testing.B) {
 			b.StopTimer()
 			_, err := cli.Delete(ctx, f.prefix, clientv3.WithPrefix())
 			require.NoError(b, err)
-			r := f.startB(b, uncapped)
+			r := f.start(b, uncapped)
 			base, _ = prefixBytes(b, cli, f.prefix)
 			toks, ids := make([]string, n), make([]string, n)
 			b.StartTimer()

@@ -93,7 +93,12 @@ func encodeRecord(k *session.Key, iss string, r session.Record) (string, error) 
 	for _, a := range r.Approvals {
 		p.Approvals = append(p.Approvals, approvalJSON{ID: a.SPIFFEID.String(), At: a.At.UnixNano()})
 	}
-	payload, err := json.Marshal(p)
+	return seal(k, p)
+}
+
+// seal is v's JSON in an envelope signed with the replica's key k.
+func seal(k *session.Key, v any) (string, error) {
+	payload, err := json.Marshal(v)
 	if err != nil {
 		return "", err
 	}
@@ -105,26 +110,32 @@ func encodeRecord(k *session.Key, iss string, r session.Record) (string, error) 
 	return string(b), err
 }
 
+// unseal checks an envelope of seal against the replicas' keys and decodes
+// its payload into v; without verify (only to read what may be deleted) it
+// checks no signature.
+func unseal(raw []byte, verify bool, keys map[string]*ecdsa.PublicKey, v any) error {
+	var env signed
+	if err := json.Unmarshal(raw, &env); err != nil {
+		return fmt.Errorf("not a signed envelope: %w", errForged)
+	}
+	if verify && !session.VerifyRecord(keys[env.KID], env.Payload, env.Sig) {
+		return fmt.Errorf("signed by unknown key %q or bad signature: %w", env.KID, errForged)
+	}
+	if err := json.Unmarshal(env.Payload, v); err != nil {
+		return fmt.Errorf("payload: %w", errForged)
+	}
+	return nil
+}
+
 // errForged is a record or announcement that does not verify.
 var errForged = errors.New("does not verify")
 
 // decodeRecord checks a stored record: its signature by a known replica
 // key, its issuer, and that it lies under its own ID.
 func decodeRecord(raw []byte, id, iss string, keys map[string]*ecdsa.PublicKey) (session.Record, error) {
-	var env signed
-	if err := json.Unmarshal(raw, &env); err != nil {
-		return session.Record{}, fmt.Errorf("not a signed record: %w", errForged)
-	}
-	pub := keys[env.KID]
-	if pub == nil {
-		return session.Record{}, fmt.Errorf("signed by unknown key %q: %w", env.KID, errForged)
-	}
-	if !session.VerifyRecord(pub, env.Payload, env.Sig) {
-		return session.Record{}, fmt.Errorf("bad signature: %w", errForged)
-	}
 	var p recordPayload
-	if err := json.Unmarshal(env.Payload, &p); err != nil {
-		return session.Record{}, fmt.Errorf("payload: %w", errForged)
+	if err := unseal(raw, true, keys, &p); err != nil {
+		return session.Record{}, err
 	}
 	if p.Kind != kindSession || p.ID != id || p.Issuer != iss || len(p.Token) != len(session.TokenHash{}) {
 		return session.Record{}, fmt.Errorf("record of %q under %q for issuer %q: %w", p.ID, id, p.Issuer, errForged)
@@ -267,31 +278,15 @@ type tombstoneJSON struct {
 // encodeTombstone signs a tombstone like a record: a writer to etcd cannot
 // add tombstones (which would push a genuine one out of the caps).
 func encodeTombstone(k *session.Key, iss string, t session.Tombstone) (string, error) {
-	payload, err := json.Marshal(tombstoneJSON{Kind: kindTombstone, Issuer: iss, Token: t.Token[:], Owner: t.Owner.String(), ID: t.ID, Reason: t.Reason, Until: t.Until})
-	if err != nil {
-		return "", err
-	}
-	sig, err := k.SignRecord(payload)
-	if err != nil {
-		return "", err
-	}
-	b, err := json.Marshal(signed{Payload: payload, KID: k.KID(), Sig: sig})
-	return string(b), err
+	return seal(k, tombstoneJSON{Kind: kindTombstone, Issuer: iss, Token: t.Token[:], Owner: t.Owner.String(), ID: t.ID, Reason: t.Reason, Until: t.Until})
 }
 
 // decodeTombstone checks a stored tombstone; keys nil skips the signature
 // (the janitor only reads when it ends).
 func decodeTombstone(hexHash string, raw []byte, iss string, keys map[string]*ecdsa.PublicKey) (session.Tombstone, error) {
-	var env signed
-	if err := json.Unmarshal(raw, &env); err != nil {
-		return session.Tombstone{}, fmt.Errorf("not a signed tombstone: %w", errForged)
-	}
-	if keys != nil && !session.VerifyRecord(keys[env.KID], env.Payload, env.Sig) {
-		return session.Tombstone{}, fmt.Errorf("signed by unknown key %q or bad signature: %w", env.KID, errForged)
-	}
 	var tj tombstoneJSON
-	if err := json.Unmarshal(env.Payload, &tj); err != nil {
-		return session.Tombstone{}, fmt.Errorf("payload: %w", errForged)
+	if err := unseal(raw, keys != nil, keys, &tj); err != nil {
+		return session.Tombstone{}, err
 	}
 	owner, err := spiffeid.FromString(tj.Owner)
 	if err != nil || tj.Kind != kindTombstone || tj.Issuer != iss || hex.EncodeToString(tj.Token) != hexHash || len(tj.Token) != len(session.TokenHash{}) {

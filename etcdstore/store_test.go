@@ -38,11 +38,12 @@ type fixture struct {
 	prefix string
 }
 
-func newFixture(t *testing.T) *fixture {
-	t.Helper()
-	ca := testpki.NewCA(t, "example.org")
-	c := testetcd.Start(t, testetcd.Config{CA: ca})
-	return &fixture{c: c, ca: ca, svid: ca.Issue(t, tetherdID), prefix: "/tether/" + t.Name() + "/"}
+// newFixture starts a 3-member etcd whose CA also issues tetherd's SVID.
+func newFixture(tb testing.TB) *fixture {
+	tb.Helper()
+	ca := testpki.NewCA(tb, "example.org")
+	c := testetcd.Start(tb, testetcd.Config{CA: ca})
+	return &fixture{c: c, ca: ca, svid: ca.Issue(tb, tetherdID), prefix: "/tether/" + tb.Name() + "/"}
 }
 
 type replicaOpt func(*Config, *session.Config)
@@ -55,11 +56,12 @@ func withSessionConfig(f func(*session.Config)) replicaOpt {
 	return func(_ *Config, sc *session.Config) { f(sc) }
 }
 
-// start starts a replica and waits until it is fresh.
-func (f *fixture) start(t *testing.T, opts ...replicaOpt) *replica {
-	t.Helper()
+// start starts a replica (a Manager on an etcd Store, as tetherd runs it)
+// and waits until it is fresh; it is closed when tb ends.
+func (f *fixture) start(tb testing.TB, opts ...replicaOpt) *replica {
+	tb.Helper()
 	key, err := session.NewKey()
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	cfg := Config{
 		Endpoints: f.c.Endpoints(), Prefix: f.prefix, TLS: f.c.ClientTLS(f.svid),
 		Issuer: spiffeid.RequireFromString(tetherdID), SVID: func() (*x509svid.SVID, error) { return f.svid, nil },
@@ -70,22 +72,25 @@ func (f *fixture) start(t *testing.T, opts ...replicaOpt) *replica {
 		o(&cfg, &scfg)
 	}
 	st, err := Open(context.Background(), cfg)
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	scfg.Store = st
 	m, err := session.NewManager(scfg)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		require.NoError(t, m.Close())
-		require.NoError(t, st.Close())
-	})
+	require.NoError(tb, err)
 	r := &replica{st: st, m: m}
-	r.waitFresh(t)
+	tb.Cleanup(func() { r.close(tb) })
+	r.waitFresh(tb)
 	return r
 }
 
-func (r *replica) waitFresh(t *testing.T) {
-	t.Helper()
-	require.Eventually(t, func() bool { return r.m.Fresh() == nil }, within, 10*time.Millisecond, "replica %s never proved its view fresh", r.st.rid)
+// close closes the replica's Manager and Store; closing twice is harmless.
+func (r *replica) close(tb testing.TB) {
+	require.NoError(tb, r.m.Close())
+	require.NoError(tb, r.st.Close())
+}
+
+func (r *replica) waitFresh(tb testing.TB) {
+	tb.Helper()
+	require.Eventually(tb, func() bool { return r.m.Fresh() == nil }, within, 10*time.Millisecond, "replica %s never proved its view fresh", r.st.rid)
 }
 
 func peer(t *testing.T, ca *testpki.CA, id string) (session.Peer, *x509svid.SVID) {
