@@ -241,6 +241,9 @@ func BenchmarkRevocationPropagation(b *testing.B) {
 								return
 							}
 							if poll > 0 {
+								// The client's checking period is this sub-benchmark's
+								// parameter (poll=100us), not a wait for an event: the
+								// event is the refusal the loop looks for.
 								time.Sleep(poll)
 							} else {
 								runtime.Gosched()

@@ -337,7 +337,9 @@ func TestIdleAcrossReplicas(t *testing.T) {
 	tok, _, err := a.m.Login(ctx, alice)
 	require.NoError(t, err)
 	// Used on a only, for twice the idle timeout: b's sweeper must not end it.
-	for start := time.Now(); time.Since(start) < 2*idle; time.Sleep(idle / 6) { // the admin's pace, not a wait
+	// The sleep is the admin's pace between uses (the behaviour under
+	// test is a session used this often), not a wait for an event.
+	for start := time.Now(); time.Since(start) < 2*idle; time.Sleep(idle / 6) {
 		_, err := a.m.Validate(ctx, tok, alice)
 		require.NoError(t, err, "a use on replica a, %v after login", time.Since(start))
 	}

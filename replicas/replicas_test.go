@@ -26,6 +26,7 @@ import (
 	"github.com/tetherproject/tether/internal/testetcd"
 	"github.com/tetherproject/tether/internal/testpki"
 	"github.com/tetherproject/tether/internal/testproc"
+	"github.com/tetherproject/tether/internal/testutil"
 	"github.com/tetherproject/tether/pkg/api"
 )
 
@@ -130,18 +131,11 @@ func (r *replica) ready() bool {
 	return resp.StatusCode == http.StatusOK
 }
 
+// waitReady waits until /readyz answers 200 (a failed test shows the
+// process's output: testproc.StartT).
 func (r *replica) waitReady() {
 	r.c.t.Helper()
-	deadline := time.Now().Add(within)
-	for !r.ready() {
-		if time.Now().After(deadline) {
-			r.mu.Lock()
-			p := r.proc
-			r.mu.Unlock()
-			r.c.t.Fatalf("replica %d not ready within %v:\n%s", r.i, within, p.Stderr()+p.Stdout())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.WaitFor(r.c.t, within, fmt.Sprintf("replica %d ready", r.i), r.ready)
 }
 
 // kill ends the replica with SIGKILL, as a crash would.
@@ -356,11 +350,7 @@ func TestLoadWithRevocationsCrashAndRollingRestart(t *testing.T) {
 	waitAccepted := func(more int64) {
 		t.Helper()
 		target := accepted.Load() + more
-		deadline := time.Now().Add(within)
-		for accepted.Load() < target {
-			require.True(t, time.Now().Before(deadline), "the load stalled")
-			time.Sleep(10 * time.Millisecond)
-		}
+		testutil.WaitFor(t, within, fmt.Sprintf("%d more accepted uses (the load stalled)", more), func() bool { return accepted.Load() >= target })
 	}
 	waitAccepted(50)
 	c.replicas[1].kill()
@@ -418,11 +408,7 @@ func TestQuorumLossFailsClosed(t *testing.T) {
 	c.etcd.KillMember(t, 0)
 	c.etcd.KillMember(t, 1)
 	for _, r := range c.replicas {
-		deadline := time.Now().Add(within)
-		for r.ready() {
-			require.True(t, time.Now().Before(deadline), "replica %d still ready without quorum", r.i)
-			time.Sleep(20 * time.Millisecond)
-		}
+		testutil.WaitFor(t, within, fmt.Sprintf("replica %d not ready without quorum", r.i), func() bool { return !r.ready() })
 		resp, err := plain.Get("http://" + r.health + api.PathReadyz)
 		require.NoError(t, err)
 		body, _ := io.ReadAll(resp.Body)
