@@ -175,9 +175,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		logins: newLoginLimiter(orDefault(cfg.LoginRate, DefaultLoginRate), orDefault(cfg.LoginBurst, DefaultLoginBurst)),
 	}
 	if m.store == nil {
-		m.store = NewMemoryStore(
-			orDefault(cfg.MaxTombstones, DefaultTombstonesPerSession*m.limits.Total),
-			orDefault(cfg.MaxTombstonesPerIdentity, DefaultTombstonesPerSession*m.limits.PerIdentity))
+		m.store = NewMemoryStore(cfg.TombstoneCaps())
 	}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
@@ -194,6 +192,14 @@ func NewManager(cfg Config) (*Manager, error) {
 	m.wg.Add(1)
 	go m.sweepLoop(ctx, interval)
 	return m, nil
+}
+
+// TombstoneCaps are the caps on tombstones that c sets, or their defaults
+// (DefaultTombstonesPerSession times the session caps): what a store made
+// for a Manager of c should keep.
+func (c Config) TombstoneCaps() (total, perIdentity int) {
+	return orDefault(c.MaxTombstones, DefaultTombstonesPerSession*orDefault(c.MaxSessions, DefaultMaxSessions)),
+		orDefault(c.MaxTombstonesPerIdentity, DefaultTombstonesPerSession*orDefault(c.MaxSessionsPerIdentity, DefaultMaxSessionsPerIdentity))
 }
 
 func orDefault[T comparable](v, def T) T {

@@ -525,3 +525,16 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// TestConfigTombstoneCaps: a store made for a Manager (the memory store it makes
+// itself, tetherd's etcd store) keeps the caps its Config sets, or 4 times
+// the session caps.
+func TestConfigTombstoneCaps(t *testing.T) {
+	caps := func(c session.Config) [2]int { total, per := c.TombstoneCaps(); return [2]int{total, per} }
+	require.Equal(t, [2]int{
+		session.DefaultTombstonesPerSession * session.DefaultMaxSessions,
+		session.DefaultTombstonesPerSession * session.DefaultMaxSessionsPerIdentity,
+	}, caps(session.Config{}))
+	require.Equal(t, [2]int{4 * 100, 4 * 3}, caps(session.Config{MaxSessions: 100, MaxSessionsPerIdentity: 3}))
+	require.Equal(t, [2]int{7, 2}, caps(session.Config{MaxSessions: 100, MaxTombstones: 7, MaxTombstonesPerIdentity: 2}))
+}

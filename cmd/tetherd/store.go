@@ -174,7 +174,7 @@ func openStore(ctx context.Context, cfg *config, src svid.Source, own spiffeid.I
 	if err != nil {
 		return nil, err
 	}
-	ts := defaultTombstones(cfg.session)
+	maxTombs, maxTombsPerID := cfg.session.TombstoneCaps()
 	store, err := etcdstore.Open(ctx, etcdstore.Config{
 		Endpoints:                sc.endpoints,
 		Prefix:                   sc.prefix,
@@ -185,8 +185,8 @@ func openStore(ctx context.Context, cfg *config, src svid.Source, own spiffeid.I
 		Key:                      key,
 		SessionTTL:               cfg.session.TTL,
 		MaxStaleness:             sc.maxStaleness,
-		MaxTombstones:            ts.total,
-		MaxTombstonesPerIdentity: ts.perIdentity,
+		MaxTombstones:            maxTombs,
+		MaxTombstonesPerIdentity: maxTombsPerID,
 		Logger:                   cfg.logger,
 		Registerer:               reg,
 	})
@@ -194,29 +194,6 @@ func openStore(ctx context.Context, cfg *config, src svid.Source, own spiffeid.I
 		return nil, fmt.Errorf("--store etcd: %w", err)
 	}
 	return &replicaStore{store: store, key: key}, nil
-}
-
-// tombstoneCaps are the caps on tombstones.
-type tombstoneCaps struct{ total, perIdentity int }
-
-// defaultTombstones are the tombstone caps session.NewManager gives its
-// own store for sc (tetherd sets none of its own).
-func defaultTombstones(sc session.Config) tombstoneCaps {
-	total, per := sc.MaxTombstones, sc.MaxTombstonesPerIdentity
-	if total == 0 {
-		total = session.DefaultTombstonesPerSession * orDefault(sc.MaxSessions, session.DefaultMaxSessions)
-	}
-	if per == 0 {
-		per = session.DefaultTombstonesPerSession * orDefault(sc.MaxSessionsPerIdentity, session.DefaultMaxSessionsPerIdentity)
-	}
-	return tombstoneCaps{total, per}
-}
-
-func orDefault(v, def int) int {
-	if v == 0 {
-		return def
-	}
-	return v
 }
 
 // etcdTLS is the mTLS configuration of the etcd client.

@@ -262,17 +262,6 @@ func TestStoreLogConfig(t *testing.T) {
 	require.NotContains(t, out, "etcd_prefix", "a default is not logged")
 }
 
-// TestStoreDefaultTombstones: the etcd store's tombstone caps are the ones
-// the session manager gives its memory store for the same limits.
-func TestStoreDefaultTombstones(t *testing.T) {
-	require.Equal(t, tombstoneCaps{
-		session.DefaultTombstonesPerSession * session.DefaultMaxSessions,
-		session.DefaultTombstonesPerSession * session.DefaultMaxSessionsPerIdentity,
-	}, defaultTombstones(session.Config{}))
-	require.Equal(t, tombstoneCaps{4 * 100, 4 * 3}, defaultTombstones(session.Config{MaxSessions: 100, MaxSessionsPerIdentity: 3}))
-	require.Equal(t, tombstoneCaps{7, 2}, defaultTombstones(session.Config{MaxSessions: 100, MaxTombstones: 7, MaxTombstonesPerIdentity: 2}))
-}
-
 // rotatingSource is an identity source whose SVID and bundle a test
 // replaces, as the Workload API does.
 type rotatingSource struct {
