@@ -226,9 +226,6 @@ func (m *Manager) Issuer() spiffeid.ID { return m.issuer }
 // Store is the manager's store.
 func (m *Manager) Store() Store { return m.store }
 
-// Key is the manager's signing key.
-func (m *Manager) Key() *Key { return m.keys }
-
 // Login opens a session for peer and returns its token. The caller must have
 // decided that peer may log in. The session holds the roles asked for (each
 // must be held by peer's identity), or without any, the identity's roles
