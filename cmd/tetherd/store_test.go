@@ -31,6 +31,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tetherproject/tether/internal/testpki"
+	"github.com/tetherproject/tether/internal/testutil"
 	"github.com/tetherproject/tether/pkg/api"
 	"github.com/tetherproject/tether/server"
 	"github.com/tetherproject/tether/session"
@@ -413,7 +414,7 @@ func TestEtcdTLS(t *testing.T) {
 	t.Run("another-trust-domain-refused", func(t *testing.T) {
 		other := testpki.NewCA(t, "other.org")
 		mo := startMember(t, other.Issue(t, "spiffe://other.org/etcd", loopback), ca)
-		var buf syncBuffer
+		var buf testutil.Buffer
 		logged := etcdTLS(sc, src, td, slog.New(slog.NewJSONHandler(&buf, nil)))
 		for range 3 {
 			_, err := mo.dial(logged, "127.0.0.1")
@@ -480,24 +481,6 @@ func TestEtcdTLS(t *testing.T) {
 		require.NoError(t, err)
 		require.True(t, leaf.Equal(second.Certificates[0]), "an unreadable renewal keeps the last pair")
 	})
-}
-
-// syncBuffer is a bytes.Buffer for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // settingsFlags is the flag set of tetherd's serving flags, none given.
