@@ -77,11 +77,13 @@ func orDefault[T comparable](v, def T) T {
 	return v
 }
 
-// Listener terminates TLS for the API and enforces ConnLimits. Accept returns
-// only connections whose handshake succeeded and that fit the caps; the
-// handshakes run in their own goroutines, so a stalled one never holds up
-// the others. Serve it with http.Server.Serve (not ServeTLS): the returned
-// connections are already TLS, and auth.ConnContext finds their state.
+// Listener terminates TLS for the API and enforces ConnLimits. Accept
+// admits a connection (or sheds it over MaxConnections) and returns it at
+// once; its TLS handshake runs later in the goroutine that serves it (see
+// Conn), so a stalled handshake holds up no other connection, and one
+// goroutine and one stack serve a connection from its first byte to its last.
+// Serve it with http.Server.Serve (not ServeTLS): the connections it returns
+// are TLS, and auth.ConnContext finds their state.
 type Listener struct {
 	raw    net.Listener
 	tlsCfg *tls.Config
@@ -91,22 +93,21 @@ type Listener struct {
 
 	refusedTotal *prometheus.CounterVec
 
-	ready  chan *Conn
-	ctx    context.Context
+	ctx    context.Context // cancelled by Close: aborts the handshakes in progress
 	cancel context.CancelFunc
 	done   chan struct{}
 	once   sync.Once
-	err    error // why accepting stopped; set before done is closed
 
 	mu      sync.Mutex
+	backoff time.Duration // after a failed accept, guarded by mu
 	open    int
-	pending *list.List // *Conn in their handshake, oldest first
+	pending *list.List // *Conn in their handshake (or waiting for it), oldest first
 	perID   map[spiffeid.ID]int
 }
 
-// NewListener starts accepting on raw. tlsCfg must verify client
-// certificates (auth.ServerTLSConfig does). reg, if not nil, receives the
-// connection metrics; logger, if not nil, the refusals.
+// NewListener serves the API's connections accepted on raw. tlsCfg must
+// verify client certificates (auth.ServerTLSConfig does). reg, if not nil,
+// receives the connection metrics; logger, if not nil, the refusals.
 func NewListener(raw net.Listener, tlsCfg *tls.Config, lim ConnLimits, logger *slog.Logger, reg prometheus.Registerer) *Listener {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -118,7 +119,7 @@ func NewListener(raw net.Listener, tlsCfg *tls.Config, lim ConnLimits, logger *s
 			Name: "tether_api_connections_refused_total",
 			Help: "API connections closed by the connection limits or a failed TLS handshake, by reason.",
 		}, []string{"reason"}),
-		ready: make(chan *Conn), ctx: ctx, cancel: cancel, done: make(chan struct{}),
+		ctx: ctx, cancel: cancel, done: make(chan struct{}),
 		pending: list.New(), perID: make(map[spiffeid.ID]int),
 	}
 	for _, r := range []string{RefusedMaxConnections, RefusedPerIdentity, RefusedEvicted, RefusedHandshake} {
@@ -130,7 +131,6 @@ func NewListener(raw net.Listener, tlsCfg *tls.Config, lim ConnLimits, logger *s
 			Help: "Open API connections, in their TLS handshake or past it.",
 		}, func() float64 { return float64(l.Open()) }))
 	}
-	go l.acceptLoop()
 	return l
 }
 
@@ -141,13 +141,48 @@ func (l *Listener) Open() int {
 	return l.open
 }
 
-// Accept returns the next authenticated connection.
+// Accept returns the next admitted connection, its handshake still to come:
+// it runs at the connection's first ConnectionState, Read or Write. A
+// connection over MaxConnections is closed and Accept waits for the next.
+// After a failed accept (out of descriptors and the like) it backs off as
+// net/http does rather than spin.
 func (l *Listener) Accept() (net.Conn, error) {
+	for {
+		raw, err := l.raw.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				l.stop()
+				return nil, net.ErrClosed
+			}
+			if !l.wait(err) {
+				return nil, net.ErrClosed
+			}
+			continue
+		}
+		l.mu.Lock()
+		l.backoff = 0
+		l.mu.Unlock()
+		if c := l.admit(raw); c != nil {
+			return c, nil
+		}
+	}
+}
+
+// wait backs off after the failed accept err; false if the listener closed
+// meanwhile.
+func (l *Listener) wait(err error) bool {
+	l.mu.Lock()
+	l.backoff = min(max(2*l.backoff, 5*time.Millisecond), time.Second)
+	backoff := l.backoff
+	l.mu.Unlock()
+	l.log.Warn("api.accept_failed", slog.String("error", err.Error()), slog.Duration("retry_in", backoff))
+	t := time.NewTimer(backoff)
+	defer t.Stop()
 	select {
-	case c := <-l.ready:
-		return c, nil
+	case <-t.C:
+		return true
 	case <-l.done:
-		return nil, l.err
+		return false
 	}
 }
 
@@ -155,55 +190,30 @@ func (l *Listener) Accept() (net.Conn, error) {
 // connections are the http.Server's to close.
 func (l *Listener) Close() error {
 	err := l.raw.Close()
-	l.stop(net.ErrClosed)
+	l.stop()
 	return err
 }
 
 // Addr is the listening address.
 func (l *Listener) Addr() net.Addr { return l.raw.Addr() }
 
-func (l *Listener) stop(err error) {
+func (l *Listener) stop() {
 	l.once.Do(func() {
-		l.err = err
 		l.cancel()
 		close(l.done)
 	})
 }
 
-func (l *Listener) acceptLoop() {
-	var backoff time.Duration
-	for {
-		raw, err := l.raw.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				l.stop(net.ErrClosed)
-				return
-			}
-			// Out of descriptors and the like: back off as net/http does
-			// rather than spin, and keep serving what is open.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			l.log.Warn("api.accept_failed", slog.String("error", err.Error()), slog.Duration("retry_in", backoff))
-			select {
-			case <-time.After(backoff):
-				continue
-			case <-l.done:
-				return
-			}
-		}
-		backoff = 0
-		l.admit(raw)
-	}
-}
-
-// admit counts a new connection and starts its handshake, or sheds it.
-func (l *Listener) admit(raw net.Conn) {
-	c := &Conn{raw: raw, l: l, accepted: l.now()}
+// admit counts a new connection, or sheds it (nil). Over MaxHandshakes, the
+// oldest connection still before or in its handshake is pushed out.
+func (l *Listener) admit(raw net.Conn) *Conn {
+	c := &Conn{Conn: tls.Server(raw, l.tlsCfg), raw: raw, l: l, accepted: l.now()}
 	l.mu.Lock()
 	if l.open >= l.lim.MaxConnections {
 		l.mu.Unlock()
 		_ = raw.Close()
 		l.refused(RefusedMaxConnections, spiffeid.ID{}, raw.RemoteAddr())
-		return
+		return nil
 	}
 	l.open++
 	c.elem = l.pending.PushBack(c)
@@ -214,17 +224,19 @@ func (l *Listener) admit(raw net.Conn) {
 	}
 	l.mu.Unlock()
 	if evicted != nil {
-		// Its handshake fails on the closed socket and releases its slot.
+		// Its handshake fails on the closed socket, and its Close frees
+		// its slot.
 		_ = evicted.raw.Close()
 		l.refused(RefusedEvicted, spiffeid.ID{}, evicted.raw.RemoteAddr())
 	}
-	go l.handshake(c)
+	return c
 }
 
-func (l *Listener) handshake(c *Conn) {
-	c.Conn = tls.Server(c.raw, l.tlsCfg)
-	_ = c.raw.SetDeadline(c.accepted.Add(l.lim.HandshakeTimeout))
-	ctx, cancel := context.WithTimeout(l.ctx, l.lim.HandshakeTimeout)
+// handshake runs c's TLS handshake, bounded by HandshakeTimeout and aborted
+// by Close, then counts c against its SPIFFE ID's cap. On failure c is
+// closed, and the error is what c's Reads and Writes return.
+func (l *Listener) handshake(c *Conn) error {
+	ctx, cancel := context.WithTimeout(l.ctx, max(0, l.lim.HandshakeTimeout-l.now().Sub(c.accepted)))
 	err := c.HandshakeContext(ctx)
 	cancel()
 	l.mu.Lock()
@@ -239,30 +251,25 @@ func (l *Listener) handshake(c *Conn) {
 		l.log.LogAttrs(context.Background(), slog.LevelDebug, "connection.handshake_failed",
 			slog.String("error", err.Error()), slog.String("remote_addr", c.raw.RemoteAddr().String()))
 		_ = c.Close()
-		return
+		return err
 	}
-	_ = c.raw.SetDeadline(time.Time{})
 	// The handshake verified the chain and the single SPIFFE ID.
-	id, err := x509svid.IDFromCert(c.ConnectionState().PeerCertificates[0])
+	id, err := x509svid.IDFromCert(c.Conn.ConnectionState().PeerCertificates[0])
 	if err != nil {
 		_ = c.Close()
-		return
+		return err
 	}
 	l.mu.Lock()
 	if l.perID[id] >= l.lim.MaxPerIdentity {
 		l.mu.Unlock()
 		_ = c.Close()
 		l.refused(RefusedPerIdentity, id, c.raw.RemoteAddr())
-		return
+		return errors.New("server: connections of " + id.String() + " over --max-connections-per-identity")
 	}
 	l.perID[id]++
 	c.id = id
 	l.mu.Unlock()
-	select {
-	case l.ready <- c:
-	case <-l.done:
-		_ = c.Close()
-	}
+	return nil
 }
 
 // release frees c's slots; Conn.Close calls it once.
@@ -310,26 +317,57 @@ func looksLikeHTTP(hdr [5]byte) bool {
 	return false
 }
 
-// Conn is an API connection accepted by Listener: TLS, authenticated, and
-// counted until it is closed.
+// Conn is an API connection accepted by Listener: TLS, counted until it is
+// closed. Its handshake runs once, in the goroutine that first asks for its
+// ConnectionState or reads or writes it (net/http's, which serves the
+// connection: it asks for the state first); a connection whose handshake
+// failed, or whose SPIFFE ID is over its cap, is closed, has an empty
+// state, and fails every Read and Write.
 type Conn struct {
 	*tls.Conn
 	raw      net.Conn
 	l        *Listener
-	id       spiffeid.ID
+	id       spiffeid.ID // set by the handshake
 	accepted time.Time
-	elem     *list.Element // in l.pending while handshaking; guarded by l.mu
+	elem     *list.Element // in l.pending until the handshake ends; guarded by l.mu
 	once     sync.Once
+
+	shake    sync.Once
+	shakeErr error // what the handshake ended with; read after shake
+}
+
+// handshake runs the connection's handshake once; every later call returns
+// its outcome. The error is a read error to net/http, which then closes the
+// connection without answering.
+func (c *Conn) handshake() error {
+	c.shake.Do(func() {
+		if err := c.l.handshake(c); err != nil {
+			c.shakeErr = &net.OpError{Op: "read", Net: "tcp", Source: c.raw.LocalAddr(), Addr: c.raw.RemoteAddr(), Err: err}
+		}
+	})
+	return c.shakeErr
+}
+
+// ConnectionState runs the handshake if it has not run, then returns the
+// connection's TLS state (empty if the handshake failed).
+func (c *Conn) ConnectionState() tls.ConnectionState {
+	if c.handshake() != nil {
+		return tls.ConnectionState{}
+	}
+	return c.Conn.ConnectionState()
+}
+
+// Read runs the handshake if it has not run, then reads.
+func (c *Conn) Read(p []byte) (int, error) {
+	if err := c.handshake(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(p)
 }
 
 // Close closes the connection and frees its slots.
 func (c *Conn) Close() error {
-	var err error
-	if c.Conn != nil {
-		err = c.Conn.Close()
-	} else {
-		err = c.raw.Close()
-	}
+	err := c.Conn.Close()
 	c.once.Do(func() { c.l.release(c) })
 	return err
 }
@@ -345,9 +383,13 @@ func (c *Conn) Accepted() time.Time { return c.accepted }
 // ones net/http adds after them always include Date.
 const cannedHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
 
-// Write turns net/http's plain-text error answers into the API's JSON error
-// format; everything else passes through.
+// Write runs the handshake if it has not run. It turns net/http's
+// plain-text error answers into the API's JSON error format; everything
+// else passes through.
 func (c *Conn) Write(p []byte) (int, error) {
+	if err := c.handshake(); err != nil {
+		return 0, err
+	}
 	if len(p) < 512 && bytes.HasPrefix(p, []byte("HTTP/1.1 ")) && bytes.Contains(p, []byte(cannedHeaders)) {
 		if status, err := strconv.Atoi(string(p[9:12])); err == nil {
 			code, msg := api.CodeBadRequest, "malformed HTTP request"

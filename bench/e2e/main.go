@@ -70,7 +70,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.phases, "phases", "request,login", "phases to run: request, login or both")
 	fs.IntVar(&c.clkTck, "clk-tck", 100, "clock ticks per second of /proc/PID/stat (getconf CLK_TCK)")
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Minute, "the whole run, servers included, ends after this")
-	fs.StringVar(&c.perfDir, "perf", "", "if set, record each server's request phase with perf record into this folder (a profiling run: its figures are perturbed)")
+	fs.StringVar(&c.perfDir, "perf", "", "if set, record each server with perf record into this folder: SIDE.perf.data for the request phase, SIDE.login.perf.data for the login phase (a profiling run: its figures are perturbed)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

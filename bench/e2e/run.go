@@ -113,7 +113,7 @@ func run(ctx context.Context, cfg config, out, log io.Writer) error {
 			{name: "basetoken", addr: base.addr, status: http.StatusOK, pid: base.pid, tls: clientTLS(baselineID),
 				req: request("GET", api.PathSessionsSelf, base.addr, "Authorization: Bearer "+token)},
 		}
-		stopPerf := startPerf(cfg.perfDir, sides, log)
+		stopPerf := startPerf(cfg.perfDir, "", sides, log)
 		results[phaseRequest], err = phase(ctx, cfg, "BenchmarkE2ERequest", sides, true, out)
 		stopPerf()
 		if err != nil {
@@ -123,7 +123,10 @@ func run(ctx context.Context, cfg config, out, log io.Writer) error {
 	if slices.Contains(phases, phaseLogin) {
 		sides := []*target{tetherdLogin, {name: "baseline", addr: base.addr, status: http.StatusCreated, pid: base.pid, tls: clientTLS(baselineID),
 			req: request("POST", api.PathSessions, base.addr)}}
-		if results[phaseLogin], err = phase(ctx, cfg, "BenchmarkE2ELogin", sides, false, out); err != nil {
+		stopPerf := startPerf(cfg.perfDir, ".login", sides, log)
+		results[phaseLogin], err = phase(ctx, cfg, "BenchmarkE2ELogin", sides, false, out)
+		stopPerf()
+		if err != nil {
 			return err
 		}
 	}
@@ -341,15 +344,15 @@ func stopProcess(c *exec.Cmd) {
 	}
 }
 
-// startPerf records each server of sides with perf record (-perf DIR)
-// until the returned function is called.
-func startPerf(dir string, sides []*target, log io.Writer) func() {
+// startPerf records each server of sides with perf record (-perf DIR) into
+// DIR/<side><suffix>.perf.data until the returned function is called.
+func startPerf(dir, suffix string, sides []*target, log io.Writer) func() {
 	if dir == "" {
 		return func() {}
 	}
 	var cmds []*exec.Cmd
 	for _, t := range sides {
-		cmd := exec.Command("perf", "record", "-F", "1999", "-g", "-p", strconv.Itoa(t.pid), "-o", filepath.Join(dir, t.name+".perf.data")) //nolint:gosec // G204: perf on our own children
+		cmd := exec.Command("perf", "record", "-F", "1999", "-g", "-p", strconv.Itoa(t.pid), "-o", filepath.Join(dir, t.name+suffix+".perf.data")) //nolint:gosec // G204: perf on our own children
 		cmd.Stdout, cmd.Stderr = log, log
 		if err := cmd.Start(); err != nil {
 			fmt.Fprintln(log, "e2e: perf:", err)
