@@ -2,6 +2,7 @@ package wirejson
 
 import (
 	"encoding/json"
+	"math/bits"
 	"time"
 
 	"github.com/tetherproject/tether/pkg/api"
@@ -113,7 +114,18 @@ var plain = func() (t [256]bool) {
 // nanoseconds, quoted. MarshalJSON refuses what RFC 3339 cannot say (a year
 // outside [0,9999], a zone offset of 24 hours or more, or with seconds),
 // with the same checks as here; then *ok turns false.
+//
+// The times of a session are UTC (session.Info's are made with .UTC()):
+// those of years 0000 to 9999 are written by appendUTC, without
+// time.Time.AppendFormat's general layout machinery. Any other time (another
+// Location, even one of zero offset; a year out of range) takes
+// AppendFormat's path and its checks.
 func appendTime(b []byte, t time.Time, ok *bool) []byte {
+	if t.Location() == time.UTC {
+		if sec := t.Unix(); minUTC <= sec && sec <= maxUTC {
+			return appendUTC(b, sec, t.Nanosecond())
+		}
+	}
 	b = append(b, '"')
 	n := len(b)
 	b = t.AppendFormat(b, time.RFC3339Nano)
@@ -128,3 +140,87 @@ func appendTime(b []byte, t time.Time, ok *bool) []byte {
 	}
 	return append(b, '"')
 }
+
+// The Unix seconds of 0000-01-01T00:00:00Z and 9999-12-31T23:59:59Z: the
+// UTC times appendUTC writes.
+const (
+	minUTC = -62167219200
+	maxUTC = 253402300799
+)
+
+// appendUTC appends, quoted, the UTC time of sec Unix seconds and nsec
+// nanoseconds (sec in [minUTC, maxUTC], nsec in [0, 1e9)) as
+// AppendFormat(b, time.RFC3339Nano) writes it: YYYY-MM-DDThh:mm:ss, a dot
+// and the nanoseconds with their trailing zeros trimmed (neither when nsec
+// is 0), and Z.
+func appendUTC(b []byte, sec int64, nsec int) []byte {
+	// The date is computed as package time computes it (Neri and Schneider,
+	// "Euclidean affine functions and their application to calendar
+	// algorithms"), on days counted from -0400-03-01: a year that starts in
+	// March ends with its leap day, and the count, one 400-year era before
+	// year 0's March 1 (60 days after 0000-01-01), is never negative.
+	since0 := uint64(sec - minUTC) //nolint:gosec // G115: sec >= minUTC, so the difference is not negative
+	days := since0/86400 - 60 + 146097
+	d := 4*days + 3
+	century := d / 146097
+	cyear, lo := bits.Mul32(2939745, uint32(d%146097)|3) // year of the century
+	yday := lo / 2939745 / 4                             // day of the year from March 1
+	md := 2141*yday + 197913
+	month, day := uint64(md>>16), uint64(1+(md&0xffff)/2141) // month from 3 (March) to 14 (February)
+	year := century*100 + uint64(cyear)
+	if month > 12 {
+		month -= 12
+		year++
+	}
+	year -= 400
+	tod := since0 % 86400
+
+	var a [len(`"2006-01-02T15:04:05.999999999Z"`)]byte
+	a[0] = '"'
+	put2(a[1:], year/100)
+	put2(a[3:], year%100)
+	a[5] = '-'
+	put2(a[6:], month)
+	a[8] = '-'
+	put2(a[9:], day)
+	a[11] = 'T'
+	put2(a[12:], tod/3600)
+	a[14] = ':'
+	put2(a[15:], tod/60%60)
+	a[17] = ':'
+	put2(a[18:], tod%60)
+	n := len(`"2006-01-02T15:04:05`)
+	if nsec != 0 {
+		f := uint64(nsec) //nolint:gosec // G115: nsec is in [0, 1e9)
+		a[20] = '.'
+		put2(a[21:], f/1e7)
+		put2(a[23:], f/1e5%100)
+		put2(a[25:], f/1e3%100)
+		put2(a[27:], f/10%100)
+		a[29] = byte('0' + f%10)
+		n = 30
+		for a[n-1] == '0' { // trailing zeros trimmed; nsec > 0 keeps a digit
+			n--
+		}
+	}
+	a[n], a[n+1] = 'Z', '"'
+	return append(b, a[:n+2]...)
+}
+
+// put2 writes v, in [0, 99], as two decimal digits.
+func put2(b []byte, v uint64) {
+	_ = b[1]
+	b[0], b[1] = digits[2*v], digits[2*v+1]
+}
+
+// digits holds the two decimal digits of each number from 0 to 99.
+const digits = "00010203040506070809" +
+	"10111213141516171819" +
+	"20212223242526272829" +
+	"30313233343536373839" +
+	"40414243444546474849" +
+	"50515253545556575859" +
+	"60616263646566676869" +
+	"70717273747576777879" +
+	"80818283848586878889" +
+	"90919293949596979899"
