@@ -115,7 +115,7 @@ func NewHandler(cfg Config) http.Handler {
 		{method: http.MethodPost, path: api.PathSessions + "/{id}" + api.PathApprove, who: holder, handler: a.decide(true)},
 		{method: http.MethodPost, path: api.PathSessions + "/{id}" + api.PathDeny, who: holder, handler: a.decide(false)},
 	}
-	rt := &router{log: log, metrics: newHTTPMetrics(cfg.Registerer)}
+	rt := &router{log: log, metrics: newHTTPMetrics(cfg.Registerer), epoch: time.Now()}
 	for _, ro := range routes {
 		rt.routes = append(rt.routes, compiled{method: ro.method, path: ro.path, handler: a.authorize(ro),
 			metrics: rt.metrics.forRoute(ro.path, ro.method)})
@@ -203,19 +203,24 @@ type router struct {
 	routes  []compiled
 	log     *slog.Logger
 	metrics *httpMetrics
+	// epoch is a reading of the monotonic clock that the durations are
+	// measured from (see ServeHTTP).
+	epoch time.Time
 }
 
 // ServeHTTP routes r, then counts it and logs it at debug level (route,
 // status, duration).
 func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
+	// A duration needs the monotonic clock only: time.Since(epoch) reads
+	// just that one, where time.Now reads the wall clock too.
+	start := time.Since(rt.epoch)
 	sw := &statusWriter{ResponseWriter: w}
 	ro := rt.route(sw, r)
 	status := sw.status
 	if status == 0 {
 		status = http.StatusOK
 	}
-	took := time.Since(start)
+	took := time.Since(rt.epoch) - start
 	route := "unmatched"
 	if ro != nil {
 		route = ro.path
