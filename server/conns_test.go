@@ -220,3 +220,70 @@ func TestBodyBoundEveryEndpoint(t *testing.T) {
 	_, ok := e.mgr.Get(s.SessionID)
 	require.True(t, ok, "a refused call ended the session")
 }
+
+// TestClientHangUpCancelsRequest: a client that hangs up while its request is
+// served, or even before its handler starts, has that request's context
+// cancelled (net/http's one-byte watcher read, which server.Conn serves by
+// waiting on the socket first), and requests sent back to back on one
+// connection are all answered, in order.
+func TestClientHangUpCancelsRequest(t *testing.T) {
+	started, cancelled := make(chan string, 4), make(chan string, 4)
+	e := newEnv(t, envOpts{serve: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/hang") {
+			w.Header().Set("Content-Type", "text/plain")
+			_, _ = io.WriteString(w, r.URL.Path) //nolint:gosec // G705: a test handler echoing its own fixed paths as text/plain
+			return
+		}
+		started <- r.URL.Path
+		select {
+		case <-r.Context().Done():
+			cancelled <- r.URL.Path
+		case <-time.After(20 * time.Second): // the test fails first
+		}
+	})})
+	alice := e.ca.Issue(t, aliceID)
+	within := func(t *testing.T, ch <-chan string, want, what string) {
+		t.Helper()
+		select {
+		case got := <-ch:
+			require.Equal(t, want, got, what)
+		case <-time.After(10 * time.Second):
+			require.FailNow(t, what+": not within 10s")
+		}
+	}
+
+	t.Run("while-served", func(t *testing.T) {
+		c, err := e.dialAPI(t, alice)
+		require.NoError(t, err)
+		_, err = io.WriteString(c, "GET /hang1 HTTP/1.1\r\nHost: tetherd\r\n\r\n")
+		require.NoError(t, err)
+		within(t, started, "/hang1", "the handler started")
+		require.NoError(t, c.Close())
+		within(t, cancelled, "/hang1", "the request's context was cancelled after the client hung up")
+	})
+	t.Run("before-served", func(t *testing.T) {
+		c, err := e.dialAPI(t, alice)
+		require.NoError(t, err)
+		_, err = io.WriteString(c, "GET /hang2 HTTP/1.1\r\nHost: tetherd\r\n\r\n")
+		require.NoError(t, err)
+		require.NoError(t, c.Close())
+		within(t, started, "/hang2", "the handler started")
+		within(t, cancelled, "/hang2", "the request's context was cancelled: its client had hung up")
+	})
+	t.Run("pipelined", func(t *testing.T) {
+		c, err := e.dialAPI(t, alice)
+		require.NoError(t, err)
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, err = io.WriteString(c, "GET /a HTTP/1.1\r\nHost: tetherd\r\n\r\nGET /b HTTP/1.1\r\nHost: tetherd\r\n\r\nGET /c HTTP/1.1\r\nHost: tetherd\r\n\r\n")
+		require.NoError(t, err)
+		br := bufio.NewReader(c)
+		for _, want := range []string{"/a", "/b", "/c"} {
+			resp, err := http.ReadResponse(br, nil)
+			require.NoError(t, err, want)
+			body, err := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			require.NoError(t, err, want)
+			require.Equal(t, want, string(body))
+		}
+	})
+}
