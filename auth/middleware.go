@@ -142,7 +142,7 @@ func (m *Middleware) RequireSession(next http.Handler, opts ...SessionOption) ht
 			return
 		}
 		uw := &q.uw
-		uw.ResponseWriter, uw.use = w, use
+		uw.ResponseWriter, uw.use = w, use.Mark()
 		next.ServeHTTP(uw, r)
 		uw.answered(http.StatusOK) // a handler that wrote nothing answered 200
 	})
@@ -217,7 +217,7 @@ func (e *stepUp) WWWAuthenticate() string {
 // and only then: a failed request does not keep a session alive.
 type useWriter struct {
 	http.ResponseWriter
-	use  session.Use
+	use  session.UseMark
 	done bool
 }
 
