@@ -243,7 +243,8 @@ func (w *ldWorld) worker(seed uint64, me spiffeid.ID, ops int) {
 		case op < 18: // login over one of my leaves
 			peer := myLeaves[rng.IntN(len(myLeaves))]
 			rv := w.revoking[me]
-			begun0, running0 := rv.begun.Load(), rv.running.Load()
+			begun0 := rv.begun.Load() // begun first, then running (see revoke_identity)
+			running0 := rv.running.Load()
 			tok, info, err := w.m.Login(ctx, peer)
 			if err != nil {
 				if ldCode(err) != api.CodeSessionLimit {
@@ -372,13 +373,17 @@ func (w *ldWorld) worker(seed uint64, me spiffeid.ID, ops int) {
 
 		case op < 95: // revoke every session of an identity
 			victim := w.ids[rng.IntN(len(w.ids))]
-			covered := w.sessionsOf(victim) // their logins returned before we begin
+			// Announced before the sessions are listed, running before
+			// begun (a login reads them in the other order): a login of
+			// the victim either returned and was added before the list,
+			// or sees this call running or begun (see the login case).
+			rv := w.revoking[victim]
+			rv.running.Add(1)
+			rv.begun.Add(1)
+			covered := w.sessionsOf(victim)
 			for _, s := range covered {
 				s.askedEnd.Store(true)
 			}
-			rv := w.revoking[victim]
-			rv.begun.Add(1)
-			rv.running.Add(1)
 			must(w.m.RevokeIdentity(ctx, victim))
 			rv.running.Add(-1)
 			for _, s := range covered {
