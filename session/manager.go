@@ -441,7 +441,35 @@ func (m *Manager) refuseNotLive(ctx context.Context, token string, h TokenHash, 
 // (reason older_leaf: its NotBefore is not after the bound leaf's, or is
 // unknown while the bound leaf's is known). Ordering is not enforced for a
 // session whose bound leaf's NotBefore is unknown (Peer.NotBefore zero).
+// A rebind that loses to another change of the session keeping its binding
+// (an approval, a use) is tried again, up to rebindTries times in all; then
+// it is 503 unavailable (reason conflict) and nothing changed.
 func (m *Manager) Rebind(ctx context.Context, token string, peer Peer) (string, Info, error) {
+	// A rebind that loses its compare-and-swap to a change that kept the
+	// binding (an approval, a recorded use) is tried again on the record as
+	// it now is; one that loses to another rebind or an end is refused.
+	for range rebindTries - 1 {
+		tok, info, err := m.rebind(ctx, token, peer)
+		if !errors.Is(err, errRebindAgain) {
+			return tok, info, err
+		}
+	}
+	tok, info, err := m.rebind(ctx, token, peer)
+	if errors.Is(err, errRebindAgain) {
+		return "", Info{}, &Error{Code: api.CodeUnavailable, Reason: ReasonConflict, Detail: "the session changed meanwhile; retry", RetryAfter: time.Second}
+	}
+	return tok, info, err
+}
+
+// rebindTries bounds the tries of one Rebind whose session keeps changing
+// under it (approvals pouring in); then it answers 503 unavailable.
+const rebindTries = 4
+
+// errRebindAgain is rebind's answer when its write lost to a change that
+// kept the session's binding.
+var errRebindAgain = errors.New("session: rebind lost to another change; try again")
+
+func (m *Manager) rebind(ctx context.Context, token string, peer Peer) (string, Info, error) {
 	now := m.now()
 	r, err := m.lookup(ctx, token, peer, now.UnixNano())
 	if err != nil {
@@ -476,7 +504,7 @@ func (m *Manager) Rebind(ctx context.Context, token string, peer Peer) (string, 
 		if cur, ok := m.store.ByID(r.ID); !ok {
 			reason = ReasonEnded
 		} else if cur.Binding.Token == b.Token { // an approval or a use, not a rebind
-			return "", Info{}, &Error{Code: api.CodeUnavailable, Reason: ReasonConflict, Detail: "the session changed meanwhile; retry", RetryAfter: time.Second}
+			return "", Info{}, errRebindAgain
 		}
 		return "", Info{}, m.rejected(ctx, peer, r.ID, api.CodeSessionEnded, reason)
 	}

@@ -209,6 +209,60 @@ func TestRebind(t *testing.T) {
 	require.Equal(t, 1, m.Len())
 }
 
+// raceStore is a MemoryStore whose next races Updates first let another
+// change of the same record win, one that keeps its binding (as a
+// concurrent approval or a recorded use would): the compare-and-swap asked
+// for then loses.
+type raceStore struct {
+	*session.MemoryStore
+	races atomic.Int32
+}
+
+func (s *raceStore) Update(ctx context.Context, cur, next session.Record, t *session.Tombstone) error {
+	if s.races.Add(-1) >= 0 {
+		other := cur
+		other.LastUsed++
+		if err := s.MemoryStore.Update(ctx, cur, other, nil); err != nil {
+			return err
+		}
+	}
+	return s.MemoryStore.Update(ctx, cur, next, t)
+}
+
+// TestRebindAfterAnotherChange: a rebind that loses its write to a change
+// that kept the binding (an approval, a use) is tried again on the session
+// as it now is, up to four tries; a session that keeps changing is 503
+// unavailable (retry), and nothing changed.
+func TestRebindAfterAnotherChange(t *testing.T) {
+	ctx := context.Background()
+	for _, races := range []int32{1, 3, 4} {
+		t.Run(fmt.Sprint(races), func(t *testing.T) {
+			st := &raceStore{MemoryStore: session.NewMemoryStore(0, 0)}
+			m, clk := session.NewTestManager(t, func(c *session.Config) { c.Store = st })
+			tok, info := login(t, m, alice)
+			clk.Add(time.Minute)
+			st.races.Store(races)
+			newTok, got, err := m.Rebind(ctx, tok, alice2)
+			if races >= 4 {
+				requireCode(t, err, api.CodeUnavailable)
+				var se *session.Error
+				require.ErrorAs(t, err, &se)
+				require.Equal(t, session.ReasonConflict, se.Reason)
+				require.Positive(t, se.RetryAfter)
+				_, err = m.Validate(ctx, tok, alice)
+				require.NoError(t, err, "a refused rebind changed the binding")
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, info.ID, got.ID)
+			_, err = m.Validate(ctx, newTok, alice2)
+			require.NoError(t, err)
+			_, err = m.Validate(ctx, tok, alice)
+			requireCode(t, err, api.CodeSessionEnded)
+		})
+	}
+}
+
 func TestRevocation(t *testing.T) {
 	m, _ := session.NewTestManager(t, nil)
 	ctx := context.Background()
