@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -208,7 +209,8 @@ func (l *Listener) stop() {
 // admit counts a new connection, or sheds it (nil). Over MaxHandshakes, the
 // oldest connection still before or in its handshake is pushed out.
 func (l *Listener) admit(raw net.Conn) *Conn {
-	c := &Conn{Conn: tls.Server(raw, l.tlsCfg), raw: raw, l: l, accepted: l.now()}
+	rc := &recordConn{Conn: raw}
+	c := &Conn{Conn: tls.Server(rc, l.tlsCfg), raw: raw, rc: rc, l: l, accepted: l.now()}
 	if sc, ok := raw.(syscall.Conn); ok && canPeek {
 		if rc, err := sc.SyscallConn(); err == nil {
 			c.sock, c.readable = rc, sockReadable
@@ -341,10 +343,15 @@ type Conn struct {
 	shake    sync.Once
 	shakeErr error // what the handshake ended with; read after shake
 
-	// sock is the socket under TLS, by which a one-byte Read waits (see
-	// Read); nil where the socket has no file descriptor to peek at.
+	// rc is what TLS reads the socket through; sock is the socket, by which
+	// a one-byte Read waits (see Read), nil where it has no file descriptor
+	// to peek at.
+	rc       *recordConn
 	sock     syscall.RawConn
 	readable func(fd uintptr) bool // sockReadable, bound once
+	// drained: the last Read returned less than it was asked, so TLS holds
+	// no plaintext (see recordConn for the rest).
+	drained atomic.Bool
 }
 
 // handshake runs the connection's handshake once; every later call returns
@@ -371,25 +378,121 @@ func (c *Conn) ConnectionState() tls.ConnectionState {
 // Read runs the handshake if it has not run, then reads.
 //
 // A one-byte Read first waits until the socket has bytes (or its end, or an
-// error), and only then goes into TLS. That read is net/http's: while a
-// handler runs, a goroutine of its own reads one byte to notice the client
-// hanging up, and the handler's end cuts it short with a past read deadline,
-// which ends the wait here too. Waiting in TLS instead would take that
-// goroutine, started with a small stack, through TLS's record reading (about
-// 1.3 KiB of frames), growing and copying its stack at every request (about
-// 2 µs here: bench/e2e -perf, runtime.newstack). The wait cannot see bytes
-// that TLS has already taken off the socket; net/http reads those itself once
-// the handler has ended, so its watcher only notices them later.
+// error) when nothing is left to read before them: TLS holds no plaintext
+// (the last Read returned less than it was asked) and no record (see
+// recordConn). That read is net/http's: while a handler runs, a goroutine of
+// its own reads one byte to notice the client hanging up, and the handler's
+// end cuts it short with a past read deadline, which ends the wait here too.
+// Waiting in TLS instead would take that goroutine, started with a small
+// stack, through TLS's record reading (about 1.3 KiB of frames), growing
+// and copying its stack at every request (about 2 µs here: bench/e2e -perf,
+// runtime.newstack).
 func (c *Conn) Read(p []byte) (int, error) {
 	if err := c.handshake(); err != nil {
 		return 0, err
 	}
-	if len(p) == 1 && c.sock != nil {
+	if len(p) == 1 && c.sock != nil && c.drained.Load() && c.rc.empty() {
 		if err := c.sock.Read(c.readable); err != nil {
 			return 0, err
 		}
 	}
-	return c.Conn.Read(p)
+	n, err := c.Conn.Read(p)
+	c.drained.Store(n < len(p))
+	return n, err
+}
+
+// recordConn is the socket as TLS reads it: it gives TLS no byte past the
+// end of the record TLS is reading, and keeps what follows, so that once TLS
+// has given out a record's plaintext it holds nothing more of the
+// connection: the next bytes are here or still on the socket. (TLS itself
+// takes off the socket whatever has arrived, records to come included, and
+// a wait on the socket could not tell.) It reads the socket straight into
+// TLS's buffer; it keeps bytes, in a pooled buffer, only when several
+// records arrive at once. Reads are TLS's, one at a time, under its lock.
+type recordConn struct {
+	net.Conn
+	kept *[]byte // bytes read off the socket, not yet given to TLS; nil if none
+	off  int     // (*kept)[off:] are still to give
+	rec  recordState
+	// keeping is how many bytes are kept, for empty, which another
+	// goroutine calls between TLS's reads.
+	keeping atomic.Int32
+}
+
+// keptBufs are recordConn's buffers for the bytes it keeps.
+var keptBufs = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
+// empty reports whether rc keeps no byte for TLS.
+func (rc *recordConn) empty() bool { return rc.keeping.Load() == 0 }
+
+func (rc *recordConn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if rc.kept != nil {
+		src := (*rc.kept)[rc.off:]
+		n := rc.rec.advance(src[:min(len(src), len(p))])
+		copy(p, src[:n])
+		rc.off += n
+		if rc.off == len(*rc.kept) {
+			if cap(*rc.kept) <= 64<<10 {
+				*rc.kept = (*rc.kept)[:0]
+				keptBufs.Put(rc.kept)
+			}
+			rc.kept, rc.off = nil, 0
+		}
+		rc.keeping.Add(-int32(n)) //nolint:gosec // G115: at most what one socket read brought
+		return n, nil
+	}
+	n, err := rc.Conn.Read(p)
+	if m := rc.rec.advance(p[:n]); m < n {
+		b := keptBufs.Get().(*[]byte) //nolint:forcetypeassert // the pool holds *[]byte only
+		*b = append((*b)[:0], p[m:n]...)
+		rc.kept, rc.off = b, 0
+		rc.keeping.Store(int32(n - m)) //nolint:gosec // G115: at most len(p)
+		// The socket's error, if any, comes again at the next read.
+		return m, nil
+	}
+	return n, err
+}
+
+// recordState follows the TLS records in the bytes given to TLS: how much of
+// the current record's 5-byte header (type, version, length) and body is
+// still to come.
+type recordState struct {
+	hdrN int // header bytes seen, 0 to 5
+	left int // body bytes to come, once hdrN is 5
+}
+
+// advance takes b, the bytes that come next, up to the end of the current
+// record, and returns how many it took: all of b if the record goes on past
+// it.
+func (s *recordState) advance(b []byte) int {
+	i := 0
+	for i < len(b) {
+		if s.hdrN < 5 {
+			switch s.hdrN {
+			case 3:
+				s.left = int(b[i]) << 8
+			case 4:
+				s.left |= int(b[i])
+			}
+			s.hdrN++
+			i++
+			if s.hdrN < 5 || s.left > 0 {
+				continue
+			}
+		} else {
+			k := min(s.left, len(b)-i)
+			i += k
+			if s.left -= k; s.left > 0 {
+				continue
+			}
+		}
+		s.hdrN = 0 // the record ends here
+		return i
+	}
+	return i
 }
 
 // Close closes the connection and frees its slots.

@@ -17,12 +17,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tetherproject/tether/auth"
 	"github.com/tetherproject/tether/internal/testutil"
 	"github.com/tetherproject/tether/pkg/api"
 	"github.com/tetherproject/tether/server"
+	"github.com/tetherproject/tether/svid"
 )
 
 // roundTrip writes a raw request on c and reads one answer.
@@ -286,4 +290,53 @@ func TestClientHangUpCancelsRequest(t *testing.T) {
 			require.Equal(t, want, string(body))
 		}
 	})
+}
+
+// TestOneByteReadFindsLaterRecords: two records that reach the server at
+// once, the first read whole: a one-byte Read then gets the second at once,
+// although nothing more comes on the socket (TLS must not have taken it off
+// the socket where the wait for the socket cannot see it).
+func TestOneByteReadFindsLaterRecords(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ln := server.NewListener(tcp, auth.ServerTLSConfig(e.src, e.src), server.ConnLimits{}, nil, nil)
+	t.Cleanup(func() { _ = ln.Close() })
+
+	wrote := make(chan error, 1)
+	go func() {
+		src := &svid.StaticSource{SVID: e.ca.Issue(t, aliceID), Bundles: e.bundles}
+		cfg := tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeID(spiffeid.RequireFromString(serverID)))
+		c, err := tls.Dial("tcp", tcp.Addr().String(), cfg)
+		if err != nil {
+			wrote <- err
+			return
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		_, err = c.Write([]byte("first")) // one record
+		if err == nil {
+			_, err = c.Write([]byte("second")) // another
+		}
+		wrote <- err
+	}()
+	sc, err := ln.Accept()
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sc.Close() })
+	conn, ok := sc.(*server.Conn)
+	require.True(t, ok)
+	require.NotEmpty(t, conn.ConnectionState().PeerCertificates, "the handshake")
+	select {
+	case err := <-wrote:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "the client did not write within 10s")
+	}
+	require.NoError(t, sc.SetReadDeadline(time.Now().Add(5*time.Second)))
+	buf := make([]byte, 64)
+	n, err := sc.Read(buf)
+	require.NoError(t, err)
+	require.Equal(t, "first", string(buf[:n]))
+	n, err = sc.Read(buf[:1])
+	require.NoError(t, err, "the second record, already here, was not read")
+	require.Equal(t, "s", string(buf[:n]))
 }
