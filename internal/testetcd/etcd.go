@@ -115,41 +115,95 @@ func Start(tb testing.TB, cfg Config) *Cluster {
 	// Made before the cleanup below is registered, so removed after it ran.
 	dir := tb.TempDir()
 	c := &Cluster{tb: tb, bin: bin, ca: ca, dir: dir}
+	c.health = c.healthClient(tb)
+	tb.Cleanup(c.cleanup)
+	// A member's port is found free, then bound by etcd a moment later:
+	// another process (the other test packages run meanwhile) may take it
+	// in between. The cluster then starts again on new ports, in a new
+	// folder.
+	for try := 1; ; try++ {
+		c.layout(tb, n, filepath.Join(dir, "try"+strconv.Itoa(try)))
+		for i := range c.members {
+			c.StartMember(tb, i)
+		}
+		if try == portTries || !c.lostPort(startWithin) {
+			break
+		}
+		for i := range c.members {
+			_ = c.proc(i).Kill()
+		}
+		tb.Logf("testetcd: a member's port was taken before it could bind it: starting again on new ports (try %d of %d)", try+1, portTries)
+	}
+	c.WaitHealthy(tb, startWithin)
+	return c
+}
 
+// portTries bounds the starts of a cluster whose ports are taken meanwhile.
+const portTries = 3
+
+// layout makes the cluster's n members, each with free ports, its SVID and
+// its folder under dir.
+func (c *Cluster) layout(tb testing.TB, n int, dir string) {
+	tb.Helper()
 	loopback := net.IPv4(127, 0, 0, 1)
 	initial := make([]string, n)
 	token := "tether-test-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	members := make([]*member, 0, n)
 	for i := range n {
 		name := "m" + strconv.Itoa(i)
 		mdir := filepath.Join(dir, name)
 		if err := os.MkdirAll(mdir, 0o700); err != nil {
 			tb.Fatalf("testetcd: %v", err)
 		}
-		svid := ca.Issue(tb, "spiffe://"+ca.TD.Name()+"/etcd/"+name, testpki.WithIPs(loopback))
+		svid := c.ca.Issue(tb, "spiffe://"+c.ca.TD.Name()+"/etcd/"+name, testpki.WithIPs(loopback))
 		m := &member{
 			name:      name,
-			clientURL: "https://" + freeAddr(tb),
-			peerURL:   "https://" + freeAddr(tb),
+			clientURL: "https://" + addrFor(tb),
+			peerURL:   "https://" + addrFor(tb),
 			dataDir:   filepath.Join(mdir, "data"),
 			log:       filepath.Join(mdir, "etcd.log"),
-			certs:     ca.WriteFiles(tb, mdir, "member", svid),
+			certs:     c.ca.WriteFiles(tb, mdir, "member", svid),
 			token:     token,
 		}
 		initial[i] = name + "=" + m.peerURL
-		c.members = append(c.members, m)
+		members = append(members, m)
 	}
-	c.bundle = c.members[0].certs.Bundle
-	for _, m := range c.members {
+	for _, m := range members {
 		m.initialArg = strings.Join(initial, ",")
 	}
-	c.health = c.healthClient(tb)
+	c.mu.Lock()
+	c.members = members
+	c.mu.Unlock()
+	c.bundle = members[0].certs.Bundle
+}
 
-	tb.Cleanup(c.cleanup)
-	for i := range c.members {
-		c.StartMember(tb, i)
+// lostPort waits until every member is healthy or one has exited, and
+// reports whether one exited because its port was taken.
+func (c *Cluster) lostPort(within time.Duration) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	tick := time.NewTicker(pollEvery)
+	defer tick.Stop()
+	for {
+		healthy := 0
+		for i, m := range c.members {
+			if !c.Running(i) {
+				log, _ := os.ReadFile(m.log)
+				return strings.Contains(string(log), "address already in use")
+			}
+			if c.Health(ctx, i) == nil {
+				healthy++
+			}
+		}
+		if healthy == len(c.members) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false // WaitHealthy says why
+		case <-tick.C:
+		}
 	}
-	c.WaitHealthy(tb, startWithin)
-	return c
 }
 
 // cannotRun skips tb with why, or fails it when CI=true.
@@ -423,6 +477,10 @@ func tail(path string, n int) string {
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
+
+// addrFor is how layout finds a member's address: freeAddr (a test takes
+// it over to hand out a port that is in use).
+var addrFor = freeAddr
 
 // freeAddr returns a loopback address 127.0.0.1:PORT whose port was free a
 // moment ago.

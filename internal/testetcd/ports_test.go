@@ -1,0 +1,48 @@
+package testetcd
+
+import (
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// logBuffer is a testing.TB that keeps what Logf writes.
+type logBuffer struct {
+	testing.TB
+	logs atomic.Value // string
+}
+
+func (l *logBuffer) Logf(format string, args ...any) {
+	l.TB.Logf(format, args...)
+	old, _ := l.logs.Load().(string)
+	l.logs.Store(old + format + "\n")
+}
+
+// TestStartAgainOnTakenPort: a member whose port was taken before etcd
+// could bind it (another process came first) makes Start begin again on
+// new ports, and the cluster comes up.
+func TestStartAgainOnTakenPort(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = taken.Close() })
+	var calls atomic.Int32
+	addrFor = func(tb testing.TB) string {
+		if calls.Add(1) == 2 { // member m0's peer port, on the first try
+			return taken.Addr().String()
+		}
+		return freeAddr(tb)
+	}
+	t.Cleanup(func() { addrFor = freeAddr })
+
+	lb := &logBuffer{TB: t}
+	c := Start(lb, Config{})
+	logs, _ := lb.logs.Load().(string)
+	require.True(t, strings.Contains(logs, "starting again on new ports"), "Start did not start again: %q", logs)
+	require.Greater(t, calls.Load(), int32(6), "the second try took new ports")
+	for i := range c.Size() {
+		require.True(t, c.Running(i))
+	}
+}
