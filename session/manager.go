@@ -448,17 +448,15 @@ func (m *Manager) Rebind(ctx context.Context, token string, peer Peer) (string, 
 	// A rebind that loses its compare-and-swap to a change that kept the
 	// binding (an approval, a recorded use) is tried again on the record as
 	// it now is; one that loses to another rebind or an end is refused.
-	for range rebindTries - 1 {
+	for try := 1; ; try++ {
 		tok, info, err := m.rebind(ctx, token, peer)
-		if !errors.Is(err, errRebindAgain) {
+		switch {
+		case !errors.Is(err, errRebindAgain):
 			return tok, info, err
+		case try == rebindTries:
+			return "", Info{}, &Error{Code: api.CodeUnavailable, Reason: ReasonConflict, Detail: "the session changed meanwhile; retry", RetryAfter: time.Second}
 		}
 	}
-	tok, info, err := m.rebind(ctx, token, peer)
-	if errors.Is(err, errRebindAgain) {
-		return "", Info{}, &Error{Code: api.CodeUnavailable, Reason: ReasonConflict, Detail: "the session changed meanwhile; retry", RetryAfter: time.Second}
-	}
-	return tok, info, err
 }
 
 // rebindTries bounds the tries of one Rebind whose session keeps changing
