@@ -1,7 +1,7 @@
 package etcdstore
 
 import (
-	"crypto/ecdsa"
+	"crypto/ed25519"
 	"testing"
 	"time"
 
@@ -21,7 +21,7 @@ func FuzzDecode(f *testing.F) {
 	issuer := spiffeid.RequireFromString(tetherdID)
 	key, err := session.NewKey()
 	require.NoError(f, err)
-	keys := map[string]*ecdsa.PublicKey{key.KID(): key.Public()}
+	keys := map[string]ed25519.PublicKey{key.KID(): key.Public()}
 	owner := spiffeid.RequireFromString("spiffe://example.org/admin/alice")
 	rec := session.Record{ID: "sessionid", Owner: owner, CreatedAt: 1, ExpiresAt: 2, Roles: []string{"restore"}, Needed: 1,
 		Binding: session.Binding{Token: session.TokenHash{7}, Fingerprint: "fp", NotBefore: time.Unix(3, 0)}}

@@ -4,7 +4,6 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -113,7 +112,7 @@ func seal(k *session.Key, v any) (string, error) {
 // unseal checks an envelope of seal against the replicas' keys and decodes
 // its payload into v; without verify (only to read what may be deleted) it
 // checks no signature.
-func unseal(raw []byte, verify bool, keys map[string]*ecdsa.PublicKey, v any) error {
+func unseal(raw []byte, verify bool, keys map[string]ed25519.PublicKey, v any) error {
 	var env signed
 	if err := json.Unmarshal(raw, &env); err != nil {
 		return fmt.Errorf("not a signed envelope: %w", errForged)
@@ -132,7 +131,7 @@ var errForged = errors.New("does not verify")
 
 // decodeRecord checks a stored record: its signature by a known replica
 // key, its issuer, and that it lies under its own ID.
-func decodeRecord(raw []byte, id, iss string, keys map[string]*ecdsa.PublicKey) (session.Record, error) {
+func decodeRecord(raw []byte, id, iss string, keys map[string]ed25519.PublicKey) (session.Record, error) {
 	var p recordPayload
 	if err := unseal(raw, true, keys, &p); err != nil {
 		return session.Record{}, err
@@ -167,9 +166,8 @@ type announcement struct {
 	Issuer  string `json:"iss"`
 	KID     string `json:"kid"`
 	Replica string `json:"replica"`
-	X       []byte `json:"x"`
-	Y       []byte `json:"y"`
-	At      int64  `json:"at"` // Unix ns; the SVID was valid then
+	Key     []byte `json:"ed25519"` // the 32 bytes of the public key (RFC 8032)
+	At      int64  `json:"at"`      // Unix ns; the SVID was valid then
 }
 
 // announceDomain separates announcement signatures from anything else the
@@ -184,13 +182,7 @@ func announceDigest(payload []byte) []byte {
 }
 
 func encodeAnnouncement(k *session.Key, iss, rid string, s *x509svid.SVID, now time.Time) (string, error) {
-	pub := k.Public()
-	pt, err := pub.ECDH() // validates the point
-	if err != nil {
-		return "", err
-	}
-	raw := pt.Bytes() // 0x04 || X || Y
-	payload, err := json.Marshal(announcement{Issuer: iss, KID: k.KID(), Replica: rid, X: raw[1:33], Y: raw[33:], At: now.UnixNano()})
+	payload, err := json.Marshal(announcement{Issuer: iss, KID: k.KID(), Replica: rid, Key: k.Public(), At: now.UnixNano()})
 	if err != nil {
 		return "", err
 	}
@@ -209,7 +201,7 @@ func encodeAnnouncement(k *session.Key, iss, rid string, s *x509svid.SVID, now t
 // decodeAnnouncement checks a key announcement: its chain is an X.509 SVID
 // of issuer, valid when it signed and chaining to bundles, and its
 // signature covers the key. It returns the announced key ID and key.
-func decodeAnnouncement(raw []byte, kid string, issuer spiffeid.ID, bundles x509bundle.Source) (*ecdsa.PublicKey, error) {
+func decodeAnnouncement(raw []byte, kid string, issuer spiffeid.ID, bundles x509bundle.Source) (ed25519.PublicKey, error) {
 	var env signed
 	if err := json.Unmarshal(raw, &env); err != nil || len(env.X5C) == 0 {
 		return nil, fmt.Errorf("not a signed announcement: %w", errForged)
@@ -239,14 +231,10 @@ func decodeAnnouncement(raw []byte, kid string, issuer spiffeid.ID, bundles x509
 	if !verifySVIDSignature(certs[0].PublicKey, announceDigest(env.Payload), env.Sig) {
 		return nil, fmt.Errorf("bad signature: %w", errForged)
 	}
-	if len(a.X) != 32 || len(a.Y) != 32 {
+	if len(a.Key) != ed25519.PublicKeySize {
 		return nil, fmt.Errorf("key: %w", errForged)
 	}
-	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, a.X...), a.Y...)) // checks the point is on the curve
-	if err != nil {
-		return nil, fmt.Errorf("key: %w", errForged)
-	}
-	return pub, nil
+	return ed25519.PublicKey(a.Key), nil
 }
 
 // verifySVIDSignature checks what crypto.Signer.Sign made over digest
@@ -283,7 +271,7 @@ func encodeTombstone(k *session.Key, iss string, t session.Tombstone) (string, e
 
 // decodeTombstone checks a stored tombstone; keys nil skips the signature
 // (the janitor only reads when it ends).
-func decodeTombstone(hexHash string, raw []byte, iss string, keys map[string]*ecdsa.PublicKey) (session.Tombstone, error) {
+func decodeTombstone(hexHash string, raw []byte, iss string, keys map[string]ed25519.PublicKey) (session.Tombstone, error) {
 	var tj tombstoneJSON
 	if err := unseal(raw, keys != nil, keys, &tj); err != nil {
 		return session.Tombstone{}, err

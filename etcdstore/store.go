@@ -47,7 +47,7 @@ package etcdstore
 
 import (
 	"context"
-	"crypto/ecdsa"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -107,7 +107,7 @@ type Store struct {
 	mu       sync.Mutex
 	applied  int64         // last revision applied from the watch (events or progress)
 	changed  chan struct{} // closed and replaced whenever applied moves
-	keys     map[string]*ecdsa.PublicKey
+	keys     map[string]ed25519.PublicKey
 	counts   map[string]counter
 	replicas map[string]int64     // rid -> revision acknowledged
 	departed map[string]time.Time // rid -> when its registration vanished
@@ -174,7 +174,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	s := &Store{
 		cfg: cfg, cli: cli, log: cfg.Logger, l: layout{cfg.Prefix}, iss: cfg.Issuer.String(), rid: rid,
-		start: time.Now().Add(-time.Nanosecond), changed: make(chan struct{}), keys: map[string]*ecdsa.PublicKey{},
+		start: time.Now().Add(-time.Nanosecond), changed: make(chan struct{}), keys: map[string]ed25519.PublicKey{},
 		counts: map[string]counter{}, replicas: map[string]int64{}, departed: map[string]time.Time{},
 		dirty: map[string]int64{}, ackKick: make(chan struct{}, 1),
 	}

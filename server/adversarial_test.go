@@ -15,7 +15,9 @@ package server_test
 import (
 	"bufio"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/hmac"
 	"crypto/rand"
@@ -28,7 +30,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"strconv"
@@ -87,6 +88,12 @@ func signES256(t *testing.T, key *ecdsa.PrivateKey, header, claims map[string]an
 	return input + "." + b64(sig)
 }
 
+func signEdDSA(t *testing.T, key ed25519.PrivateKey, header, claims map[string]any) string {
+	t.Helper()
+	input := b64JSON(t, header) + "." + b64JSON(t, claims)
+	return input + "." + b64(ed25519.Sign(key, []byte(input)))
+}
+
 func signHS256(t *testing.T, key []byte, header, claims map[string]any) string {
 	t.Helper()
 	input := b64JSON(t, header) + "." + b64JSON(t, claims)
@@ -109,121 +116,18 @@ func with(m map[string]any, key string, value any) map[string]any {
 	return out
 }
 
-// recoverPublicKey finds tetherd's ES256 public key from two of its tokens,
-// as an attacker could (ECDSA public key recovery: each signature allows two
-// keys; the one both allow is it). The test then keys HS256 with it.
-func recoverPublicKey(t *testing.T, tok1, tok2 string) *ecdsa.PublicKey {
-	t.Helper()
-	c1, c2 := p256RecoverCandidates(t, tok1), p256RecoverCandidates(t, tok2)
-	for _, a := range c1 {
-		for _, b := range c2 {
-			if a.Equal(b) {
-				return a
-			}
-		}
-	}
-	require.FailNow(t, "public key recovery found no common candidate")
-	return nil
-}
-
-func p256RecoverCandidates(t *testing.T, tok string) []*ecdsa.PublicKey {
-	t.Helper()
-	parts := strings.Split(tok, ".")
-	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
-	require.False(t, err != nil || len(sig) != 64, "not an ES256 signature: %v", err)
-	digest := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
-	curve := elliptic.P256().Params()
-	p, n := curve.P, curve.N
-	r, s := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
-	e := new(big.Int).SetBytes(digest[:])
-	// y² = x³ - 3x + b; p ≡ 3 (mod 4), so a root is (y²)^((p+1)/4).
-	y2 := new(big.Int).Exp(r, big.NewInt(3), p)
-	y2.Sub(y2, new(big.Int).Mul(big.NewInt(3), r))
-	y2.Add(y2, curve.B)
-	y2.Mod(y2, p)
-	y := new(big.Int).Exp(y2, new(big.Int).Rsh(new(big.Int).Add(p, big.NewInt(1)), 2), p)
-	rInv := new(big.Int).ModInverse(r, n)
-	var out []*ecdsa.PublicKey
-	for _, ry := range []*big.Int{y, new(big.Int).Sub(p, y)} {
-		R := affine{r, ry}
-		sR := R.mul(s, p)
-		eG := affine{curve.Gx, curve.Gy}.mul(e, p)
-		negEG := affine{eG.x, new(big.Int).Mod(new(big.Int).Neg(eG.y), p)}
-		Q := sR.add(negEG, p).mul(rInv, p)
-		if Q.x == nil {
-			continue
-		}
-		uncompressed := make([]byte, 65)
-		uncompressed[0] = 4
-		Q.x.FillBytes(uncompressed[1:33])
-		Q.y.FillBytes(uncompressed[33:])
-		pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), uncompressed)
-		if err != nil {
-			continue
-		}
-		if ecdsa.Verify(pub, digest[:], r, s) {
-			out = append(out, pub)
-		}
-	}
-	return out
-}
-
-// affine is a point of P-256 in affine coordinates (x == nil: infinity). A
-// plain textbook implementation, enough for a test to recover a public key.
-type affine struct{ x, y *big.Int }
-
-func (a affine) add(b affine, p *big.Int) affine {
-	switch {
-	case a.x == nil:
-		return b
-	case b.x == nil:
-		return a
-	}
-	var l *big.Int
-	if a.x.Cmp(b.x) == 0 {
-		if new(big.Int).Mod(new(big.Int).Add(a.y, b.y), p).Sign() == 0 {
-			return affine{}
-		}
-		// l = (3x² - 3) / 2y
-		num := new(big.Int).Mul(a.x, a.x)
-		num.Mul(num, big.NewInt(3))
-		num.Sub(num, big.NewInt(3))
-		den := new(big.Int).ModInverse(new(big.Int).Lsh(a.y, 1), p)
-		l = num.Mul(num, den)
-	} else {
-		num := new(big.Int).Sub(b.y, a.y)
-		den := new(big.Int).ModInverse(new(big.Int).Mod(new(big.Int).Sub(b.x, a.x), p), p)
-		l = num.Mul(num, den)
-	}
-	l.Mod(l, p)
-	x := new(big.Int).Mul(l, l)
-	x.Sub(x, a.x)
-	x.Sub(x, b.x)
-	x.Mod(x, p)
-	y := new(big.Int).Sub(a.x, x)
-	y.Mul(y, l)
-	y.Sub(y, a.y)
-	y.Mod(y, p)
-	return affine{x, y}
-}
-
-func (a affine) mul(k, p *big.Int) affine {
-	var acc affine
-	for i := k.BitLen() - 1; i >= 0; i-- {
-		acc = acc.add(acc, p)
-		if k.Bit(i) == 1 {
-			acc = acc.add(a, p)
-		}
-	}
-	return acc
-}
-
 // --- the table ----------------------------------------------------------------
 
 // TestAdversarialTokens: every forged, foreign, truncated, oversized or
 // misplaced token gets exactly the contract's answer over real TLS.
 func TestAdversarialTokens(t *testing.T) {
-	e := newEnv(t, envOpts{})
+	// The Manager's key, made here so that the test knows its public half
+	// (tetherd publishes it nowhere, and an Ed25519 key cannot be recovered
+	// from signatures); the HS256 cases below are keyed with it, as an
+	// attacker who had it would.
+	key, err := session.NewKey()
+	require.NoError(t, err)
+	e := newEnv(t, envOpts{session: session.Config{Key: key}})
 	aliceSVID := e.ca.Issue(t, aliceID)
 	alice := e.client(aliceSVID, 0)
 	aliceNewLeaf := e.client(e.ca.Issue(t, aliceID), 0) // alice after her SVID rotated
@@ -233,24 +137,24 @@ func TestAdversarialTokens(t *testing.T) {
 	tok2, _ := e.login(alice)
 	header, claims := tokenParts(t, tok)
 	kid, _ := header["kid"].(string)
-	require.False(t, header["alg"] != "ES256" || kid == "", "unexpected genuine header %v", header)
+	require.False(t, header["alg"] != "EdDSA" || kid != key.KID(), "unexpected genuine header %v", header)
 
-	// A key the attacker controls, and tetherd's public key recovered from
-	// two of its signatures.
+	// Keys the attacker controls, of both algorithms the contract allows,
+	// and tetherd's public key in every form an HS256 confusion could use.
 	attacker, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
-	ours := recoverPublicKey(t, tok, tok2)
+	_, attackerEd, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	ours := key.Public()
 	spki, err := x509.MarshalPKIXPublicKey(ours)
 	require.NoError(t, err)
-	jwk, err := jose.JSONWebKey{Key: ours, KeyID: kid, Algorithm: "ES256", Use: "sig"}.MarshalJSON()
-	require.NoError(t, err)
-	point, err := ours.Bytes() // the uncompressed point
+	jwk, err := jose.JSONWebKey{Key: ours, KeyID: kid, Algorithm: "EdDSA", Use: "sig"}.MarshalJSON()
 	require.NoError(t, err)
 	hsKeys := map[string][]byte{
 		"pem":   pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spki}),
 		"der":   spki,
 		"jwk":   jwk,
-		"point": point,
+		"point": ours, // the 32 bytes of RFC 8032
 	}
 
 	// Another tetherd instance: same issuer and same caller, its own key.
@@ -259,7 +163,9 @@ func TestAdversarialTokens(t *testing.T) {
 	require.NoError(t, err)
 
 	es := func(h, c map[string]any) string { return signES256(t, attacker, h, c) }
+	ed := func(h, c map[string]any) string { return signEdDSA(t, attackerEd, h, c) }
 	oursHdr := map[string]any{"alg": "ES256", "typ": "JWT", "kid": kid}
+	oursEdHdr := map[string]any{"alg": "EdDSA", "kid": kid}
 	parts := strings.Split(tok, ".")
 	megabyte := strings.Repeat("a", 1_000_000)
 
@@ -278,6 +184,8 @@ func TestAdversarialTokens(t *testing.T) {
 		{"fail/unknown-kid", alice, bearer(es(with(oursHdr, "kid", "zzzzzzzzzzzzzzzzzzzzzzzzzz"), claims)), 401, api.CodeInvalidToken},
 		{"fail/no-kid", alice, bearer(es(with(oursHdr, "kid", nil), claims)), 401, api.CodeInvalidToken},
 		{"fail/our-kid-attacker-key", alice, bearer(es(oursHdr, claims)), 401, api.CodeInvalidToken},
+		{"fail/our-kid-attacker-ed25519-key", alice, bearer(ed(oursEdHdr, claims)), 401, api.CodeInvalidToken},
+		{"fail/embedded-ed25519-jwk", alice, bearer(ed(with(oursEdHdr, "jwk", json.RawMessage(mustJWK(t, attackerEd.Public()))), claims)), 401, api.CodeInvalidToken},
 		{"fail/embedded-jwk", alice, bearer(es(with(oursHdr, "jwk", json.RawMessage(mustJWK(t, &attacker.PublicKey))), claims)), 401, api.CodeInvalidToken},
 		{"fail/another-tetherd-instance", alice, bearer(foreignTok), 401, api.CodeInvalidToken},
 		{"fail/truncated-one-char", alice, bearer(tok[:len(tok)-1]), 401, api.CodeInvalidToken},
@@ -346,7 +254,7 @@ func TestAdversarialTokens(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.status, "the genuine token after the attacks")
 }
 
-func mustJWK(t *testing.T, pub *ecdsa.PublicKey) []byte {
+func mustJWK(t *testing.T, pub crypto.PublicKey) []byte {
 	t.Helper()
 	b, err := jose.JSONWebKey{Key: pub}.MarshalJSON()
 	require.NoError(t, err)

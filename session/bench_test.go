@@ -189,7 +189,7 @@ func BenchmarkJWTSVIDValidate(b *testing.B) {
 // benchFill inserts n sessions into s, made as Login makes them: a session
 // ID, a token hash, a fingerprint string of its own, and an owner with 16
 // sessions (the default per-identity cap) of a distinct identity. It
-// bypasses Login, which would spend most of a minute on a million ES256
+// bypasses Login, which would spend most of a minute on a million
 // signatures; what Login adds to the store is exactly this.
 func benchFill(tb testing.TB, s Store, n int, created, expires int64) {
 	tb.Helper()

@@ -3,7 +3,7 @@
 //
 // A session belongs to one SPIFFE ID and is bound to the SHA-256 fingerprint
 // of one X.509 leaf certificate (RFC 8705 x5t#S256). Its token is a compact
-// JWS (ES256) signed by a key (Key) made when the Manager is created and
+// JWS (EdDSA: Ed25519) signed by a key (Key) made when the Manager is created and
 // never written anywhere, so with the in-memory store a process restart ends
 // every session.
 //

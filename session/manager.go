@@ -480,10 +480,14 @@ func (m *Manager) rebind(ctx context.Context, token string, peer Peer) (string, 
 	if !newerLeaf(b.NotBefore, peer.NotBefore) {
 		return "", Info{}, m.rejected(ctx, peer, r.ID, api.CodeBadRequest, ReasonOlderLeaf)
 	}
+	nonce, err := randomNonce()
+	if err != nil {
+		return "", Info{}, err
+	}
 	tok, err := m.keys.mint(&claims{
 		Issuer: m.iss, Audience: m.iss, Subject: r.Owner.String(), ID: r.ID,
 		IssuedAt: now.Unix(), Expiry: r.ExpiresAt / int64(time.Second), CNF: api.CNF{X5TS256: peer.Fingerprint},
-		AuthTime: r.CreatedAt / int64(time.Second), Roles: r.Roles,
+		AuthTime: r.CreatedAt / int64(time.Second), Roles: r.Roles, RebindNonce: nonce,
 	})
 	if err != nil {
 		return "", Info{}, err

@@ -58,7 +58,7 @@ func TestTokenClaims(t *testing.T) {
 	raw, err := base64.RawURLEncoding.DecodeString(parts[0])
 	require.NoError(t, err)
 	require.NoError(t, json.Unmarshal(raw, &header))
-	require.Equal(t, "ES256", header["alg"])
+	require.Equal(t, "EdDSA", header["alg"])
 	require.NotEmpty(t, header["kid"])
 
 	var c map[string]any
@@ -207,6 +207,25 @@ func TestRebind(t *testing.T) {
 	_, _, err = m.Rebind(ctx, tok, alice2)
 	requireCode(t, err, api.CodeSessionEnded)
 	require.Equal(t, 1, m.Len())
+}
+
+// TestRebindBackIsANewToken: a session rebound to a leaf it was bound to
+// before, within the same second (leaves without a NotBefore allow it), gets
+// a token of its own: the one the first rebind killed stays dead although
+// every claim it carried (jti, iat, exp, cnf) is the same again.
+func TestRebindBackIsANewToken(t *testing.T) {
+	m, _ := session.NewTestManager(t, nil) // its clock stands still
+	ctx := context.Background()
+	first, _ := login(t, m, alice)
+	second, _, err := m.Rebind(ctx, first, alice2)
+	require.NoError(t, err)
+	third, _, err := m.Rebind(ctx, second, alice)
+	require.NoError(t, err)
+	require.NotEqual(t, first, third)
+	_, err = m.Validate(ctx, first, alice)
+	requireCode(t, err, api.CodeSessionEnded)
+	_, err = m.Validate(ctx, third, alice)
+	require.NoError(t, err)
 }
 
 // raceStore is a MemoryStore whose next races Updates first let another
