@@ -419,7 +419,7 @@ func (m *Manager) refuseNotLive(ctx context.Context, token string, h TokenHash, 
 	case !ok:
 		reason := ReasonUnknown
 		switch {
-		case strings.Count(token, ".") != 2: // not even a compact JWS
+		case strings.Count(token, ".") != 2 || !InJWSAlphabet(token): // not even a compact JWS
 			reason = ReasonMalformed
 		case m.keys.otherKey(token):
 			reason = ReasonOtherKey

@@ -158,6 +158,35 @@ func (k *Key) sign(payload []byte) (string, error) {
 	return string(tok), nil
 }
 
+// InJWSAlphabet reports whether s uses only the characters of a compact JWS
+// (RFC 7515: base64url and dots): one table lookup a byte and no branch but
+// the loop's, four bytes at a time in independent lanes. A refused token is
+// read to its end, which is no more work than accepting a valid token of the
+// same length.
+func InJWSAlphabet(s string) bool {
+	a, b, c, d := byte(1), byte(1), byte(1), byte(1)
+	for ; len(s) >= 4; s = s[4:] {
+		a &= jwsChar[s[0]]
+		b &= jwsChar[s[1]]
+		c &= jwsChar[s[2]]
+		d &= jwsChar[s[3]]
+	}
+	for i := 0; i < len(s); i++ {
+		a &= jwsChar[s[i]]
+	}
+	return a&b&c&d == 1
+}
+
+// jwsChar is 1 for the bytes of a compact JWS, 0 for any other.
+var jwsChar = func() (t [256]byte) {
+	for c := range 256 {
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' {
+			t[c] = 1
+		}
+	}
+	return t
+}()
+
 // hashToken is the only token-derived value kept.
 //
 // It hashes the string's bytes in place. hashToken runs on every request, and
