@@ -3,6 +3,9 @@ package session
 import (
 	"crypto/ed25519"
 	"encoding/base64"
+	"encoding/json"
+	"math"
+	mrand "math/rand/v2"
 	"strings"
 	"testing"
 
@@ -83,4 +86,59 @@ func TestRecordSignature(t *testing.T) {
 	recSig, err := k.SignRecord([]byte(input))
 	require.NoError(t, err)
 	require.False(t, ed25519.Verify(k.Public(), []byte(input), recSig), "a record's signature taken for a token's")
+}
+
+// TestAppendClaims: the claims of a token are what encoding/json writes,
+// byte for byte, whatever they hold: roles or none, a rebind's nonce or
+// none, strings that need escaping, any integer.
+func TestAppendClaims(t *testing.T) {
+	rng := mrand.New(mrand.NewPCG(1, 2))
+	alphabet := []rune("aZ09-_./:#\"\\<>&\x00\x1f\x7f é\u2028\u2029\ufffd")
+	str := func() string {
+		r := make([]rune, rng.IntN(12))
+		for i := range r {
+			r[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		if rng.IntN(20) == 0 {
+			return string(r) + "\xff" // invalid UTF-8
+		}
+		return string(r)
+	}
+	ints := []int64{0, 1, -1, 1796108879, math.MaxInt64, math.MinInt64}
+	for range 2000 {
+		c := &claims{Issuer: str(), Audience: str(), Subject: str(), ID: str(),
+			IssuedAt: ints[rng.IntN(len(ints))], Expiry: rng.Int64() - rng.Int64(),
+			CNF: api.CNF{X5TS256: str()}, AuthTime: rng.Int64()}
+		switch rng.IntN(3) {
+		case 0: // none
+		case 1:
+			c.Roles = []string{}
+		default:
+			for range 1 + rng.IntN(3) {
+				c.Roles = append(c.Roles, str())
+			}
+		}
+		if rng.IntN(2) == 0 {
+			c.RebindNonce = str()
+		}
+		want, err := json.Marshal(c)
+		require.NoError(t, err)
+		require.Equal(t, string(want), string(appendClaims(nil, c)), "%#v", c)
+	}
+}
+
+// FuzzAppendClaims: appendClaims is json.Marshal for any strings.
+func FuzzAppendClaims(f *testing.F) {
+	f.Add("spiffe://example.org/tetherd", "spiffe://example.org/admin/alice", "dyo3ql73cyrlb6vmvtpeexty3q", "restore", "", int64(1796108879))
+	f.Add("<&>", "\u2028", "\xff", "\"", "n", int64(-1))
+	f.Fuzz(func(t *testing.T, iss, sub, jti, role, nonce string, iat int64) {
+		c := &claims{Issuer: iss, Audience: iss, Subject: sub, ID: jti, IssuedAt: iat, Expiry: iat + 1,
+			CNF: api.CNF{X5TS256: jti}, Roles: []string{role}, RebindNonce: nonce}
+		if role == "" {
+			c.Roles = nil
+		}
+		want, err := json.Marshal(c)
+		require.NoError(t, err)
+		require.Equal(t, string(want), string(appendClaims(nil, c)))
+	})
 }

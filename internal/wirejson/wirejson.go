@@ -82,6 +82,9 @@ func AppendSession(b []byte, s *api.Session) ([]byte, bool) {
 	return append(b, '}'), ok
 }
 
+// AppendString appends s as encoding/json quotes it (json.Marshal(s)).
+func AppendString(b []byte, s string) []byte { return appendString(b, s) }
+
 // appendString appends s as encoding/json quotes it. Strings of printable
 // ASCII that need no escape (IDs, fingerprints, SPIFFE IDs, tokens) are
 // copied; any other is handed to encoding/json, which escapes it (HTML
