@@ -257,7 +257,11 @@ func (m *Middleware) peer(w http.ResponseWriter, r *http.Request) (*http.Request
 		m.deny(w, r, p, err)
 		return r, nil, false
 	}
-	q := &request{Context: withRemoteAddr(r), caller: Caller{Peer: p}}
+	ctx := r.Context()
+	if cp == nil { // else ConnContext added the remote address
+		ctx = withRemoteAddr(r)
+	}
+	q := &request{Context: ctx, caller: Caller{Peer: p}}
 	// What r.WithContext(q) returns, held in q: WithContext is inlined, so
 	// its copy of r stays on the stack and is copied into q, and the
 	// request costs one allocation instead of two.

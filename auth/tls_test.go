@@ -5,11 +5,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
+	"strings"
 	"testing"
 	"time"
 
@@ -321,4 +323,26 @@ func TestMiddlewareOnError(t *testing.T) {
 	require.Equal(t, http.StatusTeapot, rec.Code)
 	require.Equal(t, "refused, the embedder's way", rec.Body.String())
 	require.Equal(t, api.CodeInvalidToken, got)
+}
+
+// TestRemoteAddrWithoutConnContext: the security events of a request carry
+// its remote address whether or not the server set auth.ConnContext (which
+// adds it once per connection): without it, the middleware adds it to the
+// request's context itself.
+func TestRemoteAddrWithoutConnContext(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	alice := e.ca.Issue(t, "spiffe://example.org/admin/alice")
+	req := httptest.NewRequest(http.MethodGet, pathSession, nil)
+	req.RemoteAddr = "192.0.2.7:4242"
+	req.Header.Set("Authorization", "Bearer a.b.c")
+	rec := e.serveHTTP(req, alice.Certificates, true)
+	require.Equal(t, http.StatusUnauthorized, rec.Code, rec.Body.String())
+	var ev map[string]any
+	for line := range strings.Lines(e.log.String()) {
+		if strings.Contains(line, `"session.rejected"`) {
+			require.NoError(t, json.Unmarshal([]byte(line), &ev))
+		}
+	}
+	require.NotNil(t, ev, "no session.rejected event: %s", e.log.String())
+	require.Equal(t, "192.0.2.7:4242", ev["remote_addr"])
 }

@@ -3,9 +3,9 @@ package server_test
 // End-to-end benchmarks of issue 5 over real mTLS (TLS 1.3) on a loopback
 // listener, each against a baseline: the same http.Server, TLS configuration
 // and client, serving a handler that checks nothing and answers what tetherd
-// answers (canned). They run on
-// the package's env, quiet (no logger) and on the real clock. bench/run
-// runs them and writes BENCHMARKS.md; keep the names.
+// answers (canned). They run on the package's env, quiet (no logger) and on
+// the real clock. bench/run runs them and writes BENCHMARKS.md; keep the
+// names.
 
 import (
 	"context"
