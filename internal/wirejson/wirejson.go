@@ -21,7 +21,7 @@ func AppendSessionResponse(b []byte, v *api.SessionResponse) ([]byte, bool) {
 // AppendSessionResponse.
 func AppendLoginResponse(b []byte, v *api.LoginResponse) ([]byte, bool) {
 	b = append(b, `{"token":`...)
-	b = appendString(b, v.Token)
+	b = AppendString(b, v.Token)
 	b = append(b, `,"session":`...)
 	b, ok := AppendSession(b, &v.Session)
 	return append(b, '}'), ok
@@ -32,11 +32,11 @@ func AppendLoginResponse(b []byte, v *api.LoginResponse) ([]byte, bool) {
 func AppendSession(b []byte, s *api.Session) ([]byte, bool) {
 	ok := true
 	b = append(b, `{"session_id":`...)
-	b = appendString(b, s.SessionID)
+	b = AppendString(b, s.SessionID)
 	b = append(b, `,"spiffe_id":`...)
-	b = appendString(b, s.SPIFFEID)
+	b = AppendString(b, s.SPIFFEID)
 	b = append(b, `,"cnf":{"x5t#S256":`...)
-	b = appendString(b, s.CNF.X5TS256)
+	b = AppendString(b, s.CNF.X5TS256)
 	b = append(b, `},"created_at":`...)
 	b = appendTime(b, s.CreatedAt, &ok)
 	b = append(b, `,"last_used_at":`...)
@@ -54,12 +54,12 @@ func AppendSession(b []byte, s *api.Session) ([]byte, bool) {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendString(b, r)
+			b = AppendString(b, r)
 		}
 		b = append(b, ']')
 	}
 	b = append(b, `,"state":`...)
-	b = appendString(b, s.State)
+	b = AppendString(b, s.State)
 	b = append(b, `,"approvals":`...)
 	if s.Approvals == nil {
 		b = append(b, "null"...)
@@ -70,7 +70,7 @@ func AppendSession(b []byte, s *api.Session) ([]byte, bool) {
 				b = append(b, ',')
 			}
 			b = append(b, `{"spiffe_id":`...)
-			b = appendString(b, s.Approvals[i].SPIFFEID)
+			b = AppendString(b, s.Approvals[i].SPIFFEID)
 			b = append(b, `,"at":`...)
 			b = appendTime(b, s.Approvals[i].At, &ok)
 			b = append(b, '}')
@@ -82,14 +82,11 @@ func AppendSession(b []byte, s *api.Session) ([]byte, bool) {
 	return append(b, '}'), ok
 }
 
-// AppendString appends s as encoding/json quotes it (json.Marshal(s)).
-func AppendString(b []byte, s string) []byte { return appendString(b, s) }
-
-// appendString appends s as encoding/json quotes it. Strings of printable
+// AppendString appends s as encoding/json quotes it (json.Marshal(s)). Strings of printable
 // ASCII that need no escape (IDs, fingerprints, SPIFFE IDs, tokens) are
 // copied; any other is handed to encoding/json, which escapes it (HTML
 // characters, control characters, U+2028, U+2029, invalid UTF-8).
-func appendString(b []byte, s string) []byte {
+func AppendString(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
 		if !plain[s[i]] {
 			q, _ := json.Marshal(s) // a string always encodes
