@@ -82,9 +82,9 @@ func AppendSession(b []byte, s *api.Session) ([]byte, bool) {
 	return append(b, '}'), ok
 }
 
-// AppendString appends s as encoding/json quotes it (json.Marshal(s)). Strings of printable
-// ASCII that need no escape (IDs, fingerprints, SPIFFE IDs, tokens) are
-// copied; any other is handed to encoding/json, which escapes it (HTML
+// AppendString appends s as encoding/json quotes it (json.Marshal(s)).
+// Strings of printable ASCII that need no escape (IDs, fingerprints, SPIFFE
+// IDs, tokens) are copied; any other is handed to encoding/json, which escapes it (HTML
 // characters, control characters, U+2028, U+2029, invalid UTF-8).
 func AppendString(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
