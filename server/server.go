@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -515,8 +516,20 @@ func decodeJSON(raw []byte, v any) error {
 }
 
 // spiffeIDParam reads ?spiffe_id=; required or optional.
+//
+// The query is parsed strictly: a malformed one (a bad %-escape, a ';'),
+// or a parameter other than spiffe_id, is 400 bad_request, never read as
+// no filter (which would list every session).
 func spiffeIDParam(r *http.Request, required bool) (*spiffeid.ID, error) {
-	q := r.URL.Query()
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, &api.Error{Code: api.CodeBadRequest, Message: "malformed query string"}
+	}
+	for k := range q {
+		if k != api.QuerySPIFFEID {
+			return nil, &api.Error{Code: api.CodeBadRequest, Message: "unknown query parameter: only spiffe_id is taken"}
+		}
+	}
 	vals, present := q[api.QuerySPIFFEID]
 	if !present {
 		if required {

@@ -199,6 +199,12 @@ func TestAPIErrors(t *testing.T) {
 		{"bad_request/revoke-without-spiffe_id", alice, "DELETE", api.PathSessions, tok, nil, nil, 400, api.CodeBadRequest},
 		{"bad_request/bad-spiffe_id", alice, "GET", api.PathSessions + "?spiffe_id=not-an-id", tok, nil, nil, 400, api.CodeBadRequest},
 		{"bad_request/two-spiffe_id", alice, "GET", api.PathSessions + "?spiffe_id=" + aliceID + "&spiffe_id=" + bobID, tok, nil, nil, 400, api.CodeBadRequest},
+		// A query net/url cannot parse is refused, not read as no filter
+		// (which would list every identity's sessions).
+		{"bad_request/list-bad-escape", alice, "GET", api.PathSessions + "?spiffe_id=%zz", tok, nil, nil, 400, api.CodeBadRequest},
+		{"bad_request/list-semicolon", alice, "GET", api.PathSessions + "?spiffe_id=" + bobID + ";x=1", tok, nil, nil, 400, api.CodeBadRequest},
+		{"bad_request/list-unknown-parameter", alice, "GET", api.PathSessions + "?spiffe_ids=" + bobID, tok, nil, nil, 400, api.CodeBadRequest},
+		{"bad_request/revoke-bad-escape", alice, "DELETE", api.PathSessions + "?spiffe_id=%zz", tok, nil, nil, 400, api.CodeBadRequest},
 		{"bad_request/malformed-json", gw, "POST", api.PathIntrospect, "", strings.NewReader(`{"token":`), nil, 400, api.CodeBadRequest},
 		{"bad_request/wrong-json-type", gw, "POST", api.PathIntrospect, "", strings.NewReader(`{"token":1}`), nil, 400, api.CodeBadRequest},
 		{"bad_request/missing-cnf", gw, "POST", api.PathIntrospect, "", strings.NewReader(`{"token":"a.b.c"}`), nil, 400, api.CodeBadRequest},

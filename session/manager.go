@@ -441,7 +441,8 @@ func (m *Manager) refuseNotLive(ctx context.Context, token string, h TokenHash, 
 // (reason older_leaf: its NotBefore is not after the bound leaf's, or is
 // unknown while the bound leaf's is known). Ordering is not enforced for a
 // session whose bound leaf's NotBefore is unknown (Peer.NotBefore zero).
-// A rebind that loses to another change of the session keeping its binding
+// A session still waiting for approval is refused (403 approval_pending)
+// and keeps its binding; once approved, it rebinds. A rebind that loses to another change of the session keeping its binding
 // (an approval, a use) is tried again, up to rebindTries times in all; then
 // it is 503 unavailable (reason conflict) and nothing changed.
 func (m *Manager) Rebind(ctx context.Context, token string, peer Peer) (string, Info, error) {
@@ -472,6 +473,12 @@ func (m *Manager) rebind(ctx context.Context, token string, peer Peer) (string, 
 	r, err := m.lookup(ctx, token, peer, now.UnixNano())
 	if err != nil {
 		return "", Info{}, err
+	}
+	if r.Pending() {
+		// A pending token is refused (approval_pending) for everything but
+		// ending itself: a rebind would also move its idle clock, keeping
+		// an unapproved request alive. Once approved, it rebinds.
+		return "", Info{}, m.rejected(ctx, peer, r.ID, api.CodeApprovalPending, ReasonPending)
 	}
 	b := r.Binding
 	if subtle.ConstantTimeCompare([]byte(b.Fingerprint), []byte(peer.Fingerprint)) == 1 {

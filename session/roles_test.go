@@ -104,6 +104,36 @@ func TestTwoPersonApproval(t *testing.T) {
 	requireRefusal(t, err, api.CodeNotFound, session.ReasonNoSuchSession)
 }
 
+// TestPendingCannotRebind: a pending token is refused for a rebind too
+// (which would move its idle clock), and the session keeps its binding;
+// once approved, it rebinds.
+func TestPendingCannotRebind(t *testing.T) {
+	m, advance := rolesManager(t)
+	ctx := context.Background()
+	carol := session.Peer{ID: spiffeid.RequireFromString("spiffe://example.org/admin/carol"), Fingerprint: "fp-carol"}
+	tok, info, err := m.Login(ctx, alice, "restore")
+	require.NoError(t, err)
+	require.Equal(t, api.StatePending, info.State)
+
+	advance(time.Minute)
+	_, _, err = m.Rebind(ctx, tok, alice2)
+	requireRefusal(t, err, api.CodeApprovalPending, session.ReasonPending)
+	got, ok := m.Get(info.ID)
+	require.True(t, ok)
+	require.Equal(t, alice.Fingerprint, got.Fingerprint, "still bound to the leaf it logged in with")
+	require.Equal(t, info.LastUsedAt, got.LastUsedAt, "the refused rebind is not a use")
+
+	_, err = m.Decide(ctx, info.ID, bob, true)
+	require.NoError(t, err)
+	_, err = m.Decide(ctx, info.ID, carol, true)
+	require.NoError(t, err)
+	newTok, rebound, err := m.Rebind(ctx, tok, alice2)
+	require.NoError(t, err, "approved: the session rebinds")
+	require.Equal(t, alice2.Fingerprint, rebound.Fingerprint)
+	_, err = m.Validate(ctx, newTok, alice2)
+	require.NoError(t, err)
+}
+
 func TestDenialEndsAndPendingIdlesOut(t *testing.T) {
 	m, advance := rolesManager(t)
 	ctx := context.Background()
