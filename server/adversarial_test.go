@@ -265,6 +265,42 @@ func mustJWK(t *testing.T, pub crypto.PublicKey) []byte {
 // trust domain, or speaking TLS 1.2, never gets past the handshake: no HTTP
 // answer at all, and the handler (which would log a security event) never
 // runs.
+// TestHeaderBoundToTheByte: a request whose line and headers come to
+// MaxHeaderBytes is served; one byte more is 431 headers_too_large and the
+// connection is closed, on a fresh connection and on a kept-alive one (where
+// net/http alone would accept up to 8 KiB more).
+func TestHeaderBoundToTheByte(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	alice := e.as(aliceID)
+	tok, _ := alice.login()
+	sized := func(n int) string {
+		head := "GET /v1/sessions/self HTTP/1.1\r\nHost: tetherd\r\nAuthorization: Bearer " + tok + "\r\nX-Pad: "
+		const tail = "\r\n\r\n"
+		return head + strings.Repeat("a", n-len(head)-len(tail)) + tail
+	}
+	require.Len(t, sized(server.MaxHeaderBytes), server.MaxHeaderBytes)
+
+	c, err := e.dialAPI(t, alice.svid)
+	require.NoError(t, err)
+	resp, _, err := roundTrip(t, c, sized(server.MaxHeaderBytes))
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "exactly MaxHeaderBytes is served")
+	resp, body, err := roundTrip(t, c, sized(server.MaxHeaderBytes+1))
+	require.NoError(t, err)
+	require.Equal(t, http.StatusRequestHeaderFieldsTooLarge, resp.StatusCode, "one byte more, on a kept-alive connection: %s", body)
+	require.Contains(t, string(body), `"code":"headers_too_large"`)
+	require.True(t, closedByServer(c, 10*time.Second), "the connection is closed after the 431")
+
+	for _, n := range []int{server.MaxHeaderBytes + 1, server.MaxHeaderBytes + 3<<10} {
+		c, err := e.dialAPI(t, alice.svid)
+		require.NoError(t, err)
+		resp, body, err := roundTrip(t, c, sized(n))
+		require.NoError(t, err)
+		require.Equal(t, http.StatusRequestHeaderFieldsTooLarge, resp.StatusCode, "%d bytes on a fresh connection: %s", n, body)
+		require.Contains(t, string(body), `"code":"headers_too_large"`)
+	}
+}
+
 func TestAdversarialHandshakes(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	evil := testpki.NewCA(t, "evil.org")

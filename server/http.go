@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"log"
 	"log/slog"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tetherproject/tether/auth"
+	"github.com/tetherproject/tether/internal/render"
 	"github.com/tetherproject/tether/pkg/api"
 )
 
@@ -32,7 +34,7 @@ func NewHTTPServer(h http.Handler, tlsConfig *tls.Config, logger *slog.Logger) *
 	protocols.SetHTTP1(true)
 	srv := &http.Server{
 		Protocols:         &protocols,
-		Handler:           closeOld(h),
+		Handler:           boundHeaders(closeOld(h)),
 		TLSConfig:         tlsConfig,
 		MaxHeaderBytes:    MaxHeaderBytes,
 		ReadHeaderTimeout: ReadHeaderTimeout,
@@ -48,6 +50,40 @@ func NewHTTPServer(h http.Handler, tlsConfig *tls.Config, logger *slog.Logger) *
 		srv.ErrorLog = log.New(&slogWriter{logger}, "", 0)
 	}
 	return srv
+}
+
+// boundHeaders answers 431 headers_too_large, and closes the connection, to
+// a request whose line and header fields pass MaxHeaderBytes, before any
+// other handler sees it. net/http's own bound (MaxHeaderBytes) is looser: it
+// reads up to 4 KiB more before it refuses, and up to 4 KiB more again on a
+// kept-alive connection (what it had buffered of the next request), so the
+// documented bound is checked here, to the byte.
+func boundHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if headerBytes(r) > MaxHeaderBytes {
+			w.Header().Set("Connection", "close")
+			render.Error(w, r, nil, &api.Error{Code: api.CodeHeadersTooLarge, Message: fmt.Sprintf("request headers over %d KiB", MaxHeaderBytes>>10)})
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// headerBytes is the size of r's request line and header lines as sent,
+// CRLFs and the blank line included, less the spaces around header values
+// that the parser drops: "GET /path HTTP/1.1\r\n", "Host: h\r\n", then
+// "Name: value\r\n" per field, then "\r\n".
+func headerBytes(r *http.Request) int {
+	n := len(r.Method) + 1 + len(r.RequestURI) + 1 + len(r.Proto) + 2 + 2
+	if r.Host != "" {
+		n += len("Host: ") + len(r.Host) + 2
+	}
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + 2 + len(v) + 2
+		}
+	}
+	return n
 }
 
 // closeOld asks the client to reconnect (Connection: close) once its

@@ -46,10 +46,12 @@ type Config struct {
 
 // Limits of the API's HTTP server.
 const (
-	// MaxHeaderBytes bounds a request's headers: a token is at most 4 KiB
-	// (session.MaxTokenBytes), and no valid request needs more than twice
-	// that. net/http reads up to MaxHeaderBytes+4096 bytes before it answers
-	// 431 (in the JSON error format when served on a Listener).
+	// MaxHeaderBytes bounds a request's line and headers: a token is at
+	// most 4 KiB (session.MaxTokenBytes), and no valid request needs more
+	// than twice that. Beyond it, 431 headers_too_large, to the byte (see
+	// boundHeaders). It is also http.Server.MaxHeaderBytes, with which
+	// net/http itself refuses (431, in the JSON error format when served on
+	// a Listener) what passes it by 4 to 8 KiB, before anything is parsed.
 	MaxHeaderBytes    = 8 << 10
 	ReadHeaderTimeout = 10 * time.Second
 	ReadTimeout       = 30 * time.Second
