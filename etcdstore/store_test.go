@@ -14,6 +14,7 @@ import (
 
 	"github.com/tetherproject/tether/internal/testetcd"
 	"github.com/tetherproject/tether/internal/testpki"
+	tu "github.com/tetherproject/tether/internal/testutil"
 	"github.com/tetherproject/tether/pkg/api"
 	"github.com/tetherproject/tether/session"
 )
@@ -211,6 +212,38 @@ func TestSessionsOutliveReplicas(t *testing.T) {
 	require.NoError(t, b.m.Logout(ctx, must(c.m.Validate(ctx, tok, alice)).ID))
 	_, err = c.m.Validate(ctx, tok, alice)
 	requireCode(t, err, api.CodeSessionEnded)
+}
+
+// TestCapsCountLiveSessionsAfterOutage: sessions that lapsed while no
+// replica ran (so no sweep removed them and etcd's counters still count
+// them) do not hold back the next login once a replica is back; the cap
+// still holds for live sessions.
+func TestCapsCountLiveSessionsAfterOutage(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	clk := tu.NewClock(time.Now())
+	capped := withSessionConfig(func(sc *session.Config) {
+		sc.MaxSessionsPerIdentity, sc.IdleTimeout, sc.SweepInterval, sc.Now = 2, 10*time.Minute, time.Hour, clk.Now
+	})
+	a := f.start(t, capped)
+	alice, _ := peer(t, f.ca, "spiffe://example.org/admin/alice")
+	for range 2 {
+		_, _, err := a.m.Login(ctx, alice)
+		require.NoError(t, err)
+	}
+	_, _, err := a.m.Login(ctx, alice)
+	requireCode(t, err, api.CodeSessionLimit)
+	a.st.cancel() // every replica is down
+	a.st.wg.Wait()
+	clk.Add(11 * time.Minute) // both sessions idle out meanwhile
+
+	b := f.start(t, capped)
+	for range 2 {
+		_, _, err := b.m.Login(ctx, alice)
+		require.NoError(t, err, "the lapsed sessions do not count")
+	}
+	_, _, err = b.m.Login(ctx, alice)
+	requireCode(t, err, api.CodeSessionLimit, "two live sessions: the cap holds")
 }
 
 func must[T any](v T, err error) T {

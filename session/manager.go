@@ -272,8 +272,14 @@ func (m *Manager) Login(ctx context.Context, peer Peer, roles ...string) (string
 		Binding: Binding{Token: hashToken(tok), Fingerprint: peer.Fingerprint, NotBefore: peer.NotBefore},
 		Roles:   granted, Needed: approvals,
 	}
-	if err := m.store.Insert(ctx, r, m.limits); err != nil {
-		var se *Error
+	err = m.store.Insert(ctx, r, m.limits)
+	var se *Error
+	if errors.As(err, &se) && se.Code == api.CodeSessionLimit && m.endLapsed(ctx, peer.ID, se.Reason) > 0 {
+		// The cap counted sessions that had ended (expired or idle) but
+		// that no sweep had removed yet: the caps are of live sessions.
+		err = m.store.Insert(ctx, r, m.limits)
+	}
+	if err != nil {
 		if errors.As(err, &se) {
 			m.denied(ctx, EventLoginDenied, peer, "", se.Code, se.Reason)
 		}
@@ -796,6 +802,28 @@ func (m *Manager) sweepLoop(ctx context.Context, interval time.Duration) {
 			m.Sweep(ctx)
 		}
 	}
+}
+
+// endLapsed ends, now rather than at the next sweep, the sessions that a cap
+// refusal for reason counted although they have lapsed (expired or idle):
+// id's own for the per-identity cap, any for the total. It returns how many
+// it ended. It runs on a refused login only, and walks the store once (after
+// a restart of every replica, etcd's counters still count the sessions that
+// lapsed while none ran, until a sweep ends them).
+func (m *Manager) endLapsed(ctx context.Context, id spiffeid.ID, reason string) int {
+	var n int
+	m.store.Range(func(r Record) bool {
+		if reason == ReasonLimitIdentity && r.Owner != id {
+			return true
+		}
+		if cause := m.endCause(&r, m.now().UnixNano()); cause != "" {
+			if ended, _ := m.end(ctx, r, cause); ended {
+				n++
+			}
+		}
+		return ctx.Err() == nil
+	})
+	return n
 }
 
 // Sweep ends every expired or idle session now, forgets the tombstones of

@@ -354,6 +354,41 @@ func TestLimits(t *testing.T) {
 		requireCode(t, err, api.CodeSessionLimit)
 		require.Equal(t, 2, m.Len())
 	})
+	// The caps are of live sessions: sessions that lapsed (idle or expired)
+	// but that no sweep has removed yet do not hold a login back (with
+	// replicas, after every replica was down while they lapsed, etcd's
+	// counters still count them).
+	t.Run("per-identity-lapsed", func(t *testing.T) {
+		m, clk := session.NewTestManager(t, func(c *session.Config) { c.MaxSessionsPerIdentity = 2 })
+		login(t, m, alice)
+		_, i2 := login(t, m, alice)
+		login(t, m, bob)
+		clk.Add(9 * time.Minute)
+		tok2, _ := login(t, m, bob) // bob's first one idles out below, this one is used
+		_, err := m.Validate(ctx, tok2, bob)
+		require.NoError(t, err)
+		clk.Add(2 * time.Minute) // alice's two and bob's first are idle now; no sweep ran
+		_, i3 := login(t, m, alice)
+		_, ok := m.Get(i2.ID)
+		require.False(t, ok, "the lapsed sessions were ended to make room")
+		_, ok = m.Get(i3.ID)
+		require.True(t, ok)
+		login(t, m, alice)
+		_, _, err = m.Login(ctx, alice)
+		requireCode(t, err, api.CodeSessionLimit) // two live ones: the cap holds
+		require.Equal(t, 4, m.Len(), "alice's two, bob's two (his lapsed one stays for the sweep)")
+	})
+	t.Run("total-lapsed", func(t *testing.T) {
+		m, clk := session.NewTestManager(t, func(c *session.Config) { c.MaxSessions = 2 })
+		login(t, m, alice)
+		login(t, m, bob)
+		clk.Add(time.Hour + time.Second) // both past their absolute end
+		login(t, m, alice2)
+		require.Equal(t, 1, m.Len())
+		login(t, m, bob)
+		_, _, err := m.Login(ctx, alice2)
+		requireCode(t, err, api.CodeSessionLimit)
+	})
 	t.Run("rate", func(t *testing.T) {
 		m, clk := session.NewTestManager(t, func(c *session.Config) { c.LoginRate = 1; c.LoginBurst = 3 })
 		for range 3 {
