@@ -141,7 +141,11 @@ func (s *FileSource) reload(report bool) ([32]byte, error) {
 	raw, digest, err := s.read()
 	if err == nil {
 		s.mu.RLock()
-		same := digest == s.digest
+		// s.digest is of the files last taken. While the pin is missing,
+		// files equal to them (the original put back over another ID's)
+		// are not "unchanged": they restore the pin, so they are parsed
+		// and checked again (an expired SVID is refused, as always).
+		same := digest == s.digest && !s.pin.Missing
 		s.mu.RUnlock()
 		if same {
 			return digest, nil
@@ -199,7 +203,8 @@ func (s *FileSource) watch(ctx context.Context) {
 	// one after the other; between the two writes the pair does not match.
 	// So a failing state is reported only when it is still there, unchanged,
 	// one tick later (pending), and then once (lastBad) until the files
-	// change again.
+	// change again. Files equal to the last taken ones are skipped, unless
+	// the pin is missing: then they restore it (see reload).
 	var pending, lastBad [32]byte
 	for {
 		select {
@@ -209,16 +214,17 @@ func (s *FileSource) watch(ctx context.Context) {
 		}
 		_, digest, _ := s.read()
 		s.mu.RLock()
-		current := s.digest
+		current, missing := s.digest, s.pin.Missing
 		s.mu.RUnlock()
-		if digest == current || digest == lastBad {
+		if (digest == current && !missing) || digest == lastBad {
 			continue
 		}
 		settled := digest == pending
 		got, err := s.reload(settled)
 		switch {
 		case err == nil:
-			pending = [32]byte{}
+			// Taken: a bad state seen before is new again if it returns.
+			pending, lastBad = [32]byte{}, [32]byte{}
 		case settled && got == digest:
 			lastBad = digest
 		default:
