@@ -3,7 +3,10 @@ package svid
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/sha256"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -32,6 +35,34 @@ type FileConfig struct {
 	OnReload func(err error)
 }
 
+// Files says which of a FileSource's files: a set of FileCert, FileKey and
+// FileBundle.
+type Files uint8
+
+// The files of a FileSource.
+const (
+	FileCert   Files = 1 << iota // FileConfig.CertFile
+	FileKey                      // FileConfig.KeyFile
+	FileBundle                   // FileConfig.BundleFile
+)
+
+// FileError is why the files of a FileSource could not be loaded, and which
+// of them is at fault: one file, or FileCert|FileKey for a key that does
+// not match its certificate. Its message is Err's, which names the files.
+type FileError struct {
+	Files Files
+	Err   error
+}
+
+// Error implements error with Err's message.
+func (e *FileError) Error() string { return e.Err.Error() }
+
+// Unwrap returns Err.
+func (e *FileError) Unwrap() error { return e.Err }
+
+// fileErr is err as the fault of files.
+func fileErr(files Files, err error) error { return &FileError{Files: files, Err: err} }
+
 // FileSource serves an SVID and bundle read from PEM files, and re-reads
 // them when their content changes (polled) or when Reload is called. A
 // change that does not parse (garbage, a half-written file, a key that does
@@ -56,8 +87,9 @@ type FileSource struct {
 
 var _ Pinner = (*FileSource)(nil)
 
-// NewFileSource loads the files once (an error names the file at fault) and
-// starts watching them.
+// NewFileSource loads the files once and starts watching them. An error
+// that is the files' fault is a *FileError (the pinned ID not held,
+// ErrNotPinned, is not); its message names the file at fault.
 func NewFileSource(cfg FileConfig) (*FileSource, error) {
 	if cfg.Interval <= 0 {
 		cfg.Interval = time.Second
@@ -158,8 +190,8 @@ func (s *FileSource) reload(report bool) ([32]byte, error) {
 		if err == nil && !time.Now().Before(svid.Certificates[0].NotAfter) {
 			// An SVID that has already expired is no better than garbage:
 			// taking it would make tetherd unusable until the next write.
-			err = fmt.Errorf("svid: %s: the certificate expired at %s", s.cfg.CertFile,
-				svid.Certificates[0].NotAfter.UTC().Format(time.RFC3339))
+			err = fileErr(FileCert, fmt.Errorf("svid: %s: the certificate expired at %s", s.cfg.CertFile,
+				svid.Certificates[0].NotAfter.UTC().Format(time.RFC3339)))
 		}
 		if err == nil {
 			err = s.checkPin(svid)
@@ -235,16 +267,21 @@ func (s *FileSource) watch(ctx context.Context) {
 
 // read returns the three files' bytes and a digest over all of them. When a
 // file cannot be read the digest still reflects what was read, so the same
-// failure is not reported twice.
+// failure is not reported twice; the error is a *FileError of the first
+// file that could not be read (its message names all of them).
 func (s *FileSource) read() ([3][]byte, [32]byte, error) {
 	var raw [3][]byte
 	var errs []error
+	var failed Files
 	h := sha256.New()
 	for i, path := range []string{s.cfg.CertFile, s.cfg.KeyFile, s.cfg.BundleFile} {
 		b, err := os.ReadFile(path) //nolint:gosec // G304: the paths are the operator's --svid-cert, --svid-key and --bundle
 		if err != nil {
 			errs = append(errs, fmt.Errorf("svid: read %s: %w", path, err))
 			h.Write([]byte(err.Error()))
+			if failed == 0 {
+				failed = FileCert << i
+			}
 		}
 		raw[i] = b
 		h.Write(b)
@@ -252,23 +289,69 @@ func (s *FileSource) read() ([3][]byte, [32]byte, error) {
 	}
 	var d [32]byte
 	copy(d[:], h.Sum(nil))
-	return raw, d, errors.Join(errs...)
+	if len(errs) > 0 {
+		return raw, d, fileErr(failed, errors.Join(errs...))
+	}
+	return raw, d, nil
 }
 
 func parseFiles(cfg FileConfig, raw [3][]byte) (*x509svid.SVID, *x509bundle.Bundle, error) {
 	if bytes.Contains(raw[1], []byte("ENCRYPTED")) {
-		return nil, nil, fmt.Errorf("svid: %s: encrypted keys are not supported", cfg.KeyFile)
+		return nil, nil, fileErr(FileKey, fmt.Errorf("svid: %s: encrypted keys are not supported", cfg.KeyFile))
 	}
 	svid, err := x509svid.Parse(raw[0], raw[1])
 	if err != nil {
-		return nil, nil, fmt.Errorf("svid: %s and %s: %w", cfg.CertFile, cfg.KeyFile, err)
+		return nil, nil, fileErr(blame(raw[0], raw[1]), fmt.Errorf("svid: %s and %s: %w", cfg.CertFile, cfg.KeyFile, err))
 	}
 	bundle, err := x509bundle.Parse(svid.ID.TrustDomain(), raw[2])
 	if err != nil {
-		return nil, nil, fmt.Errorf("svid: %s: %w", cfg.BundleFile, err)
+		return nil, nil, fileErr(FileBundle, fmt.Errorf("svid: %s: %w", cfg.BundleFile, err))
 	}
 	if len(bundle.X509Authorities()) == 0 {
-		return nil, nil, fmt.Errorf("svid: %s: no CA certificate", cfg.BundleFile)
+		return nil, nil, fileErr(FileBundle, fmt.Errorf("svid: %s: no CA certificate", cfg.BundleFile))
 	}
 	return svid, bundle, nil
+}
+
+// blame says which of the certificate and key files (PEM) that
+// x509svid.Parse refused is at fault: the certificate file if it holds no
+// certificate that parses, else the key file if it holds no PKCS#8 key that
+// parses, else the certificate if the key is its key (the certificate is
+// then no X509-SVID), else both: the key does not match the certificate.
+func blame(certPEM, keyPEM []byte) Files {
+	var leaf *x509.Certificate
+	for b, rest := pem.Decode(certPEM); b != nil; b, rest = pem.Decode(rest) {
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return FileCert
+		}
+		if leaf == nil {
+			leaf = c
+		}
+	}
+	if leaf == nil {
+		return FileCert
+	}
+	var key crypto.PrivateKey
+	for b, rest := pem.Decode(keyPEM); b != nil && key == nil; b, rest = pem.Decode(rest) {
+		if b.Type != "PRIVATE KEY" {
+			continue
+		}
+		k, err := x509.ParsePKCS8PrivateKey(b.Bytes)
+		if err != nil {
+			return FileKey
+		}
+		key = k
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return FileKey
+	}
+	if pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool }); ok && pub.Equal(leaf.PublicKey) {
+		return FileCert
+	}
+	return FileCert | FileKey
 }

@@ -125,6 +125,9 @@ func pemOf(t *testing.T, s interface {
 	return c
 }
 
+// TestNewFileSourceErrors: a file that cannot be loaded is named in the
+// message, and the *FileError says which one is at fault (both certificate
+// and key when they do not match).
 func TestNewFileSourceErrors(t *testing.T) {
 	dir := t.TempDir()
 	ca := testpki.NewCA(t, "example.org")
@@ -133,21 +136,35 @@ func TestNewFileSourceErrors(t *testing.T) {
 	garbage := filepath.Join(dir, "garbage")
 	require.NoError(t, os.WriteFile(garbage, []byte("-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n"), 0o600))
 	notSPIFFE := ca.WriteFiles(t, t.TempDir(), "svid", ca.Issue(t, "", testpki.WithURIs("https://example.org/x")))
+	encrypted := filepath.Join(dir, "encrypted.key")
+	require.NoError(t, os.WriteFile(encrypted, []byte("-----BEGIN ENCRYPTED PRIVATE KEY-----\nnope\n-----END ENCRYPTED PRIVATE KEY-----\n"), 0o600))
+	empty := filepath.Join(dir, "empty.pem")
+	require.NoError(t, os.WriteFile(empty, nil, 0o600))
 	for _, tc := range []struct {
 		name              string
 		cert, key, bundle string
 		want              string
+		files             svid.Files
 	}{
-		{"fail/missing-cert", filepath.Join(dir, "nope.pem"), files.Key, files.Bundle, "nope.pem"},
-		{"fail/garbage-cert", garbage, files.Key, files.Bundle, "garbage"},
-		{"fail/key-mismatch", files.Cert, other.Key, files.Bundle, "key"},
-		{"fail/garbage-bundle", files.Cert, files.Key, garbage, "garbage"},
-		{"fail/not-spiffe", notSPIFFE.Cert, notSPIFFE.Key, files.Bundle, "svid"},
+		{"fail/missing-cert", filepath.Join(dir, "nope.pem"), files.Key, files.Bundle, "nope.pem", svid.FileCert},
+		{"fail/missing-key", files.Cert, filepath.Join(dir, "nope.key"), files.Bundle, "nope.key", svid.FileKey},
+		{"fail/missing-bundle", files.Cert, files.Key, filepath.Join(dir, "nope-bundle.pem"), "nope-bundle.pem", svid.FileBundle},
+		{"fail/garbage-cert", garbage, files.Key, files.Bundle, "garbage", svid.FileCert},
+		{"fail/garbage-key", files.Cert, garbage, files.Bundle, "garbage", svid.FileKey},
+		{"fail/encrypted-key", files.Cert, encrypted, files.Bundle, "encrypted", svid.FileKey},
+		{"fail/key-mismatch", files.Cert, other.Key, files.Bundle, "key", svid.FileCert | svid.FileKey},
+		{"fail/garbage-bundle", files.Cert, files.Key, garbage, "garbage", svid.FileBundle},
+		{"fail/empty-bundle", files.Cert, files.Key, empty, "empty.pem", svid.FileBundle},
+		{"fail/not-spiffe", notSPIFFE.Cert, notSPIFFE.Key, files.Bundle, "svid", svid.FileCert},
+		{"fail/not-spiffe-other-key", notSPIFFE.Cert, files.Key, files.Bundle, "svid", svid.FileCert | svid.FileKey},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := svid.NewFileSource(svid.FileConfig{CertFile: tc.cert, KeyFile: tc.key, BundleFile: tc.bundle})
 			require.Error(t, err)
 			require.Contains(t, err.Error(), tc.want)
+			var fe *svid.FileError
+			require.ErrorAs(t, err, &fe)
+			require.Equal(t, tc.files, fe.Files)
 		})
 	}
 }

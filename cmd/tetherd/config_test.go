@@ -20,6 +20,7 @@ func TestConfigErrors(t *testing.T) {
 	other := testpki.NewCA(t, "example.org").WriteFiles(t, t.TempDir(), "other", ca.Issue(t, "spiffe://example.org/x"))
 	id := []string{"--svid-cert", files.Cert, "--svid-key", files.Key, "--bundle", files.Bundle}
 	admin := []string{"--admin", "spiffe://example.org/admin/*"}
+	garbage := writeFile(t, "garbage.pem", "this is not a PEM file\n")
 	t.Setenv("SPIFFE_ENDPOINT_SOCKET", "")
 
 	for _, tc := range []struct {
@@ -35,12 +36,26 @@ func TestConfigErrors(t *testing.T) {
 		{"fail/two-identities", append(append(append([]string{}, id...), admin...), "--workload-api", "unix:///tmp/x.sock"), "exactly one identity source"},
 		{"fail/partial-files", append([]string{"--svid-cert", files.Cert}, admin...), "--svid-key"},
 		{"fail/bad-workload-api", append([]string{"--workload-api", "/tmp/x.sock"}, admin...), "--workload-api"},
-		{"fail/unreadable-cert", append([]string{"--svid-cert", dir + "/missing.pem", "--svid-key", files.Key, "--bundle", files.Bundle}, admin...), "--svid-cert"},
-		{"fail/key-not-matching", append([]string{"--svid-cert", files.Cert, "--svid-key", other.Key, "--bundle", files.Bundle}, admin...), "--svid-cert"},
-		{"fail/non-spiffe-cert", append([]string{"--svid-cert", files.Bundle, "--svid-key", files.Key, "--bundle", files.Bundle}, admin...), "--svid-cert"},
+		// What go-spiffe's client would refuse only at the dial (exit 1).
+		{"fail/workload-api-tcp-name", append([]string{"--workload-api", "tcp://localhost:1234"}, admin...), `--workload-api: "tcp://localhost:1234" is not unix:///path or tcp://ip:port: `},
+		{"fail/workload-api-tcp-no-port", append([]string{"--workload-api", "tcp://127.0.0.1"}, admin...), `--workload-api: "tcp://127.0.0.1" is not`},
+		{"fail/workload-api-tcp-bad-port", append([]string{"--workload-api", "tcp://127.0.0.1:abc"}, admin...), `--workload-api: "tcp://127.0.0.1:abc" is not`},
+		{"fail/workload-api-tcp-path", append([]string{"--workload-api", "tcp://127.0.0.1:1/path"}, admin...), `--workload-api: "tcp://127.0.0.1:1/path" is not`},
+		{"fail/workload-api-unix-host", append([]string{"--workload-api", "unix://host/path"}, admin...), `--workload-api: "unix://host/path" is not`},
+		{"fail/workload-api-unix-query", append([]string{"--workload-api", "unix:///tmp/x.sock?a=b"}, admin...), `--workload-api: "unix:///tmp/x.sock?a=b" is not`},
+		{"fail/workload-api-unix-relative", append([]string{"--workload-api", "unix:relative.sock"}, admin...), `--workload-api: "unix:relative.sock" is not`},
+		{"fail/workload-api-http", append([]string{"--workload-api", "http://x"}, admin...), `--workload-api: "http://x" is not`},
+		// Each identity file's fault names its own flag, first.
+		{"fail/unreadable-cert", append([]string{"--svid-cert", dir + "/missing.pem", "--svid-key", files.Key, "--bundle", files.Bundle}, admin...), "tetherd: --svid-cert: "},
+		{"fail/unreadable-key", append([]string{"--svid-cert", files.Cert, "--svid-key", dir + "/missing.key", "--bundle", files.Bundle}, admin...), "tetherd: --svid-key: "},
+		{"fail/garbage-key", append([]string{"--svid-cert", files.Cert, "--svid-key", garbage, "--bundle", files.Bundle}, admin...), "tetherd: --svid-key: "},
+		{"fail/unreadable-bundle", append([]string{"--svid-cert", files.Cert, "--svid-key", files.Key, "--bundle", dir + "/missing-bundle.pem"}, admin...), "tetherd: --bundle: "},
+		{"fail/garbage-bundle", append([]string{"--svid-cert", files.Cert, "--svid-key", files.Key, "--bundle", garbage}, admin...), "tetherd: --bundle: "},
+		{"fail/key-not-matching", append([]string{"--svid-cert", files.Cert, "--svid-key", other.Key, "--bundle", files.Bundle}, admin...), "tetherd: --svid-cert and --svid-key: "},
+		{"fail/non-spiffe-cert", append([]string{"--svid-cert", files.Bundle, "--svid-key", files.Key, "--bundle", files.Bundle}, admin...), "tetherd: --svid-cert"},
 		{"fail/bad-ttl", append(append(append([]string{}, id...), admin...), "--session-ttl", "0s"), "--session-ttl"},
 		{"fail/bad-duration", append(append(append([]string{}, id...), admin...), "--idle-timeout", "soon"), "--idle-timeout"},
-		{"fail/idle-above-ttl", append(append(append([]string{}, id...), admin...), "--session-ttl", "1h", "--idle-timeout", "2h"), "--idle-timeout 2h0m0s is longer than --session-ttl 1h0m0s"},
+		{"fail/idle-above-ttl", append(append(append([]string{}, id...), admin...), "--session-ttl", "1h", "--idle-timeout", "2h"), "--idle-timeout: 2h0m0s is longer than --session-ttl 1h0m0s"},
 		{"fail/bad-max", append(append(append([]string{}, id...), admin...), "--max-sessions", "-1"), "--max-sessions"},
 		{"fail/bad-rate", append(append(append([]string{}, id...), admin...), "--login-rate", "-1"), "--login-rate"},
 		{"fail/bad-log-level", append(append(append([]string{}, id...), admin...), "--log-level", "loud"), "--log-level"},
@@ -104,5 +119,15 @@ func TestVersion(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if code := run([]string{"version"}, &stdout, &stderr); code != 0 || !strings.HasPrefix(stdout.String(), "tetherd ") {
 		t.Fatalf("exit %d, stdout %q", code, stdout.String())
+	}
+}
+
+// TestWorkloadAPIAddresses: the addresses go-spiffe dials pass the check
+// (TestConfigErrors has those it refuses).
+func TestWorkloadAPIAddresses(t *testing.T) {
+	for _, addr := range []string{"unix:///tmp/spire-agent/public/api.sock", "tcp://127.0.0.1:8081", "tcp://[::1]:8081"} {
+		if err := checkWorkloadAPI(addr); err != nil {
+			t.Errorf("%s: %v", addr, err)
+		}
 	}
 }

@@ -8,8 +8,10 @@
 // variable or in the HCL file of --config (settings.go): flag > variable >
 // file > default.
 //
-// Exit codes: 0 after a clean shutdown, 1 when serving fails, 2 on bad
-// configuration (one line naming the flag).
+// Exit codes: 0 after a clean shutdown (a drain cut at --shutdown-timeout
+// included), 1 when serving fails, 2 on bad configuration (one line naming
+// the setting where it came from: the flag, the TETHERD_ variable, or the
+// settings file's line and key).
 package main
 
 import (

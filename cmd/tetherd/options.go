@@ -1,17 +1,21 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
 	"net"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"golang.org/x/time/rate"
 
 	"github.com/tetherproject/tether/auth"
@@ -58,7 +62,7 @@ func (o *options) register(cmd *cobra.Command) {
 	f := cmd.PersistentFlags()
 	f.StringVar(&o.listen, "listen", "127.0.0.1:8443", "the API: HTTPS, TLS 1.3 only, client X.509 SVID required")
 	f.StringVar(&o.healthListen, "health-listen", "127.0.0.1:8080", "plain HTTP: /healthz, /readyz, /metrics")
-	f.StringVar(&o.workloadAPI, "workload-api", os.Getenv("SPIFFE_ENDPOINT_SOCKET"), "SPIFFE Workload API address (unix:///path or tcp://ip:port); default $SPIFFE_ENDPOINT_SOCKET")
+	f.StringVar(&o.workloadAPI, "workload-api", os.Getenv(workloadapi.SocketEnv), "SPIFFE Workload API address (unix:///path or tcp://ip:port); default $SPIFFE_ENDPOINT_SOCKET")
 	f.StringVar(&o.svidCert, "svid-cert", "", "identity from files: SVID certificate chain (PEM), leaf first")
 	f.StringVar(&o.svidKey, "svid-key", "", "identity from files: the SVID's PKCS#8 private key (PEM)")
 	f.StringVar(&o.bundle, "bundle", "", "identity from files: the trust domain's CA certificates (PEM)")
@@ -93,28 +97,44 @@ type config struct {
 	session               session.Config
 	roles                 []roleSpec   // session.Roles, with the patterns they came from
 	store                 *storeConfig // --store etcd; nil for memory
+	// name is how an error names a setting, by its flag's name: where its
+	// value came from (options.name).
+	name func(flag string) string
 }
 
-// check validates the options; every error names its flag and is a usage
-// error (exit 2). dev relaxes the identity and --admin requirements.
+// name is how an error names the setting of flag: where its value came
+// from (settings.name), or $SPIFFE_ENDPOINT_SOCKET for a --workload-api
+// given nowhere, whose default that variable is.
+func (o *options) name(fs *pflag.FlagSet, flag string) string {
+	if flag == "workload-api" && !fs.Changed(flag) && o.workloadAPI != "" {
+		return workloadapi.SocketEnv
+	}
+	return o.settings.name(flag)
+}
+
+// check validates the options; every error is a usage error (exit 2)
+// naming the setting at fault where its value came from (options.name):
+// its flag, its variable, or the settings file's line and key. dev relaxes
+// the identity and --admin requirements.
 func (o *options) check(cmd *cobra.Command, dev bool) (*config, error) {
-	c := &config{}
+	f := cmd.Flags()
+	name := func(flag string) string { return o.name(f, flag) }
+	c := &config{name: name}
 	var err error
 	if len(o.admins) == 0 && !dev {
 		return nil, usagef("--admin: at least one admin pattern is required (no one is an admin by default)")
 	}
 	if c.admins, err = auth.ParsePolicy(o.admins); err != nil {
-		return nil, usagef("--admin: %v", strings.TrimPrefix(err.Error(), "auth: "))
+		return nil, usagef("%s: %v", name("admin"), strings.TrimPrefix(err.Error(), "auth: "))
 	}
 	if c.introspectors, err = auth.ParsePolicy(o.introspectors); err != nil {
-		return nil, usagef("--introspector: %v", strings.TrimPrefix(err.Error(), "auth: "))
+		return nil, usagef("%s: %v", name("introspector"), strings.TrimPrefix(err.Error(), "auth: "))
 	}
 	if o.spiffeID != "" {
 		if c.spiffeID, err = spiffeid.FromString(o.spiffeID); err != nil {
-			return nil, usagef("--spiffe-id: %q is not a SPIFFE ID: %v", o.spiffeID, err)
+			return nil, usagef("%s: %q is not a SPIFFE ID: %v", name("spiffe-id"), o.spiffeID, err)
 		}
 	}
-	f := cmd.Flags()
 	anyFile := o.svidCert != "" || o.svidKey != "" || o.bundle != ""
 	if dev {
 		if anyFile || f.Changed("workload-api") {
@@ -126,54 +146,54 @@ func (o *options) check(cmd *cobra.Command, dev bool) (*config, error) {
 		}
 		switch {
 		case anyFile && f.Changed("workload-api"):
-			return nil, usagef("--workload-api and --svid-cert: choose exactly one identity source")
+			return nil, usagef("%s and %s: choose exactly one identity source", name("workload-api"), name("svid-cert"))
 		case anyFile:
 			c.files = true
 		case o.workloadAPI != "":
-			if !strings.HasPrefix(o.workloadAPI, "unix://") && !strings.HasPrefix(o.workloadAPI, "tcp://") {
-				return nil, usagef("--workload-api: %q is not unix:///path or tcp://ip:port", o.workloadAPI)
+			if err := checkWorkloadAPI(o.workloadAPI); err != nil {
+				return nil, usagef("%s: %q is not unix:///path or tcp://ip:port: %v", name("workload-api"), o.workloadAPI, err)
 			}
 			c.workloadAPI = o.workloadAPI
 		default:
 			return nil, usagef("--workload-api: no identity source: give --workload-api (or set SPIFFE_ENDPOINT_SOCKET), or --svid-cert, --svid-key and --bundle")
 		}
 	}
-	for _, a := range []struct{ flag, addr string }{{"--listen", o.listen}, {"--health-listen", o.healthListen}} {
+	for _, a := range []struct{ flag, addr string }{{"listen", o.listen}, {"health-listen", o.healthListen}} {
 		host, _, err := net.SplitHostPort(a.addr)
 		if err != nil {
-			return nil, usagef("%s: %v", a.flag, err)
+			return nil, usagef("%s: %v", name(a.flag), err)
 		}
 		if dev && !isLoopback(host) {
-			return nil, usagef("%s: dev mode serves on loopback only, not %q", a.flag, host)
+			return nil, usagef("%s: dev mode serves on loopback only, not %q", name(a.flag), host)
 		}
 	}
 	positive := []struct {
 		flag string
 		ok   bool
 	}{
-		{"--session-ttl", o.sessionTTL > 0},
-		{"--idle-timeout", o.idleTimeout > 0},
-		{"--max-sessions", o.maxSessions > 0},
-		{"--max-sessions-per-identity", o.maxPerIdentity > 0},
-		{"--login-rate", o.loginRate >= 0 && !math.IsInf(o.loginRate, 0) && !math.IsNaN(o.loginRate)},
-		{"--login-burst", o.loginBurst > 0},
-		{"--startup-timeout", o.startupTimeout > 0},
-		{"--shutdown-timeout", o.shutdownTimeout > 0},
-		{"--max-connections", o.conns.MaxConnections > 0},
-		{"--max-connections-per-identity", o.conns.MaxPerIdentity > 0},
-		{"--max-handshakes", o.conns.MaxHandshakes > 0},
-		{"--handshake-timeout", o.conns.HandshakeTimeout > 0},
-		{"--max-connection-age", o.conns.MaxAge > 0},
+		{"session-ttl", o.sessionTTL > 0},
+		{"idle-timeout", o.idleTimeout > 0},
+		{"max-sessions", o.maxSessions > 0},
+		{"max-sessions-per-identity", o.maxPerIdentity > 0},
+		{"login-rate", o.loginRate >= 0 && !math.IsInf(o.loginRate, 0) && !math.IsNaN(o.loginRate)},
+		{"login-burst", o.loginBurst > 0},
+		{"startup-timeout", o.startupTimeout > 0},
+		{"shutdown-timeout", o.shutdownTimeout > 0},
+		{"max-connections", o.conns.MaxConnections > 0},
+		{"max-connections-per-identity", o.conns.MaxPerIdentity > 0},
+		{"max-handshakes", o.conns.MaxHandshakes > 0},
+		{"handshake-timeout", o.conns.HandshakeTimeout > 0},
+		{"max-connection-age", o.conns.MaxAge > 0},
 	}
 	for _, p := range positive {
 		if !p.ok {
-			return nil, usagef("%s: must be positive", p.flag)
+			return nil, usagef("%s: must be positive", name(p.flag))
 		}
 	}
 	idle := o.idleTimeout
 	if idle > o.sessionTTL {
 		if f.Changed("idle-timeout") {
-			return nil, usagef("--idle-timeout %s is longer than --session-ttl %s: a session cannot sit idle longer than it lives; give at most %s", idle, o.sessionTTL, o.sessionTTL)
+			return nil, usagef("%s: %s is longer than --session-ttl %s: a session cannot sit idle longer than it lives; give at most %s", name("idle-timeout"), idle, o.sessionTTL, o.sessionTTL)
 		}
 		// Not given: the default follows a shorter TTL (as --help says), so
 		// that tetherd.started shows the idle timeout that applies.
@@ -186,11 +206,17 @@ func (o *options) check(cmd *cobra.Command, dev bool) (*config, error) {
 		devAdmins, _ := auth.ParsePolicy([]string{devAdminPattern})
 		admins = append(slices.Clone(admins), devAdmins...)
 	}
-	if c.roles, err = o.roles.build(admins, o.sessionTTL); err != nil {
+	if c.roles, err = o.roles.build(admins, o.sessionTTL, name); err != nil {
 		return nil, err
 	}
-	if c.store, err = o.store.check(f); err != nil {
+	if c.store, err = o.store.check(f, name); err != nil {
 		return nil, err
+	}
+	if _, err := logLevel(o.logLevel); err != nil {
+		return nil, usagef("%s: %v", name("log-level"), err)
+	}
+	if err := checkLogFormat(o.logFormat); err != nil {
+		return nil, usagef("%s: %v", name("log-format"), err)
 	}
 	if c.logger, err = newLogger(cmd.ErrOrStderr(), o.logLevel, o.logFormat); err != nil {
 		return nil, err
@@ -207,6 +233,20 @@ func (o *options) check(cmd *cobra.Command, dev bool) (*config, error) {
 		Roles:  sessionRoles(c.roles),
 	}
 	return c, nil
+}
+
+// checkWorkloadAPI says why addr is not a Workload API address, if it is
+// not: go-spiffe's own check (what its client refuses at the dial), and a
+// unix URI with a host (unix://host/path), which that check lets through and
+// gRPC then refuses at the dial.
+func checkWorkloadAPI(addr string) error {
+	if err := workloadapi.ValidateAddress(addr); err != nil {
+		return err
+	}
+	if u, err := url.Parse(addr); err == nil && u.Scheme == "unix" && u.Host != "" {
+		return fmt.Errorf("%q would be the socket URI's host: write the absolute path after unix:// (three slashes)", u.Host)
+	}
+	return nil
 }
 
 func isLoopback(host string) bool {
@@ -226,21 +266,36 @@ var logThrottle logthrottle.Config
 // but their lines are bounded per message, reason and peer, with a
 // log.suppressed summary, so a client cannot choose the log volume.
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, usagef("--log-level: %q is not debug, info, warn or error", level)
+	lv, err := logLevel(level)
+	if err != nil {
+		return nil, usagef("--log-level: %v", err)
+	}
+	if err := checkLogFormat(format); err != nil {
+		return nil, usagef("--log-format: %v", err)
 	}
 	opts := &slog.HandlerOptions{Level: lv, ReplaceAttr: durationsAsStrings}
-	var h slog.Handler
-	switch format {
-	case "json":
-		h = slog.NewJSONHandler(w, opts)
-	case "text":
+	var h slog.Handler = slog.NewJSONHandler(w, opts)
+	if format == "text" {
 		h = slog.NewTextHandler(w, opts)
-	default:
-		return nil, usagef("--log-format: %q is not json or text", format)
 	}
 	return slog.New(logthrottle.New(h, logThrottle)), nil
+}
+
+// logLevel is the level --log-level names.
+func logLevel(level string) (slog.Level, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return 0, fmt.Errorf("%q is not debug, info, warn or error", level)
+	}
+	return lv, nil
+}
+
+// checkLogFormat says why format is not one --log-format takes, if it is not.
+func checkLogFormat(format string) error {
+	if format != "json" && format != "text" {
+		return fmt.Errorf("%q is not json or text", format)
+	}
+	return nil
 }
 
 // durationsAsStrings writes a duration as Go writes it ("8h0m0s"), as the

@@ -201,7 +201,8 @@ type roleSpec struct {
 
 // build checks the role flags against each other and against admins (the
 // --admin policy, dev mode's included), and returns the roles in the order
-// of --role. Every error names its flag and is a usage error.
+// of --role. Every error is a usage error naming its setting as name does
+// (options.name: the flag, the variable or the file's line and key).
 //
 // Beyond each value's own syntax (checked as it is set): a role of
 // --role-ttl, --role-approvals or --role-approvers must be a --role; a role
@@ -210,14 +211,14 @@ type roleSpec struct {
 // log in, and approving takes a session); and a role must be approvable: if
 // its approvers are exact IDs, there must be enough of them besides any
 // requester.
-func (r *roleFlags) build(admins auth.Policy, sessionTTL time.Duration) ([]roleSpec, error) {
+func (r *roleFlags) build(admins auth.Policy, sessionTTL time.Duration, setting func(flag string) string) ([]roleSpec, error) {
 	for _, f := range []struct {
 		flag string
 		v    *roleFlag
-	}{{"--role-ttl", r.ttl}, {"--role-approvals", r.approvals}, {"--role-approvers", r.approvers}} {
+	}{{"role-ttl", r.ttl}, {"role-approvals", r.approvals}, {"role-approvers", r.approvers}} {
 		for _, name := range f.v.names {
 			if !slices.Contains(r.holders.names, name) {
-				return nil, usagef("%s: no role %q: define it with --role %s=PATTERN[,PATTERN...]", f.flag, name, name)
+				return nil, usagef("%s: no role %q: define it with --role %s=PATTERN[,PATTERN...]", setting(f.flag), name, name)
 			}
 		}
 	}
@@ -226,16 +227,16 @@ func (r *roleFlags) build(admins auth.Policy, sessionTTL time.Duration) ([]roleS
 		s := roleSpec{role: session.Role{Name: name}}
 		var err error
 		if s.holders, err = rolePolicy(r.holders.values[i]); err != nil {
-			return nil, usagef("--role: role %s: %v", name, err) // checked when set
+			return nil, usagef("%s: role %s: %v", setting("role"), name, err) // checked when set
 		}
-		if err := reachesAdmins("--role", name, s.holders, admins); err != nil {
+		if err := reachesAdmins("role", setting, name, s.holders, admins); err != nil {
 			return nil, err
 		}
 		s.role.Holders = s.holders.Matcher()
 		if v, ok := r.ttl.value(name); ok {
 			s.role.TTL, _ = parseRoleTTL(v) // checked when set
 			if s.role.TTL > sessionTTL {
-				return nil, usagef("--role-ttl: role %s: %s is longer than --session-ttl %s: a role's TTL only shortens a session; give at most %s", name, s.role.TTL, sessionTTL, sessionTTL)
+				return nil, usagef("%s: role %s: %s is longer than --session-ttl %s: a role's TTL only shortens a session; give at most %s", setting("role-ttl"), name, s.role.TTL, sessionTTL, sessionTTL)
 			}
 		}
 		if v, ok := r.approvals.value(name); ok {
@@ -244,19 +245,19 @@ func (r *roleFlags) build(admins auth.Policy, sessionTTL time.Duration) ([]roleS
 		v, given := r.approvers.value(name)
 		switch {
 		case given && s.role.Approvals == 0:
-			return nil, usagef("--role-approvers: role %s needs no approval: give --role-approvals %s=N to ask for N approvals", name, name)
+			return nil, usagef("%s: role %s needs no approval: give --role-approvals %s=N to ask for N approvals", setting("role-approvers"), name, name)
 		case given:
 			if s.approvers, err = rolePolicy(v); err != nil {
-				return nil, usagef("--role-approvers: role %s: %v", name, err) // checked when set
+				return nil, usagef("%s: role %s: %v", setting("role-approvers"), name, err) // checked when set
 			}
-			if err := reachesAdmins("--role-approvers", name, s.approvers, admins); err != nil {
+			if err := reachesAdmins("role-approvers", setting, name, s.approvers, admins); err != nil {
 				return nil, err
 			}
 		case s.role.Approvals > 0:
 			s.approvers, s.approversFromAdmins = admins, true
 		}
 		if s.role.Approvals > 0 {
-			if err := approvable(name, s.role.Approvals, s.holders, s.approvers); err != nil {
+			if err := approvable(setting("role-approvals"), name, s.role.Approvals, s.holders, s.approvers); err != nil {
 				return nil, err
 			}
 			s.role.Approvers = s.approvers.Matcher()
@@ -266,16 +267,17 @@ func (r *roleFlags) build(admins auth.Policy, sessionTTL time.Duration) ([]roleS
 	return specs, nil
 }
 
-// reachesAdmins checks that every pattern of p can match an --admin: a
+// reachesAdmins checks that every pattern of p (of the flag --role or
+// --role-approvers, named in an error by setting) can match an --admin: a
 // pattern that cannot names nobody who could log in.
-func reachesAdmins(flag, role string, p, admins auth.Policy) error {
+func reachesAdmins(flag string, setting func(string) string, role string, p, admins auth.Policy) error {
 	for _, pat := range p {
 		if !slices.ContainsFunc(admins, func(a auth.Pattern) bool { return overlap(pat, a) }) {
 			what := "hold"
-			if flag == "--role-approvers" {
+			if flag == "role-approvers" {
 				what = "approve"
 			}
-			return usagef("%s: role %s: %s matches no --admin pattern, and only admins log in: nobody it names could %s the role", flag, role, pat, what)
+			return usagef("%s: role %s: %s matches no --admin pattern, and only admins log in: nobody it names could %s the role", setting(flag), role, pat, what)
 		}
 	}
 	return nil
@@ -310,8 +312,9 @@ func patternBase(p auth.Pattern) (id spiffeid.ID, prefix, ok bool) {
 
 // approvable checks, where it can be known (approvers that are exact IDs),
 // that a session asking for the role can get its approvals: enough
-// approvers, and enough besides a requester that is one of them.
-func approvable(name string, needed int, holders, approvers auth.Policy) error {
+// approvers, and enough besides a requester that is one of them. An error
+// names the setting of --role-approvals as approvals.
+func approvable(approvals, name string, needed int, holders, approvers auth.Policy) error {
 	var exact []spiffeid.ID
 	for _, pat := range approvers {
 		id, prefix, ok := patternBase(pat)
@@ -323,12 +326,12 @@ func approvable(name string, needed int, holders, approvers auth.Policy) error {
 		}
 	}
 	if len(exact) < needed {
-		return usagef("--role-approvals: role %s needs %d %s but --role-approvers allows %d %s: it could never be approved", name, needed, plural(needed, "approval", "approvals"), len(exact), plural(len(exact), "identity", "identities"))
+		return usagef("%s: role %s needs %d %s but --role-approvers allows %d %s: it could never be approved", approvals, name, needed, plural(needed, "approval", "approvals"), len(exact), plural(len(exact), "identity", "identities"))
 	}
 	if len(exact) == needed {
 		for _, id := range exact {
 			if holders.Allows(id) {
-				return usagef("--role-approvals: role %s needs %d %s from the %d %s of --role-approvers, but %s may hold the role too and never approves its own session: a session of %s could never be approved", name, needed, plural(needed, "approval", "approvals"), needed, plural(needed, "identity", "identities"), id, id)
+				return usagef("%s: role %s needs %d %s from the %d %s of --role-approvers, but %s may hold the role too and never approves its own session: a session of %s could never be approved", approvals, name, needed, plural(needed, "approval", "approvals"), needed, plural(needed, "identity", "identities"), id, id)
 			}
 		}
 	}

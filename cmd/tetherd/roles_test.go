@@ -334,7 +334,7 @@ func FuzzRoleFlag(f *testing.F) {
 			_ = []*roleFlag{r.holders, r.ttl, r.approvals, r.approvers}[i%4].Set(e)
 		}
 		admins, _ := rolePolicy("spiffe://example.org/admin/*,spiffe://example.org/ops/a")
-		_, _ = r.build(admins, 8*time.Hour)
+		_, _ = r.build(admins, 8*time.Hour, (*settings)(nil).name)
 	})
 }
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -248,13 +249,37 @@ func watchFiles(o *options, cfg *config, reloadFailures prometheus.Counter, idLo
 		},
 	})
 	if errors.Is(err, svid.ErrNotPinned) {
-		return nil, usagef("--spiffe-id: %v", err)
+		return nil, usagef("%s: %v", cfg.name("spiffe-id"), err)
 	}
 	if err != nil {
-		return nil, usagef("--svid-cert: %v", err)
+		return nil, usagef("%s: %v", identityFilesAtFault(err, cfg.name), err)
 	}
 	current.Store(fileSrc)
 	return fileSrc, nil
+}
+
+// identityFilesAtFault names, as name does, the settings of the identity
+// files that err (from loading them) is the fault of: one of --svid-cert,
+// --svid-key and --bundle, or --svid-cert and --svid-key for a key that does
+// not match its certificate.
+func identityFilesAtFault(err error, name func(flag string) string) string {
+	var fe *svid.FileError
+	if !errors.As(err, &fe) {
+		return name("svid-cert") + ", " + name("svid-key") + " and " + name("bundle")
+	}
+	var names []string
+	for _, f := range []struct {
+		file svid.Files
+		flag string
+	}{{svid.FileCert, "svid-cert"}, {svid.FileKey, "svid-key"}, {svid.FileBundle, "bundle"}} {
+		if fe.Files&f.file != 0 {
+			names = append(names, name(f.flag))
+		}
+	}
+	if len(names) == 0 {
+		return name("svid-cert") + ", " + name("svid-key") + " and " + name("bundle")
+	}
+	return strings.Join(names, " and ")
 }
 
 // newSessions starts the session manager, issuing tokens as issuer, with
@@ -286,8 +311,9 @@ func listen(o *options) (api, health net.Listener, err error) {
 // HTTP) once they serve.
 type servers struct {
 	api, health *http.Server
-	serving     atomic.Bool // the API serves: part of /readyz
-	stopped     chan error  // a server that stopped serving, and why
+	apiConns    *server.Listener // the API's connections
+	serving     atomic.Bool      // the API serves: part of /readyz
+	stopped     chan error       // a server that stopped serving, and why
 }
 
 // startServers serves the API on apiLn, behind the connection limits, and
@@ -301,11 +327,11 @@ func startServers(o *options, cfg *config, m *metrics, src svid.Source, mgr *ses
 		Logger: log, Registerer: m.reg,
 	}), apiTLS, log)
 	s.health = server.NewHealthServer(server.Health(readiness(&s.serving, src, mgr), m.reg), log)
-	apiConns := server.NewListener(apiLn, apiTLS, o.conns, log, m.reg)
+	s.apiConns = server.NewListener(apiLn, apiTLS, o.conns, log, m.reg)
 	healthConns := server.LimitListener(healthLn, server.HealthMaxConnections, m.healthShed.Inc)
 	go func() {
 		s.serving.Store(true)
-		err := s.api.Serve(apiConns)
+		err := s.api.Serve(s.apiConns)
 		s.serving.Store(false)
 		s.stopped <- err
 	}()
@@ -346,17 +372,26 @@ func readiness(serving *atomic.Bool, src svid.Source, sessions fresher) func() e
 }
 
 // shutdown stops both servers, letting in-flight requests finish until ctx
-// ends.
-func (s *servers) shutdown(ctx context.Context) []error {
+// ends; then it closes the connections that are left (cut: how many API
+// connections that was; -1 if the API drained before ctx ended). errs are
+// the other failures.
+func (s *servers) shutdown(ctx context.Context) (cut int, errs []error) {
 	s.serving.Store(false)
-	var errs []error
-	if err := s.api.Shutdown(ctx); err != nil {
+	cut = -1
+	if err := s.api.Shutdown(ctx); errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+		// The bound is reached: what is still open is cut, which is what
+		// the bound is for, not a failure.
+		cut = s.apiConns.Open()
+		_ = s.api.Close() // its listener is closed already; what it closes now is the connections
+	} else if err != nil {
 		errs = append(errs, fmt.Errorf("draining the API: %w", err))
 	}
-	if err := s.health.Shutdown(ctx); err != nil {
+	if err := s.health.Shutdown(ctx); errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+		_ = s.health.Close() // likewise: a probe or a scrape, cut
+	} else if err != nil {
 		errs = append(errs, fmt.Errorf("stopping health: %w", err))
 	}
-	return errs
+	return cut, errs
 }
 
 // logStarted logs tetherd.started with what tetherd serves and how, and
@@ -398,15 +433,22 @@ func waitForStop(ctx context.Context, log *slog.Logger, files *svid.FileSource, 
 	}
 }
 
-// drain stops the servers, giving in-flight requests up to timeout, logs
-// tetherd.stopped, and flushes the log's last summary of suppressed lines.
-// The error joins runErr with what went wrong on the way. shared says the
-// sessions live on in a store other replicas share (--store etcd).
+// drain stops the servers, giving in-flight requests up to timeout (then
+// cutting the connections left, with a tetherd.drain_timeout warning: that
+// is the bound working, not a failure), logs tetherd.stopped, and flushes
+// the log's last summary of suppressed lines. The error joins runErr with
+// what went wrong on the way. shared says the sessions live on in a store
+// other replicas share (--store etcd).
 func drain(log *slog.Logger, timeout time.Duration, srv *servers, mgr *session.Manager, shared bool, runErr error) error {
 	log.Info("tetherd.stopping", slog.Duration("drain_timeout", timeout))
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	errs := append([]error{runErr}, srv.shutdown(ctx)...)
+	cut, errs := srv.shutdown(ctx)
+	errs = append([]error{runErr}, errs...)
+	if cut >= 0 {
+		log.Warn("tetherd.drain_timeout", slog.Duration("shutdown_timeout", timeout), slog.Int("connections_cut", cut),
+			slog.String("fix", "requests still in flight at --shutdown-timeout were cut: clients retry them; raise --shutdown-timeout if they were legitimately slow"))
+	}
 	if shared {
 		log.Info("tetherd.stopped", slog.Int("sessions_kept", mgr.Len()))
 	} else {

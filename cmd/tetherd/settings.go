@@ -48,7 +48,25 @@ var notSettings = map[string]bool{"help": true, "version": true, "config": true}
 type settings struct {
 	file       string            // the settings file, "" if none
 	from       map[string]string // flag name → fromFlag, fromEnv or fromFile
+	line       map[string]int    // flag name → its line in the file, for fromFile
 	ignoredEnv []string          // TETHERD_ variables that name no flag
+}
+
+// name is how an error names the setting of flag, where its value came
+// from, in the shapes of loadSettings' own errors: "--flag" from the
+// command line (or when not given at all), "TETHERD_FLAG" from a variable,
+// "FILE:LINE: flag_key" from the settings file. st may be nil (no
+// settings loaded: the command line is all there is).
+func (st *settings) name(flag string) string {
+	if st != nil {
+		switch st.from[flag] {
+		case fromEnv:
+			return envName(flag)
+		case fromFile:
+			return fmt.Sprintf("%s:%d: %s", st.file, st.line[flag], fileKey(flag))
+		}
+	}
+	return "--" + flag
 }
 
 // envName is the variable of a flag.
@@ -80,7 +98,7 @@ func loadSettings(fs *pflag.FlagSet, environ []string) (*settings, error) {
 			env[k] = v
 		}
 	}
-	st := &settings{from: map[string]string{}}
+	st := &settings{from: map[string]string{}, line: map[string]int{}}
 	fs.Visit(func(f *pflag.Flag) { st.from[f.Name] = fromFlag })
 
 	known := map[string]bool{envConfig: true}
@@ -139,6 +157,7 @@ func loadSettings(fs *pflag.FlagSet, environ []string) (*settings, error) {
 			return nil, usagef("%s:%d: %s: %v", st.file, it.line, it.key, err)
 		}
 		st.from[f.Name] = fromFile
+		st.line[f.Name] = it.line
 	}
 	return st, nil
 }

@@ -176,10 +176,17 @@ session_ttl = "1h"
 }
 
 // TestSettingsErrors: a bad file or variable exits 2 with one line naming
-// the file and key, or the variable.
+// the file, line and key, or the variable: a value of the wrong type, and a
+// value that fails tetherd's own checks alike.
 func TestSettingsErrors(t *testing.T) {
 	t.Setenv("SPIFFE_ENDPOINT_SOCKET", "")
 	missing := filepath.Join(t.TempDir(), "missing.hcl")
+	// serving: enough for check to reach every other setting (the Workload
+	// API is not dialled before the settings are good).
+	serving := []string{"--admin", "spiffe://example.org/a", "--workload-api", "unix:///nowhere.sock"}
+	ca := testpki.NewCA(t, "example.org")
+	id := ca.WriteFiles(t, t.TempDir(), "svid", ca.Issue(t, "spiffe://example.org/tetherd"))
+	garbage := writeFile(t, "garbage.pem", "this is not a PEM file\n")
 	for _, tc := range []struct {
 		name    string
 		file    string // the settings file's content; "" for none
@@ -205,7 +212,33 @@ func TestSettingsErrors(t *testing.T) {
 		{name: "fail/missing-file-from-env", env: []string{"TETHERD_CONFIG=" + missing}, skipArg: true, want: []string{"--config", missing}},
 		{name: "fail/bad-env", env: []string{"TETHERD_MAX_SESSIONS=many"}, skipArg: true, want: []string{"TETHERD_MAX_SESSIONS:", `"many"`}},
 		{name: "fail/bad-env-duration", env: []string{"TETHERD_IDLE_TIMEOUT=soon"}, skipArg: true, want: []string{"TETHERD_IDLE_TIMEOUT:", `"soon"`}},
-		{name: "fail/bad-spiffe-id-from-env", env: []string{"TETHERD_SPIFFE_ID=tetherd"}, skipArg: true, want: []string{"--spiffe-id", `"tetherd"`}},
+		{name: "fail/bad-spiffe-id-from-env", env: []string{"TETHERD_SPIFFE_ID=tetherd"}, skipArg: true, args: serving, want: []string{"tetherd: TETHERD_SPIFFE_ID: ", `"tetherd" is not a SPIFFE ID`}},
+		// Values that parse but fail tetherd's own checks name where they
+		// came from too: the file's line and key, or the variable.
+		{name: "fail/file-log-level", file: "\nlog_level = \"loud\"\n", args: serving, want: []string{"tetherd.hcl:2: log_level: ", `"loud" is not debug, info, warn or error`}},
+		{name: "fail/file-log-format", file: "log_format = \"xml\"\n", args: serving, want: []string{"tetherd.hcl:1: log_format: ", `"xml" is not json or text`}},
+		{name: "fail/file-admin", file: "admin = [\"spiffe://x/a*\"]\n", args: []string{"--workload-api", "unix:///nowhere.sock"}, want: []string{"tetherd.hcl:1: admin: ", "spiffe://x/a*"}},
+		{name: "fail/file-introspector", file: "introspector = \"nope\"\n", args: serving, want: []string{"tetherd.hcl:1: introspector: "}},
+		{name: "fail/file-session-ttl", file: "session_ttl = \"0s\"\n", args: serving, want: []string{"tetherd.hcl:1: session_ttl: must be positive"}},
+		{name: "fail/file-idle-above-ttl", file: "session_ttl = \"1h\"\nidle_timeout = \"2h\"\n", args: serving, want: []string{"tetherd.hcl:2: idle_timeout: 2h0m0s is longer than --session-ttl 1h0m0s"}},
+		{name: "fail/file-listen", file: "listen = \"nope\"\n", args: serving, want: []string{"tetherd.hcl:1: listen: "}},
+		{name: "fail/file-workload-api", file: "workload_api = \"unix://host/path\"\n", args: []string{"--admin", "spiffe://example.org/a"}, want: []string{"tetherd.hcl:1: workload_api: ", `"unix://host/path" is not unix:///path or tcp://ip:port`}},
+		{name: "fail/file-store", file: "store = \"disk\"\n", args: serving, want: []string{"tetherd.hcl:1: store: ", `"disk"`}},
+		{name: "fail/file-role-ttl", file: "role = [\"ops=spiffe://example.org/a\"]\nrole_ttl = [\"ops=2h\"]\nsession_ttl = \"1h\"\n", args: serving, want: []string{"tetherd.hcl:2: role_ttl: role ops: 2h0m0s is longer"}},
+		{name: "fail/env-log-level", env: []string{"TETHERD_LOG_LEVEL=loud"}, skipArg: true, args: serving, want: []string{"tetherd: TETHERD_LOG_LEVEL: ", `"loud"`}},
+		{name: "fail/env-log-format", env: []string{"TETHERD_LOG_FORMAT=xml"}, skipArg: true, args: serving, want: []string{"tetherd: TETHERD_LOG_FORMAT: ", `"xml"`}},
+		{name: "fail/env-admin", env: []string{"TETHERD_ADMIN=spiffe://x/a*"}, skipArg: true, args: []string{"--workload-api", "unix:///nowhere.sock"}, want: []string{"tetherd: TETHERD_ADMIN: ", "spiffe://x/a*"}},
+		{name: "fail/env-max-sessions", env: []string{"TETHERD_MAX_SESSIONS=0"}, skipArg: true, args: serving, want: []string{"tetherd: TETHERD_MAX_SESSIONS: must be positive"}},
+		{name: "fail/env-workload-api", env: []string{"TETHERD_WORKLOAD_API=tcp://localhost:1234"}, skipArg: true, args: []string{"--admin", "spiffe://example.org/a"}, want: []string{"tetherd: TETHERD_WORKLOAD_API: ", `"tcp://localhost:1234"`}},
+		{name: "fail/env-role-approvers", env: []string{"TETHERD_ROLE=ops=spiffe://example.org/a", "TETHERD_ROLE_APPROVERS=ops=spiffe://example.org/a"}, skipArg: true, args: serving, want: []string{"tetherd: TETHERD_ROLE_APPROVERS: role ops needs no approval"}},
+		{name: "fail/file-bundle", file: "admin = [\"spiffe://example.org/a\"]\nsvid_cert = \"" + id.Cert + "\"\nsvid_key = \"" + id.Key + "\"\nbundle = \"" + garbage + "\"\n", want: []string{"tetherd.hcl:4: bundle: ", garbage}},
+		{name: "fail/env-svid-key", env: []string{"TETHERD_SVID_KEY=" + garbage}, skipArg: true, args: []string{"--admin", "spiffe://example.org/a", "--svid-cert", id.Cert, "--bundle", id.Bundle}, want: []string{"tetherd: TETHERD_SVID_KEY: ", garbage}},
+		// $SPIFFE_ENDPOINT_SOCKET is the default of --workload-api: a bad
+		// one is named as itself.
+		{name: "fail/spiffe-endpoint-socket", env: []string{"SPIFFE_ENDPOINT_SOCKET=tcp://localhost:1234"}, skipArg: true, args: []string{"--admin", "spiffe://example.org/a"}, want: []string{"tetherd: SPIFFE_ENDPOINT_SOCKET: ", `"tcp://localhost:1234" is not unix:///path or tcp://ip:port`}},
+		// A flag given on the command line is named as the flag, whatever
+		// the file and the variables say.
+		{name: "fail/flag-beats-file-and-env", file: "log_level = \"debug\"\n", env: []string{"TETHERD_LOG_LEVEL=info"}, args: append([]string{"--log-level", "loud"}, serving...), want: []string{"tetherd: --log-level: ", `"loud"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, kv := range tc.env {
@@ -215,9 +248,6 @@ func TestSettingsErrors(t *testing.T) {
 			args := tc.args
 			if !tc.skipArg {
 				args = append([]string{"--config", writeFile(t, "tetherd.hcl", tc.file)}, args...)
-			}
-			if tc.name == "fail/bad-spiffe-id-from-env" {
-				args = append(args, "--admin", "spiffe://example.org/a", "--workload-api", "unix:///nowhere.sock")
 			}
 			var stdout, stderr bytes.Buffer
 			code := run(args, &stdout, &stderr)

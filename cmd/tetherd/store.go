@@ -70,34 +70,35 @@ type storeConfig struct {
 }
 
 // check validates the store flags: nil for --store memory. Every error is a
-// usage error naming its flag. The files are read now, so that one that
-// cannot be read stops tetherd before it serves.
-func (s *storeFlags) check(f *pflag.FlagSet) (*storeConfig, error) {
+// usage error naming its setting as name does (options.name: the flag, the
+// variable or the file's line and key). The files are read now, so that
+// one that cannot be read stops tetherd before it serves.
+func (s *storeFlags) check(f *pflag.FlagSet, name func(flag string) string) (*storeConfig, error) {
 	switch s.kind {
 	case storeMemory:
-		for _, name := range etcdOnlyFlags {
-			if f.Changed(name) {
-				return nil, usagef("--%s: applies to --store etcd only, and the store is memory: give --store etcd (with --etcd-endpoints) for replicas, or drop --%s", name, name)
+		for _, flag := range etcdOnlyFlags {
+			if f.Changed(flag) {
+				return nil, usagef("%s: applies to --store etcd only, and the store is memory: give --store etcd (with --etcd-endpoints) for replicas, or drop --%s", name(flag), flag)
 			}
 		}
 		return nil, nil
 	case storeEtcd:
 	default:
-		return nil, usagef("--store: %q is not memory or etcd", s.kind)
+		return nil, usagef("%s: %q is not memory or etcd", name("store"), s.kind)
 	}
 	if len(s.endpoints) == 0 {
 		return nil, usagef("--etcd-endpoints: --store etcd needs the etcd cluster's client URLs (https://host:port, comma-separated)")
 	}
 	for _, e := range s.endpoints {
 		if err := checkEndpoint(e); err != nil {
-			return nil, usagef("--etcd-endpoints: %q is not https://host:port: %v", e, err)
+			return nil, usagef("%s: %q is not https://host:port: %v", name("etcd-endpoints"), e, err)
 		}
 	}
 	if !strings.HasPrefix(s.prefix, "/") || !strings.HasSuffix(s.prefix, "/") {
-		return nil, usagef("--etcd-prefix: %q must begin and end with / (as %s does)", s.prefix, etcdstore.DefaultPrefix)
+		return nil, usagef("%s: %q must begin and end with / (as %s does)", name("etcd-prefix"), s.prefix, etcdstore.DefaultPrefix)
 	}
 	if s.maxStaleness <= 0 {
-		return nil, usagef("--max-staleness: must be positive")
+		return nil, usagef("%s: must be positive", name("max-staleness"))
 	}
 	c := &storeConfig{endpoints: s.endpoints, prefix: s.prefix, maxStaleness: s.maxStaleness}
 	if (s.cert == "") != (s.key == "") {
@@ -105,18 +106,18 @@ func (s *storeFlags) check(f *pflag.FlagSet) (*storeConfig, error) {
 	}
 	if s.cert != "" {
 		if _, err := tls.LoadX509KeyPair(s.cert, s.key); err != nil {
-			return nil, usagef("--etcd-cert and --etcd-key: %v", err)
+			return nil, usagef("%s and %s: %v", name("etcd-cert"), name("etcd-key"), err)
 		}
 		c.certFile, c.keyFile = s.cert, s.key
 	}
 	if s.ca != "" {
 		pem, err := os.ReadFile(s.ca)
 		if err != nil {
-			return nil, usagef("--etcd-ca: %v", err)
+			return nil, usagef("%s: %v", name("etcd-ca"), err)
 		}
 		c.ca = x509.NewCertPool()
 		if !c.ca.AppendCertsFromPEM(pem) {
-			return nil, usagef("--etcd-ca: %s holds no PEM certificate", s.ca)
+			return nil, usagef("%s: %s holds no PEM certificate", name("etcd-ca"), s.ca)
 		}
 	}
 	return c, nil

@@ -148,7 +148,7 @@ func TestStoreUsageErrors(t *testing.T) {
 		want []string
 	}{
 		{name: "unknown-store", args: []string{"--store", "redis"}, want: []string{"--store:", `"redis" is not memory or etcd`}},
-		{name: "unknown-store-env", env: []string{"TETHERD_STORE=Etcd"}, want: []string{"--store:", `"Etcd"`}},
+		{name: "unknown-store-env", env: []string{"TETHERD_STORE=Etcd"}, want: []string{"TETHERD_STORE:", `"Etcd"`}},
 		{name: "etcd-without-endpoints", args: []string{"--store", "etcd"}, want: []string{"--etcd-endpoints:", "--store etcd needs"}},
 		{name: "etcd-empty-endpoints", args: []string{"--store", "etcd", "--etcd-endpoints", ""}, want: []string{"--etcd-endpoints:"}},
 		{name: "endpoint-http", args: []string{"--store", "etcd", "--etcd-endpoints", "https://h1:2379,http://h2:2379"}, want: []string{"--etcd-endpoints:", `"http://h2:2379" is not https://host:port`, "https"}},
@@ -161,7 +161,7 @@ func TestStoreUsageErrors(t *testing.T) {
 		{name: "endpoint-trailing-slash", args: []string{"--store", "etcd", "--etcd-endpoints", "https://h1:2379/"}, want: []string{"--etcd-endpoints:", "nothing after the port"}},
 		{name: "endpoint-user", args: []string{"--store", "etcd", "--etcd-endpoints", "https://root:pw@h1:2379"}, want: []string{"--etcd-endpoints:", "no user"}},
 		{name: "endpoint-empty-entry", args: []string{"--store", "etcd", "--etcd-endpoints", "https://h1:2379,,https://h2:2379"}, want: []string{"--etcd-endpoints:", `""`}},
-		{name: "endpoint-env", env: []string{"TETHERD_STORE=etcd", "TETHERD_ETCD_ENDPOINTS=unix:///run/etcd.sock"}, want: []string{"--etcd-endpoints:", "unix:///run/etcd.sock"}},
+		{name: "endpoint-env", env: []string{"TETHERD_STORE=etcd", "TETHERD_ETCD_ENDPOINTS=unix:///run/etcd.sock"}, want: []string{"TETHERD_ETCD_ENDPOINTS:", "unix:///run/etcd.sock"}},
 		{name: "prefix-no-leading-slash", args: with("--etcd-prefix", "tether/"), want: []string{"--etcd-prefix:", `"tether/" must begin and end with /`}},
 		{name: "prefix-no-trailing-slash", args: with("--etcd-prefix", "/tether"), want: []string{"--etcd-prefix:", `"/tether"`}},
 		{name: "prefix-empty", args: with("--etcd-prefix", ""), want: []string{"--etcd-prefix:"}},
@@ -181,9 +181,9 @@ func TestStoreUsageErrors(t *testing.T) {
 		{name: "cert-with-memory", args: []string{"--etcd-cert", client.Cert}, want: []string{"--etcd-cert: applies to --store etcd only"}},
 		{name: "key-with-memory", args: []string{"--etcd-key", client.Key}, want: []string{"--etcd-key: applies to --store etcd only"}},
 		{name: "staleness-with-memory", args: []string{"--max-staleness", "1s"}, want: []string{"--max-staleness: applies to --store etcd only"}},
-		{name: "staleness-with-memory-env", env: []string{"TETHERD_MAX_STALENESS=2s"}, want: []string{"--max-staleness: applies to --store etcd only"}},
-		{name: "endpoints-with-memory-file", file: "etcd_endpoints = [\"https://h1:2379\"]\n", want: []string{"--etcd-endpoints: applies to --store etcd only"}},
-		{name: "bad-endpoint-file", file: "store = \"etcd\"\netcd_endpoints = \"https://h1:2379,ftp://h2:21\"\n", want: []string{"--etcd-endpoints:", "ftp://h2:21"}},
+		{name: "staleness-with-memory-env", env: []string{"TETHERD_MAX_STALENESS=2s"}, want: []string{"TETHERD_MAX_STALENESS: applies to --store etcd only"}},
+		{name: "endpoints-with-memory-file", file: "etcd_endpoints = [\"https://h1:2379\"]\n", want: []string{"tetherd.hcl:1: etcd_endpoints: applies to --store etcd only"}},
+		{name: "bad-endpoint-file", file: "store = \"etcd\"\netcd_endpoints = \"https://h1:2379,ftp://h2:21\"\n", want: []string{"tetherd.hcl:2: etcd_endpoints:", "ftp://h2:21"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, kv := range tc.env {
@@ -458,7 +458,7 @@ func TestEtcdTLS(t *testing.T) {
 		files := etcdCA.WriteFiles(t, dir, "client", first)
 		fo := &storeFlags{kind: storeEtcd, endpoints: []string{"https://127.0.0.1:2379"}, prefix: "/tether/", maxStaleness: time.Second,
 			ca: files.Bundle, cert: files.Cert, key: files.Key}
-		fc, err := fo.check(settingsFlags(t))
+		fc, err := fo.check(settingsFlags(t), (*settings)(nil).name)
 		require.NoError(t, err)
 		fcfg := etcdTLS(fc, src, td, slog.New(slog.DiscardHandler))
 
