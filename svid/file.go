@@ -9,13 +9,14 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/tetherproject/tether/internal/boundedfile"
 )
 
 // FileConfig names the PEM files of a FileSource.
@@ -275,7 +276,7 @@ func (s *FileSource) read() ([3][]byte, [32]byte, error) {
 	var failed Files
 	h := sha256.New()
 	for i, path := range []string{s.cfg.CertFile, s.cfg.KeyFile, s.cfg.BundleFile} {
-		b, err := os.ReadFile(path) //nolint:gosec // G304: the paths are the operator's --svid-cert, --svid-key and --bundle
+		b, err := boundedfile.Read(path, boundedfile.MaxPEM)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("svid: read %s: %w", path, err))
 			h.Write([]byte(err.Error()))

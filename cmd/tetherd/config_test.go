@@ -51,6 +51,11 @@ func TestConfigErrors(t *testing.T) {
 		{"fail/garbage-key", append([]string{"--svid-cert", files.Cert, "--svid-key", garbage, "--bundle", files.Bundle}, admin...), "tetherd: --svid-key: "},
 		{"fail/unreadable-bundle", append([]string{"--svid-cert", files.Cert, "--svid-key", files.Key, "--bundle", dir + "/missing-bundle.pem"}, admin...), "tetherd: --bundle: "},
 		{"fail/garbage-bundle", append([]string{"--svid-cert", files.Cert, "--svid-key", files.Key, "--bundle", garbage}, admin...), "tetherd: --bundle: "},
+		// A file that never ends (a device) is refused at a bound, not read
+		// until memory runs out.
+		{"fail/endless-bundle", append([]string{"--svid-cert", files.Cert, "--svid-key", files.Key, "--bundle", "/dev/zero"}, admin...), "tetherd: --bundle: svid: read /dev/zero: /dev/zero is larger than 4 MiB"},
+		{"fail/endless-key", append([]string{"--svid-cert", files.Cert, "--svid-key", "/dev/zero", "--bundle", files.Bundle}, admin...), "tetherd: --svid-key: "},
+		{"fail/endless-config", append([]string{"--config", "/dev/zero"}, admin...), "--config: /dev/zero is larger than 1 MiB"},
 		{"fail/key-not-matching", append([]string{"--svid-cert", files.Cert, "--svid-key", other.Key, "--bundle", files.Bundle}, admin...), "tetherd: --svid-cert and --svid-key: "},
 		{"fail/non-spiffe-cert", append([]string{"--svid-cert", files.Bundle, "--svid-key", files.Key, "--bundle", files.Bundle}, admin...), "tetherd: --svid-cert"},
 		{"fail/bad-ttl", append(append(append([]string{}, id...), admin...), "--session-ttl", "0s"), "--session-ttl"},

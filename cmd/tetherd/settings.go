@@ -8,7 +8,6 @@ package main
 import (
 	"fmt"
 	"log/slog"
-	"os"
 	"sort"
 	"strings"
 
@@ -17,6 +16,8 @@ import (
 	hclstrconv "github.com/hashicorp/hcl/hcl/strconv"
 	"github.com/hashicorp/hcl/hcl/token"
 	"github.com/spf13/pflag"
+
+	"github.com/tetherproject/tether/internal/boundedfile"
 )
 
 const (
@@ -211,11 +212,15 @@ type fileItem struct {
 	list   bool
 }
 
+// maxSettingsFile bounds the --config file: a setting per flag is a few
+// kilobytes at most.
+const maxSettingsFile = 1 << 20
+
 // readSettingsFile reads the HCL file at path: key = value lines, where a
 // value is a string, a number, a boolean or a list of those. A key given
 // twice, a block, or anything that is not HCL is an error naming the file.
 func readSettingsFile(path string) (items []fileItem, err error) {
-	b, err := os.ReadFile(path) //nolint:gosec // G304: the operator's --config file
+	b, err := boundedfile.Read(path, maxSettingsFile)
 	if err != nil {
 		return nil, usagef("--config: %v", err)
 	}

@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +24,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
 	"github.com/tetherproject/tether/etcdstore"
+	"github.com/tetherproject/tether/internal/boundedfile"
 	"github.com/tetherproject/tether/session"
 	"github.com/tetherproject/tether/svid"
 )
@@ -105,13 +105,13 @@ func (s *storeFlags) check(f *pflag.FlagSet, name func(flag string) string) (*st
 		return nil, usagef("--etcd-cert and --etcd-key: give both to present a certificate of your own to etcd, or neither to present tetherd's SVID")
 	}
 	if s.cert != "" {
-		if _, err := tls.LoadX509KeyPair(s.cert, s.key); err != nil {
+		if _, err := loadKeyPair(s.cert, s.key); err != nil {
 			return nil, usagef("%s and %s: %v", name("etcd-cert"), name("etcd-key"), err)
 		}
 		c.certFile, c.keyFile = s.cert, s.key
 	}
 	if s.ca != "" {
-		pem, err := os.ReadFile(s.ca)
+		pem, err := boundedfile.Read(s.ca, boundedfile.MaxPEM)
 		if err != nil {
 			return nil, usagef("%s: %v", name("etcd-ca"), err)
 		}
@@ -313,6 +313,19 @@ func endpointIPs(endpoints []string) []string {
 	return ips
 }
 
+// loadKeyPair is tls.LoadX509KeyPair with bounded reads.
+func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
+	cert, err := boundedfile.Read(certFile, boundedfile.MaxPEM)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	key, err := boundedfile.Read(keyFile, boundedfile.MaxPEM)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.X509KeyPair(cert, key)
+}
+
 // fileClientCertificate reads the certificate and key files at each
 // connection to etcd; when they cannot be read (a renewal caught halfway),
 // the last pair read is presented again, and the failure logged.
@@ -320,7 +333,7 @@ func fileClientCertificate(certFile, keyFile string, log *slog.Logger) func(*tls
 	var mu sync.Mutex
 	var last *tls.Certificate
 	return func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		cert, err := loadKeyPair(certFile, keyFile)
 		mu.Lock()
 		defer mu.Unlock()
 		if err == nil {
