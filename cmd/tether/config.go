@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
+	"github.com/tetherproject/tether/internal/boundedfile"
 	"github.com/tetherproject/tether/pkg/client"
 	svidsource "github.com/tetherproject/tether/svid"
 )
@@ -213,14 +214,14 @@ func (g *globals) loadIdentity(ctx context.Context, workloadAPI string, files [3
 		}
 		return &identity{svids: src, bundles: src, id: svid.ID, close: src.Close}, nil
 	}
-	svid, err := x509svid.Load(files[0], files[1])
+	svid, err := loadSVID(files[0], files[1])
 	if err != nil {
 		return nil, failf("cannot load the SVID from --svid-cert %s and --svid-key %s: %s", files[0], files[1], strings.TrimPrefix(err.Error(), "x509svid: "))
 	}
 	if !own.IsZero() && svid.ID != own {
 		return nil, usagef("%s %s: --svid-cert %s holds an SVID of %s", ownName, own, files[0], svid.ID)
 	}
-	bundle, err := x509bundle.Load(serverID.TrustDomain(), files[2])
+	bundle, err := loadBundle(serverID.TrustDomain(), files[2])
 	if err != nil {
 		return nil, failf("cannot load the trust bundle --bundle %s: %s", files[2], strings.TrimPrefix(err.Error(), "x509bundle: "))
 	}
@@ -300,4 +301,27 @@ func (g *globals) newEnv(cmd *cobra.Command, autoLogin bool) (*env, error) {
 		cleanup()
 	}
 	return e, nil
+}
+
+// loadSVID is x509svid.Load with bounded reads (a path to /dev/zero is an
+// error, not an out-of-memory kill).
+func loadSVID(certFile, keyFile string) (*x509svid.SVID, error) {
+	cert, err := boundedfile.Read(certFile, boundedfile.MaxPEM)
+	if err != nil {
+		return nil, err
+	}
+	key, err := boundedfile.Read(keyFile, boundedfile.MaxPEM)
+	if err != nil {
+		return nil, err
+	}
+	return x509svid.Parse(cert, key)
+}
+
+// loadBundle is x509bundle.Load with a bounded read.
+func loadBundle(td spiffeid.TrustDomain, path string) (*x509bundle.Bundle, error) {
+	b, err := boundedfile.Read(path, boundedfile.MaxPEM)
+	if err != nil {
+		return nil, err
+	}
+	return x509bundle.Parse(td, b)
 }
