@@ -34,6 +34,10 @@ func (e *env) explain(err error) error {
 		return failf("refusing to talk to %s: it presented %s, not the expected --server-id %s", server, srvErr.Got, srvErr.Want)
 	case errors.As(err, &srvErr):
 		return failf("refusing to talk to %s: its certificate is not a valid SVID under --bundle (%v)", server, srvErr.Err)
+	case errors.Is(err, client.ErrInvalidSessionID):
+		return usagef("%s", strings.TrimPrefix(err.Error(), "client: "))
+	case errors.Is(err, client.ErrUnusableToken):
+		return failf("the token cache %s holds no usable session (not a token of tetherd): run 'tether login'", e.store.path)
 	case errors.Is(err, client.ErrNoSession):
 		return failf("not logged in to %s as %s: run 'tether login'", server, e.id)
 	case errors.As(err, &apiErr):

@@ -33,5 +33,8 @@ func main() {
 // run is the whole CLI, with its surroundings passed in so that it can be
 // tested without a process.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	return cli.Main(ctx, newRootCmd(getenv), args, stdout, stderr)
+	root := newRootCmd(getenv)
+	root.SetOut(stdout)
+	strictCompletion(root, args)
+	return cli.Main(ctx, root, args, stdout, stderr)
 }

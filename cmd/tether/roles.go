@@ -155,6 +155,9 @@ sessions show in 'tether sessions list' with the state pending.`,
 				return usagef("sessions %s: give one SESSION_ID, as 'tether sessions list' shows", verb)
 			}
 			id := args[0]
+			if err := checkSessionID(verb, id); err != nil {
+				return err
+			}
 			return withEnv(g, cmd, true, func(e *env) error {
 				decide := e.client.Deny
 				if approve {

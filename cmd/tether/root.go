@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/tetherproject/tether/internal/cli"
 	"github.com/tetherproject/tether/pkg/api"
+	"github.com/tetherproject/tether/pkg/client"
 )
 
 func newRootCmd(getenv func(string) string) *cobra.Command {
@@ -27,7 +29,9 @@ that others can write, and a cache file that others can read or write. A
 copied token or cache file is worth nothing without the SVID's private key.
 
 Commands that need a session log in by themselves, rebind the session when
-your SVID has rotated, and log in again when the session has ended; a
+your SVID has rotated (or start a new one when tetherd refuses the rebind:
+your SVID is not newer than the one the session is bound to), and log in
+again when the session has ended or the cache holds no usable token; a
 session that waits for approval ('tether login --role') is refused until
 another admin approves it, and they say so (exit 1). When
 tetherd refuses you a new session (--max-sessions-per-identity reached),
@@ -67,7 +71,51 @@ flags, -o values, and session IDs from tetherd with the cached session.`,
 	sessions.AddCommand(newListCmd(g), newRevokeCmd(g), newDecideCmd(g, true), newDecideCmd(g, false))
 	root.AddCommand(newLoginCmd(g), newWhoamiCmd(g), newLogoutCmd(g), newTokenCmd(g), sessions, newVersionCmd(g))
 	registerCompletions(g, root)
+	strictHelp(root)
 	return root
+}
+
+// strictHelp makes 'tether help TOPIC' a usage error (exit 2, one line) for
+// a topic that is no command, where cobra's help command prints the usage
+// and exits 0.
+func strictHelp(root *cobra.Command) {
+	root.InitDefaultHelpCmd()
+	help, _, err := root.Find([]string{"help"})
+	if err != nil || help == root || help.Run == nil {
+		return // cobra made no help command: nothing to make strict
+	}
+	show := help.Run
+	help.RunE = func(c *cobra.Command, args []string) error {
+		if topic, rest, err := c.Root().Find(args); topic == nil || err != nil || len(rest) > 0 {
+			return usagef("unknown help topic %q", strings.Join(args, " "))
+		}
+		show(c, args)
+		return nil
+	}
+}
+
+// strictCompletion makes 'tether completion SHELL' a usage error (exit 2,
+// one line) for a shell cobra has no script for, where cobra's completion
+// command prints its help and exits 0; 'tether completion' alone still
+// prints it. cobra's command writes its scripts where root's output went
+// when it was made: call this once root's output is set.
+func strictCompletion(root *cobra.Command, args []string) {
+	root.InitDefaultCompletionCmd(args...)
+	comp, _, err := root.Find([]string{"completion"})
+	if err != nil || comp == root || comp.Runnable() {
+		return
+	}
+	var shells []string
+	for _, sh := range comp.Commands() {
+		shells = append(shells, sh.Name())
+	}
+	comp.Args = func(_ *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return usagef("completion: unknown shell %q: give %s", args[0], strings.Join(shells, ", "))
+		}
+		return nil
+	}
+	comp.RunE = func(c *cobra.Command, _ []string) error { return c.Help() }
 }
 
 // withEnv runs fn with an env for the command and explains its errors.
@@ -88,18 +136,22 @@ func newWhoamiCmd(g *globals) *cobra.Command {
 		Use:   "whoami",
 		Short: "Show the cached session, as tetherd sees it",
 		Long: `whoami asks tetherd about the cached session (GET /v1/sessions/self) and shows
-it, with its roles and state. It does not log in: without a cached session,
-or when tetherd refuses it (ended, not this identity's, or waiting for
-approval), it fails with exit status 1. If your SVID has rotated, the session
-is rebound to the new certificate first (it stays the same session).`,
+it, with its roles and state. It does not log in: without a cached session
+(or with a cache file that holds no usable token), or when tetherd refuses
+it (ended, not this identity's, or waiting for approval), it fails with exit
+status 1. If your SVID has rotated, the session is rebound to the new
+certificate first (it stays the same session); if tetherd refuses that (your
+SVID is not newer than the one the session is bound to), whoami fails and
+the next command that needs a session starts a new one.`,
 		Example: `  tether whoami
   tether whoami -o json | jq -r .session.session_id`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withEnv(g, cmd, false, func(e *env) error {
 				s, err := e.client.Whoami(e.ctx)
-				if errors.Is(err, &api.Error{Code: api.CodeSessionEnded}) || errors.Is(err, &api.Error{Code: api.CodeInvalidToken}) {
-					// The cached token is dead: forget it.
+				if errors.Is(err, &api.Error{Code: api.CodeSessionEnded}) || errors.Is(err, &api.Error{Code: api.CodeInvalidToken}) ||
+					errors.Is(err, client.ErrUnusableToken) {
+					// The cached token is dead, or no token at all: forget it.
 					_ = e.store.DeleteToken()
 				}
 				if err != nil {
@@ -143,7 +195,14 @@ logout leaves the cache as it was.`,
 				if err != nil {
 					return err
 				}
-				if token == "" {
+				if token == "" || !client.UsableToken(token) {
+					// A cache file that holds no usable token holds no
+					// session either: it goes, and nothing is sent.
+					if token != "" {
+						if err := e.store.DeleteToken(); err != nil {
+							return err
+						}
+					}
 					return e.out.line("Not logged in to %s as %s: nothing to do.", e.client.ServerURL(), e.id)
 				}
 				err = e.client.Logout(e.ctx)
@@ -266,6 +325,10 @@ func newRevokeCmd(g *globals) *cobra.Command {
 				return usagef("sessions revoke: give SESSION_ID or --spiffe-id, not both")
 			case !byID && len(args) != 1:
 				return usagef("sessions revoke: give one SESSION_ID or --spiffe-id ID")
+			case !byID:
+				if err := checkSessionID("revoke", args[0]); err != nil {
+					return err
+				}
 			}
 			var id spiffeid.ID
 			if byID {
@@ -295,6 +358,21 @@ func newRevokeCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&filter, "spiffe-id", "", "end every session of this SPIFFE ID")
 	return cmd
+}
+
+// checkSessionID refuses, as a usage error, a SESSION_ID argument no
+// session can have (see client.CheckSessionID), before anything is sent:
+// 'self' above all, which would name the caller's own session.
+func checkSessionID(verb, id string) error {
+	err := client.CheckSessionID(id)
+	switch {
+	case err == nil:
+		return nil
+	case id == "self" && verb == "revoke":
+		return usagef(`sessions revoke: "self" is not a session ID: to end your own session, run 'tether logout'`)
+	default:
+		return usagef("sessions %s: %v", verb, err)
+	}
 }
 
 func plural(n int, one, many string) string {

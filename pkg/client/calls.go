@@ -50,7 +50,9 @@ func (c *Client) LoginRoles(ctx context.Context, roles ...string) (*api.Session,
 // the approvals its roles need, else still pending with one more approval.
 // tetherd allows only identities its roles' approvers name, never the
 // session's own: others get an *Error with code forbidden; a session that
-// waits for nothing is bad_request, an unknown one not_found.
+// waits for nothing is bad_request, an unknown one not_found. An ID no
+// session can have (see CheckSessionID) is refused with ErrInvalidSessionID
+// and nothing is sent.
 func (c *Client) Approve(ctx context.Context, sessionID string) (*api.Session, error) {
 	return c.decide(ctx, "approve", sessionID, api.PathApprove)
 }
@@ -65,8 +67,8 @@ func (c *Client) Deny(ctx context.Context, sessionID string) (*api.Session, erro
 // decide sends an approval or denial (action is api.PathApprove or
 // api.PathDeny) of sessionID with the session token.
 func (c *Client) decide(ctx context.Context, op, sessionID, action string) (*api.Session, error) {
-	if sessionID == "" {
-		return nil, errors.New("client: " + op + ": no session ID")
+	if err := CheckSessionID(sessionID); err != nil {
+		return nil, wrapf(op, err)
 	}
 	op += " " + sessionID
 	req, err := c.newRequest(ctx, http.MethodPost, api.PathSessions, sessionID, nil, nil)
@@ -99,9 +101,12 @@ func (c *Client) Rebind(ctx context.Context) (*api.Session, error) {
 		return nil, wrapf("rebind", err)
 	}
 	defer c.unlockAuth()
-	token, err := c.loadToken()
+	token, unusable, err := c.loadToken()
 	if err != nil {
 		return nil, wrapf("rebind", err)
+	}
+	if unusable {
+		return nil, ErrUnusableToken
 	}
 	if token == "" {
 		return nil, ErrNoSession
@@ -126,11 +131,18 @@ func (c *Client) Whoami(ctx context.Context) (*api.Session, error) {
 // Logout ends the client's session (DELETE /v1/sessions/self) and forgets
 // its token. It never logs in. Without a stored token, or when tetherd says
 // the session has already ended (or does not know the token), there is
-// nothing to end: the token is forgotten and Logout returns nil.
+// nothing to end: the token is forgotten and Logout returns nil. So is a
+// stored token that cannot be one (see UsableToken): it is never sent.
 func (c *Client) Logout(ctx context.Context) error {
-	token, err := c.loadToken()
+	token, unusable, err := c.loadToken()
 	if err != nil {
 		return wrapf("logout", err)
+	}
+	if unusable {
+		if err := c.store.DeleteToken(); err != nil {
+			return wrapf("logout", fmt.Errorf("forget the token: %w", err))
+		}
+		return nil
 	}
 	if token == "" {
 		return nil
@@ -165,10 +177,12 @@ func (c *Client) List(ctx context.Context, id spiffeid.ID) ([]api.Session, error
 }
 
 // Revoke ends the session sessionID (DELETE /v1/sessions/{id}). An unknown
-// session is an *Error with code not_found.
+// session is an *Error with code not_found. An ID no session can have
+// ("self", say: see CheckSessionID) is refused with ErrInvalidSessionID and
+// nothing is sent.
 func (c *Client) Revoke(ctx context.Context, sessionID string) error {
-	if sessionID == "" {
-		return errors.New("client: revoke: no session ID")
+	if err := CheckSessionID(sessionID); err != nil {
+		return wrapf("revoke", err)
 	}
 	err := c.call(ctx, http.MethodDelete, api.PathSessions, sessionID, nil, nil)
 	return wrapf("revoke "+sessionID, err)
@@ -241,6 +255,11 @@ func (c *Client) Introspect(ctx context.Context, token, fp string) (*api.Introsp
 func (c *Client) newRequest(ctx context.Context, method, path, sub string, query url.Values, in any) (*http.Request, error) {
 	u := c.endpoint(path, query)
 	if sub != "" {
+		// Only a session ID goes there: never a segment that would name
+		// another route (self, a dot segment, a '/').
+		if err := CheckSessionID(sub); err != nil {
+			return nil, err
+		}
 		u.Path += "/" + sub
 		u.RawPath = strings.TrimSuffix(c.base.EscapedPath(), "/") + path + "/" + url.PathEscape(sub)
 	}

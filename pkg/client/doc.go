@@ -16,9 +16,17 @@
 //
 //   - certificate_rotated: the SVID rotated and the session is bound to the
 //     old leaf; the client rebinds the session to the new leaf
-//     (POST /v1/sessions/self/rebind) and retries.
+//     (POST /v1/sessions/self/rebind) and retries. If tetherd refuses the
+//     rebind with bad_request (the leaf presented now is not strictly newer
+//     than the bound one: two leaves of the same second, or an older SVID
+//     back in use), no rebind can ever succeed from it: the client logs in
+//     anew instead (unless WithAutoLogin(false)), and the old session, bound
+//     to a leaf no longer presented, idles out.
 //   - session_ended (or invalid_token, which tetherd answers after a restart):
 //     the client logs in again (unless WithAutoLogin(false)) and retries.
+//
+// A stored token that cannot be a token (see UsableToken) is never sent: it
+// is treated as no session.
 //
 // Only requests whose body can be sent again (no body, or GetBody set, as
 // http.NewRequest does for in-memory bodies) are retried.

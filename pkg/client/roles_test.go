@@ -213,12 +213,17 @@ func TestRolesRefusals(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{"ops"}, s2.Roles)
 
-	for _, id := range []string{"nosuchsession", "../self", "x/deny"} {
+	_, err = carol.Approve(ctx, "nosuchsession")
+	requireAPIError(t, err, api.CodeNotFound, http.StatusNotFound)
+	_, err = carol.Deny(ctx, "nosuchsession")
+	requireAPIError(t, err, api.CodeNotFound, http.StatusNotFound)
+	for _, id := range []string{"../self", "x/deny", "self", ""} {
 		_, err = carol.Approve(ctx, id)
-		requireAPIError(t, err, api.CodeNotFound, http.StatusNotFound)
+		require.ErrorIs(t, err, client.ErrInvalidSessionID)
 		_, err = carol.Deny(ctx, id)
-		requireAPIError(t, err, api.CodeNotFound, http.StatusNotFound)
+		require.ErrorIs(t, err, client.ErrInvalidSessionID)
 	}
+	require.Zero(t, s.count("POST "+api.PathSessionsSelf+api.PathApprove)+s.count("POST "+api.PathSessionsSelf+api.PathDeny), "never sent")
 	_, err = carol.Approve(ctx, "")
 	require.ErrorContains(t, err, "no session ID")
 	me, err := carol.Whoami(ctx)

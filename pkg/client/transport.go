@@ -59,12 +59,17 @@ func (c *Client) roundTrip(req *http.Request) (*http.Response, error) {
 
 // token returns the stored token, logging in first when there is none (and
 // logging in is allowed).
+// A stored token that cannot be one (see UsableToken) is no token: it is
+// never sent, and a login replaces it.
 func (c *Client) token(ctx context.Context) (string, error) {
-	token, err := c.loadToken()
+	token, unusable, err := c.loadToken()
 	if err != nil || token != "" {
 		return token, err
 	}
 	if !c.mayLogin(ctx) {
+		if unusable {
+			return "", ErrUnusableToken
+		}
 		return "", ErrNoSession
 	}
 	if err := c.lockAuth(ctx); err != nil {
@@ -72,7 +77,7 @@ func (c *Client) token(ctx context.Context) (string, error) {
 	}
 	defer c.unlockAuth()
 	// Another request may have logged in while this one waited.
-	if token, err = c.loadToken(); err != nil || token != "" {
+	if token, _, err = c.loadToken(); err != nil || token != "" {
 		return token, err
 	}
 	token, _, err = c.login(ctx)
@@ -94,7 +99,7 @@ func (c *Client) recover(ctx context.Context, stale string, code api.Code) (toke
 
 	// Concurrent requests that met the same answer recover it once: the
 	// first one stores a new token, the others retry with it.
-	current, err := c.loadToken()
+	current, _, err := c.loadToken()
 	if err != nil {
 		return "", false, err
 	}
@@ -108,11 +113,25 @@ func (c *Client) recover(ctx context.Context, stale string, code api.Code) (toke
 			return token, true, nil
 		}
 		var apiErr *Error
-		ended := errors.As(err, &apiErr) && (apiErr.Code == api.CodeSessionEnded || apiErr.Code == api.CodeInvalidToken)
-		if !ended || !c.mayLogin(ctx) {
+		if !errors.As(err, &apiErr) || !c.mayLogin(ctx) {
 			return "", false, fmt.Errorf("rebind: %w", err)
 		}
-		// The session ended too: start a new one.
+		switch apiErr.Code {
+		case api.CodeSessionEnded, api.CodeInvalidToken:
+			// The session ended too: start a new one.
+		case api.CodeBadRequest:
+			// tetherd will not move the session to the leaf presented now:
+			// it is not strictly newer than the bound one (two leaves of
+			// the same second, or an older SVID back in use). No rebind
+			// will ever succeed from it: start a new session with it. The
+			// old one stays bound to the leaf no longer presented and
+			// idles out.
+			c.log.Debug("client.rebind_refused", "code", string(apiErr.Code), "server", c.base.String())
+		default:
+			// approval_pending above all: only an approver changes that
+			// answer, and a new login would be one more pending session.
+			return "", false, fmt.Errorf("rebind: %w", err)
+		}
 	}
 	if !c.mayLogin(ctx) {
 		return "", false, nil
@@ -161,6 +180,9 @@ func (c *Client) issue(req *http.Request) (string, *api.Session, error) {
 	if lr.Token == "" {
 		return "", nil, errors.New("tetherd answered without a token")
 	}
+	if !UsableToken(lr.Token) {
+		return "", nil, errors.New("tetherd answered with something that cannot be a token")
+	}
 	if err := c.store.SaveToken(lr.Token); err != nil {
 		return "", nil, fmt.Errorf("store the token: %w", err)
 	}
@@ -195,12 +217,20 @@ func (c *Client) send(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-func (c *Client) loadToken() (string, error) {
-	token, err := c.store.LoadToken()
+// loadToken returns the stored token, or "" when there is none. What
+// cannot be a token (see UsableToken) is none either: it is never sent (it
+// could break the request's headers, or be refused as too large), and
+// unusable says that the store holds it.
+func (c *Client) loadToken() (token string, unusable bool, err error) {
+	token, err = c.store.LoadToken()
 	if err != nil {
-		return "", fmt.Errorf("load the token: %w", err)
+		return "", false, fmt.Errorf("load the token: %w", err)
 	}
-	return token, nil
+	if token != "" && !UsableToken(token) {
+		c.log.Debug("client.unusable_token", "server", c.base.String(), "bytes", len(token))
+		return "", true, nil
+	}
+	return token, false, nil
 }
 
 func (c *Client) lockAuth(ctx context.Context) error {
