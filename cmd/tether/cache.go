@@ -142,9 +142,12 @@ func (s *fileStore) load() (string, error) {
 	if err := checkFile(s.path, fi, s.uid); err != nil {
 		return "", err
 	}
-	b, err := io.ReadAll(f)
+	b, err := io.ReadAll(io.LimitReader(f, maxCacheFile+1))
 	if err != nil {
 		return "", fmt.Errorf("token cache: %w", err)
+	}
+	if len(b) > maxCacheFile {
+		return oversized, nil // a file no token fits: the client calls it unusable
 	}
 	var c cacheFile
 	if json.Unmarshal(b, &c) != nil {
@@ -152,6 +155,15 @@ func (s *fileStore) load() (string, error) {
 	}
 	return c.Token, nil
 }
+
+// maxCacheFile bounds what is read of a cache file: ours hold a token of at
+// most 4 KiB in a small JSON object.
+const maxCacheFile = 64 << 10
+
+// oversized is what LoadToken returns for a cache file over maxCacheFile:
+// a string no token can be (client.UsableToken refuses it), so the client
+// treats the file as holding no usable session, as for a token too long.
+const oversized = "\x00oversized"
 
 // SaveToken implements client.TokenStore.
 func (s *fileStore) SaveToken(token string) error {

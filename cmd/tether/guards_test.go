@@ -84,8 +84,9 @@ func TestUnusableCachedToken(t *testing.T) {
 		require.NoError(t, os.WriteFile(alice.cacheFile(), b, 0o600))
 	}
 	for name, bad := range map[string]string{
-		"control":  "\n\r\x00 x",
-		"too-long": strings.Repeat("a", 2<<20),
+		"control":   "\n\r\x00 x",
+		"over-4KiB": strings.Repeat("a", 5000),  // UsableToken refuses it
+		"too-long":  strings.Repeat("a", 2<<20), // the file is over its bound: not read whole
 	} {
 		plant(bad)
 		r := alice.fail(1, []string{"whoami"}, "the token cache "+alice.cacheFile()+" holds no usable session", "tether login")
