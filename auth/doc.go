@@ -11,7 +11,9 @@
 // request and hands the handler the session.
 //
 // A service that wants sessions inside its own http.Server needs only this
-// package and package session; see the Example. It gives the Middleware its
+// package and package session (package server adds tether's own login,
+// logout and rebind routes, which the Example mounts as they are); see the
+// Example, which outside programs can copy whole. It gives the Middleware its
 // trust bundles (Middleware.Bundles, typically the workloadapi.X509Source),
 // so that an open connection is verified again whenever the bundle changes;
 // without them the Middleware accepts only peers that the TLS layer itself
