@@ -201,17 +201,21 @@ func TestBodyBoundEveryEndpoint(t *testing.T) {
 	tok, s := e.login(alice)
 	big := bytes.Repeat([]byte("x"), 70<<10)
 	auth := []string{"Authorization", "Bearer " + tok}
+	// A rebind is authorized by its token from a newer leaf of the same ID
+	// (the body is looked at only after that).
+	rotated := e.client(e.ca.Issue(t, aliceID), 0)
 	calls := []struct {
 		method, path string
 		headers      []string
+		as           *http.Client
 	}{
-		{http.MethodPost, api.PathSessions, nil},
-		{http.MethodGet, api.PathSessionsSelf, auth},
-		{http.MethodGet, api.PathSessions, auth},
-		{http.MethodDelete, api.PathSessions + "/" + s.SessionID, auth},
-		{http.MethodDelete, api.PathSessions + "?spiffe_id=" + aliceID, auth},
-		{http.MethodDelete, api.PathSessionsSelf, auth},
-		{http.MethodPost, api.PathRebind, auth},
+		{http.MethodPost, api.PathSessions, nil, alice},
+		{http.MethodGet, api.PathSessionsSelf, auth, alice},
+		{http.MethodGet, api.PathSessions, auth, alice},
+		{http.MethodDelete, api.PathSessions + "/" + s.SessionID, auth, alice},
+		{http.MethodDelete, api.PathSessions + "?spiffe_id=" + aliceID, auth, alice},
+		{http.MethodDelete, api.PathSessionsSelf, auth, alice},
+		{http.MethodPost, api.PathRebind, auth, rotated},
 	}
 	for _, c := range calls {
 		for _, chunked := range []bool{false, true} {
@@ -219,7 +223,7 @@ func TestBodyBoundEveryEndpoint(t *testing.T) {
 			if chunked {
 				body = io.MultiReader(bytes.NewReader(big)) // no length: sent chunked
 			}
-			r, err := e.do(alice, c.method, c.path, body, c.headers...)
+			r, err := e.do(c.as, c.method, c.path, body, c.headers...)
 			require.NoError(t, err)
 			require.False(t, r.status != http.StatusRequestEntityTooLarge || r.code() != api.CodePayloadTooLarge, "%s %s (chunked %v): %d %s", c.method, c.path, chunked, r.status, r.body)
 		}

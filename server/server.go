@@ -87,8 +87,10 @@ type route struct {
 	path    string
 	who     access
 	handler http.HandlerFunc
-	// body is true for the calls that read a JSON body; the others have
-	// theirs bounded and discarded.
+	// body is true for the calls that deal with their body themselves (a
+	// JSON body, or rebind, which authorizes before it looks at one); the
+	// others have theirs bounded and discarded once the route's
+	// authorization let the caller through.
 	body bool
 	// session are what a holder route needs of the session beyond its
 	// binding (auth.AllowPending for logout).
@@ -110,8 +112,9 @@ func NewHandler(cfg Config) http.Handler {
 		// A session still waiting for approval may end itself.
 		{method: http.MethodDelete, path: api.PathSessionsSelf, who: holder, handler: a.logout, session: []auth.SessionOption{auth.AllowPending()}},
 		// Rebind cannot go through the session check: the token is, by
-		// design, bound to the caller's old leaf. The Manager checks it.
-		{method: http.MethodPost, path: api.PathRebind, who: anyPeer, handler: a.rebind},
+		// design, bound to the caller's old leaf. The Manager checks it,
+		// and the handler bounds the body only after that (body: true).
+		{method: http.MethodPost, path: api.PathRebind, who: anyPeer, handler: a.rebind, body: true},
 		{method: http.MethodDelete, path: api.PathSessions + "/{id}", who: holder, handler: a.revoke},
 		{method: http.MethodPost, path: api.PathIntrospect, who: introspector, handler: a.introspect, body: true},
 		// Approvers are session holders; Decide checks the role's approvers.
@@ -359,7 +362,18 @@ func (a *handler) rebind(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	tok, info, err := a.cfg.Sessions.Rebind(r.Context(), token, a.caller(r).Peer)
+	// The token authorizes a rebind: it is checked before a byte of the
+	// body (none is expected) is read.
+	peer := a.caller(r).Peer
+	if err := a.cfg.Sessions.CheckRebind(r.Context(), token, peer); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if err := discardBody(w, r); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	tok, info, err := a.cfg.Sessions.Rebind(r.Context(), token, peer)
 	if err != nil {
 		a.fail(w, r, err)
 		return

@@ -112,6 +112,19 @@ func TestAPIRebind(t *testing.T) {
 	require.Equal(t, api.CodeCertificateRotated, old.do(http.MethodGet, api.PathSessionsSelf, lr.Token, nil).code(), "the old leaf is dead for it")
 	require.Equal(t, api.CodeSessionEnded, rotated.do(http.MethodGet, api.PathSessionsSelf, tok, nil).code(), "the old token is dead")
 
+	// The token authorizes a rebind: a body is looked at only after it.
+	big := strings.NewReader(strings.Repeat("a", api.MaxBodyBytes+1))
+	r = e.as(webID).do(http.MethodPost, api.PathRebind, "", big)
+	require.Equal(t, api.CodeMissingToken, r.code(), "no token: refused before the body is read: %s", r.body)
+	big.Reset(strings.Repeat("a", api.MaxBodyBytes+1))
+	r = bob.do(http.MethodPost, api.PathRebind, lr.Token, big)
+	require.Equal(t, api.CodeInvalidToken, r.code(), "another identity's token: refused before the body is read")
+	third := e.as(aliceID)
+	big.Reset(strings.Repeat("a", api.MaxBodyBytes+1))
+	r = third.do(http.MethodPost, api.PathRebind, lr.Token, big)
+	require.Equal(t, api.CodePayloadTooLarge, r.code(), "authorized: then the body is bounded")
+	require.Equal(t, http.StatusOK, rotated.do(http.MethodGet, api.PathSessionsSelf, lr.Token, nil).status, "the refused rebind changed nothing")
+
 	// The old leaf cannot take the session back with the new token.
 	r = old.do(http.MethodPost, api.PathRebind, lr.Token, nil)
 	require.Equal(t, http.StatusBadRequest, r.status, "rebind to an older leaf: %s", r.body)

@@ -474,25 +474,45 @@ const rebindTries = 4
 // kept the session's binding.
 var errRebindAgain = errors.New("session: rebind lost to another change; try again")
 
-func (m *Manager) rebind(ctx context.Context, token string, peer Peer) (string, Info, error) {
-	now := m.now()
-	r, err := m.lookup(ctx, token, peer, now.UnixNano())
+// CheckRebind answers what Rebind would answer now for token and peer, and
+// changes nothing (a refusal is logged and counted as Rebind's would be): a
+// server checks it before it reads a rebind request's body, since the
+// token is what authorizes a rebind. Rebind checks everything again.
+func (m *Manager) CheckRebind(ctx context.Context, token string, peer Peer) error {
+	_, err := m.rebindable(ctx, token, peer, m.now().UnixNano())
+	return err
+}
+
+// rebindable is the live record of token if peer may move it to its leaf
+// now, or Rebind's refusal.
+func (m *Manager) rebindable(ctx context.Context, token string, peer Peer, now int64) (Record, error) {
+	r, err := m.lookup(ctx, token, peer, now)
 	if err != nil {
-		return "", Info{}, err
+		return Record{}, err
 	}
 	if r.Pending() {
 		// A pending token is refused (approval_pending) for everything but
 		// ending itself: a rebind would also move its idle clock, keeping
 		// an unapproved request alive. Once approved, it rebinds.
-		return "", Info{}, m.rejected(ctx, peer, r.ID, api.CodeApprovalPending, ReasonPending)
+		return Record{}, m.rejected(ctx, peer, r.ID, api.CodeApprovalPending, ReasonPending)
 	}
 	b := r.Binding
 	if subtle.ConstantTimeCompare([]byte(b.Fingerprint), []byte(peer.Fingerprint)) == 1 {
-		return "", Info{}, m.rejected(ctx, peer, r.ID, api.CodeBadRequest, ReasonSameLeaf)
+		return Record{}, m.rejected(ctx, peer, r.ID, api.CodeBadRequest, ReasonSameLeaf)
 	}
 	if !newerLeaf(b.NotBefore, peer.NotBefore) {
-		return "", Info{}, m.rejected(ctx, peer, r.ID, api.CodeBadRequest, ReasonOlderLeaf)
+		return Record{}, m.rejected(ctx, peer, r.ID, api.CodeBadRequest, ReasonOlderLeaf)
 	}
+	return r, nil
+}
+
+func (m *Manager) rebind(ctx context.Context, token string, peer Peer) (string, Info, error) {
+	now := m.now()
+	r, err := m.rebindable(ctx, token, peer, now.UnixNano())
+	if err != nil {
+		return "", Info{}, err
+	}
+	b := r.Binding
 	nonce, err := randomNonce()
 	if err != nil {
 		return "", Info{}, err

@@ -189,6 +189,13 @@ func TestRebind(t *testing.T) {
 	_, _, err = m.Rebind(ctx, tok, bob)
 	requireCode(t, err, api.CodeInvalidToken) // another identity can never take it
 
+	// CheckRebind answers as Rebind would, and changes nothing.
+	requireCode(t, m.CheckRebind(ctx, tok, alice), api.CodeBadRequest)
+	requireCode(t, m.CheckRebind(ctx, tok, bob), api.CodeInvalidToken)
+	require.NoError(t, m.CheckRebind(ctx, tok, alice2))
+	_, err = m.Validate(ctx, tok, alice)
+	require.NoError(t, err, "a CheckRebind that would succeed leaves the binding as it was")
+
 	newTok, got, err := m.Rebind(ctx, tok, alice2)
 	require.NoError(t, err)
 	require.NotEqual(t, tok, newTok)
