@@ -140,7 +140,9 @@ func (c *Client) ServerID() spiffeid.ID { return c.serverID }
 // Do sends req to tetherd with the session token: the one way, next to the
 // typed calls, to send a request. It attaches the token (logging in first
 // when there is none, unless auto-login is off); on 401 certificate_rotated
-// it rebinds, on 401 session_ended or invalid_token it logs in again, and it
+// it rebinds, on 401 session_ended or invalid_token it logs in again (and on
+// 401 insufficient_user_authentication, a service's demand for a fresher
+// login, RFC 9470: auth.WithFreshLogin), and it
 // sends the request once more if its body can be sent again. A request whose
 // URL has no host goes to the client's server URL (with its path prefix):
 // client.Do(http.NewRequestWithContext(ctx, "GET", "/v1/sessions", nil)).

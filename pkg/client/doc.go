@@ -24,6 +24,10 @@
 //     to a leaf no longer presented, idles out.
 //   - session_ended (or invalid_token, which tetherd answers after a restart):
 //     the client logs in again (unless WithAutoLogin(false)) and retries.
+//   - insufficient_user_authentication (a service hosting sessions asks, for
+//     one call, for a login younger than its max_age: auth.WithFreshLogin,
+//     RFC 9470): the client logs in again, which is that fresh login (unless
+//     WithAutoLogin(false)), and retries; the older session idles out.
 //
 // A stored token that cannot be a token (see UsableToken) is never sent: it
 // is treated as no session.

@@ -33,7 +33,8 @@ func (c *Client) roundTrip(req *http.Request) (*http.Response, error) {
 		return resp, nil
 	}
 	switch apiErr.Code {
-	case api.CodeCertificateRotated, api.CodeSessionEnded, api.CodeInvalidToken:
+	case api.CodeCertificateRotated, api.CodeSessionEnded, api.CodeInvalidToken,
+		api.CodeInsufficientAuth: // RFC 9470: a service asks for a fresher login
 	default:
 		return resp, nil
 	}
@@ -88,8 +89,10 @@ func (c *Client) token(ctx context.Context) (string, error) {
 }
 
 // recover gets a token that replaces stale after tetherd answered code to it:
-// a rebound one for certificate_rotated, a new session's for session_ended
-// and invalid_token. ok is false when there is nothing to retry with (login
+// a rebound one for certificate_rotated, a new session's for session_ended,
+// invalid_token and insufficient_user_authentication (the login is older than
+// the call allows: a new login is the fresh one it asks for; the old session
+// idles out). ok is false when there is nothing to retry with (login
 // not allowed).
 func (c *Client) recover(ctx context.Context, stale string, code api.Code) (token string, ok bool, err error) {
 	if err := c.lockAuth(ctx); err != nil {
