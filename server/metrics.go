@@ -35,12 +35,26 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 	return m
 }
 
+// observe counts a request that matched no route. Its method is the
+// caller's to choose, so it is a label value only if it is a method of
+// RFC 9110 (or PATCH); any other counts as "other": a caller cannot make
+// tetherd keep a new series.
 func (m *httpMetrics) observe(route, method string, status int, took time.Duration) {
 	if m == nil {
 		return
 	}
-	m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
+	m.requests.WithLabelValues(route, methodLabel(method), strconv.Itoa(status)).Inc()
 	m.duration.WithLabelValues(route).Observe(took.Seconds())
+}
+
+// methodLabel is method if it is a standard one, else "other".
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return method
+	}
+	return "other"
 }
 
 // routeMetrics are the children of the HTTP metrics for one route and

@@ -33,6 +33,22 @@ func TestHTTPMetricsAndDebugLog(t *testing.T) {
 	require.Equal(t, 1.0, requests(api.PathSessions, "POST", "201"))
 	require.Equal(t, 2.0, requests(api.PathSessionsSelf, "GET", "401"))
 	require.Equal(t, 1.0, requests("unmatched", "GET", "404"))
+
+	// A method is the caller's to choose: one that is not standard is
+	// counted as "other", so a caller cannot add series.
+	require.Equal(t, http.StatusNotFound, serve("XA1", "/v1/zz"))
+	require.Equal(t, http.StatusMethodNotAllowed, serve("BREW", api.PathSessionsSelf))
+	require.Equal(t, 1.0, requests("unmatched", "other", "404"))
+	require.Equal(t, 1.0, requests("unmatched", "other", "405"))
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				require.NotContains(t, []string{"XA1", "BREW"}, l.GetValue(), "a caller's method became a label value")
+			}
+		}
+	}
 	require.Contains(t, e.log.String(), `"msg":"http.request","route":"/v1/sessions","method":"POST","status":201,"duration":"`)
 	require.False(t, strings.Contains(e.log.String(), `"duration":1`), "durations are strings")
 }
