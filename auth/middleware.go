@@ -138,7 +138,8 @@ func (m *Middleware) RequireSession(next http.Handler, opts ...SessionOption) ht
 		}
 		c.Session, c.Token = use.Info, token
 		if err := m.meets(r, c, need); err != nil {
-			m.deny(w, r, c.Peer, err)
+			// The refusal is of a known session: its line names it.
+			m.deny(w, r.WithContext(session.WithLogAttrs(r.Context(), slog.String("session_id", c.Session.ID))), c.Peer, err)
 			return
 		}
 		uw := &q.uw

@@ -103,7 +103,10 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 // does.
 func PeerFromRequest(r *http.Request, now time.Time) (session.Peer, error) {
 	p, _, _, err := peerFromRequest(r, now)
-	return p, err
+	if err != nil {
+		return session.Peer{}, err
+	}
+	return p, nil
 }
 
 func peerFromRequest(r *http.Request, now time.Time) (session.Peer, []*x509.Certificate, *connPeer, error) {
@@ -137,7 +140,9 @@ func peerFromRequest(r *http.Request, now time.Time) (session.Peer, []*x509.Cert
 		return session.Peer{}, nil, cp, err
 	}
 	if !now.Before(p.NotAfter) {
-		return session.Peer{}, nil, cp, refusePeer(reasonLeafExpired, "the client certificate has expired: reconnect with a current SVID")
+		// p is returned with the refusal so that it is logged with the
+		// identity it names (PeerFromRequest does not return it).
+		return p, nil, cp, refusePeer(reasonLeafExpired, "the client certificate has expired: reconnect with a current SVID")
 	}
 	return p, certs, cp, nil
 }

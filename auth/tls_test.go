@@ -117,6 +117,15 @@ func TestLeafExpiryOnOpenConnection(t *testing.T) {
 	e.clock.Add(alice.Certificates[0].NotAfter.Sub(e.clock.Now()) + time.Second)
 	body := refusedOnOpenConnection(t, c, e.srv.URL)
 	require.Contains(t, body, "expired")
+	// The refusal's line names the identity whose leaf expired.
+	require.Contains(t, e.log.String(), `"reason":"leaf_expired"`)
+	require.Regexp(t, `"msg":"session.rejected"[^\n]*"spiffe_id":"spiffe://example.org/admin/alice"[^\n]*"reason":"leaf_expired"|"reason":"leaf_expired"[^\n]*"spiffe_id":"spiffe://example.org/admin/alice"`, e.log.String())
+	// PeerFromRequest, for embedders, still returns no peer with the refusal.
+	req := httptest.NewRequest(http.MethodGet, "https://x/", nil)
+	req.TLS = &tls.ConnectionState{PeerCertificates: alice.Certificates}
+	p, err := auth.PeerFromRequest(req, alice.Certificates[0].NotAfter.Add(time.Second))
+	require.Error(t, err)
+	require.True(t, p.ID.IsZero(), "a refused peer is not returned")
 }
 
 // openConnection issues an SVID for id and returns a client holding a

@@ -229,6 +229,7 @@ func (l *Listener) admit(raw net.Conn) *Conn {
 	if l.pending.Len() > l.lim.MaxHandshakes {
 		evicted = l.pending.Remove(l.pending.Front()).(*Conn) //nolint:forcetypeassert // the list holds *Conn only
 		evicted.elem = nil
+		evicted.evicted.Store(true)
 	}
 	l.mu.Unlock()
 	if evicted != nil {
@@ -255,9 +256,11 @@ func (l *Listener) handshake(c *Conn) error {
 	l.mu.Unlock()
 	if err != nil {
 		answerPlainHTTP(err)
-		l.refusedTotal.WithLabelValues(RefusedHandshake).Inc()
-		l.log.LogAttrs(context.Background(), slog.LevelDebug, "connection.handshake_failed",
-			slog.String("error", err.Error()), slog.String("remote_addr", c.raw.RemoteAddr().String()))
+		if !c.evicted.Load() { // an evicted one was counted as such, once
+			l.refusedTotal.WithLabelValues(RefusedHandshake).Inc()
+			l.log.LogAttrs(context.Background(), slog.LevelDebug, "connection.handshake_failed",
+				slog.String("error", err.Error()), slog.String("remote_addr", c.raw.RemoteAddr().String()))
+		}
 		_ = c.Close()
 		return err
 	}
@@ -338,6 +341,7 @@ type Conn struct {
 	id       spiffeid.ID // set by the handshake
 	accepted time.Time
 	elem     *list.Element // in l.pending until the handshake ends; guarded by l.mu
+	evicted  atomic.Bool   // pushed out of l.pending by a newer handshake: its failure is not counted again
 	once     sync.Once
 
 	shake    sync.Once

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -125,7 +126,8 @@ func TestConnectionCapTotal(t *testing.T) {
 // handshake fill MaxHandshakes; a new connection pushes out the oldest, so a
 // real client still gets in at once, long before the handshake timeout.
 func TestStalledHandshakesPushedOut(t *testing.T) {
-	e := newEnv(t, envOpts{conns: server.ConnLimits{MaxHandshakes: 4, HandshakeTimeout: time.Minute}})
+	reg := prometheus.NewRegistry()
+	e := newEnv(t, envOpts{conns: server.ConnLimits{MaxHandshakes: 4, HandshakeTimeout: time.Minute}, registerer: reg})
 	var stalled []net.Conn
 	for range 8 {
 		c, err := net.Dial("tcp", e.addr)
@@ -141,6 +143,22 @@ func TestStalledHandshakesPushedOut(t *testing.T) {
 	start := time.Now()
 	e.login(alice)
 	require.Less(t, time.Since(start), 30*time.Second, "the login waited")
+	// Each pushed-out connection is counted once, as evicted, not also as a
+	// failed handshake (its handshake fails on the closed socket).
+	refused := func(reason string) float64 {
+		return counterValue(t, reg, "tether_api_connections_refused_total", map[string]string{"reason": reason})
+	}
+	require.GreaterOrEqual(t, refused(server.RefusedEvicted), 4.0, "the first four, and the fifth when alice's handshake came")
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				require.False(t, l.GetValue() == server.RefusedHandshake && m.GetCounter().GetValue() > 0,
+					"evicted connections counted again as failed handshakes: %v", m.GetCounter().GetValue())
+			}
+		}
+	}
 }
 
 // TestMaxConnectionAge: a request on a connection older than MaxAge is

@@ -77,7 +77,7 @@ type envOpts struct {
 	conns server.ConnLimits
 	// tweakSrv changes the *http.Server before it serves.
 	tweakSrv func(*http.Server)
-	// registerer, if set, takes the handler's metrics.
+	// registerer, if set, takes the handler's and the listener's metrics.
 	registerer prometheus.Registerer
 	// now, if set, is the clock of the Manager and the handler instead of the
 	// env's manual one.
@@ -154,7 +154,7 @@ func (e *env) serveTLS(h http.Handler) (*http.Server, string) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = srv.Serve(server.NewListener(ln, tlsCfg, e.o.conns, e.logger, nil))
+		_ = srv.Serve(server.NewListener(ln, tlsCfg, e.o.conns, e.logger, e.o.registerer))
 	}()
 	e.t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -399,8 +400,21 @@ func (a *handler) list(w http.ResponseWriter, r *http.Request) {
 	render.JSON(w, http.StatusOK, out)
 }
 
+// revokedBy is r's context with the caller among the attributes of the
+// events its revocations log (session.revoked, session.ended), which name
+// the session's owner: by_spiffe_id, by_fingerprint and, with a token,
+// by_session_id. Nothing an admin ends escapes the log.
+func (a *handler) revokedBy(r *http.Request) context.Context {
+	c := a.caller(r)
+	attrs := []slog.Attr{slog.String("by_spiffe_id", c.Peer.ID.String()), slog.String("by_fingerprint", c.Peer.Fingerprint)}
+	if c.Session.ID != "" {
+		attrs = append(attrs, slog.String("by_session_id", c.Session.ID))
+	}
+	return session.WithLogAttrs(r.Context(), attrs...)
+}
+
 func (a *handler) revoke(w http.ResponseWriter, r *http.Request) {
-	if err := a.cfg.Sessions.Revoke(r.Context(), r.PathValue("id")); err != nil {
+	if err := a.cfg.Sessions.Revoke(a.revokedBy(r), r.PathValue("id")); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -413,7 +427,7 @@ func (a *handler) revokeIdentity(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	n, err := a.cfg.Sessions.RevokeIdentity(r.Context(), *id)
+	n, err := a.cfg.Sessions.RevokeIdentity(a.revokedBy(r), *id)
 	if err != nil {
 		a.fail(w, r, err) // those ended before the failure stay ended
 		return

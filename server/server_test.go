@@ -294,6 +294,14 @@ func TestSecurityEventLog(t *testing.T) {
 	e.as(webID).do(http.MethodPost, api.PathSessions, "", nil)
 	_, s2 := alice.login()
 	require.NoError(t, e.mgr.Revoke(context.Background(), s2.SessionID))
+	// Revocations over the API name who revoked: bob ends alice's session
+	// by its ID with his token; alice ends her own with her SVID alone.
+	bob := e.as(bobID)
+	btok, bs := bob.login()
+	_, s3 := alice.login()
+	require.Equal(t, http.StatusNoContent, bob.do(http.MethodDelete, api.PathSessions+"/"+s3.SessionID, btok, nil).status)
+	_, s4 := alice.login()
+	require.Equal(t, http.StatusOK, alice.do(http.MethodDelete, api.PathSessions+"?spiffe_id="+aliceID, "", nil).status)
 
 	events := map[string][]map[string]any{}
 	for _, line := range strings.Split(strings.TrimSpace(e.log.String()), "\n") {
@@ -321,6 +329,22 @@ func TestSecurityEventLog(t *testing.T) {
 	}
 	require.True(t, causes["logout"] && causes["revoked"], "%v", causes)
 	require.Equal(t, webID, events["login.denied"][0]["spiffe_id"])
+
+	revoked := map[any]map[string]any{}
+	for _, ev := range events["session.revoked"] {
+		revoked[ev["session_id"]] = ev
+	}
+	byBob := revoked[s3.SessionID]
+	require.NotNil(t, byBob, "bob's revocation of %s", s3.SessionID)
+	require.Equal(t, aliceID, byBob["spiffe_id"], "the session's owner")
+	require.Equal(t, bobID, byBob["by_spiffe_id"], "who revoked it")
+	require.Equal(t, bob.fp(), byBob["by_fingerprint"])
+	require.Equal(t, bs.SessionID, byBob["by_session_id"])
+	byAlice := revoked[s4.SessionID]
+	require.NotNil(t, byAlice, "alice's revocation of %s with her SVID alone", s4.SessionID)
+	require.Equal(t, aliceID, byAlice["by_spiffe_id"])
+	require.Equal(t, alice.fp(), byAlice["by_fingerprint"])
+	require.NotContains(t, byAlice, "by_session_id", "no token, no session")
 }
 
 // TestDenialsHaveOneShape: every denial event — a login by a non-admin, an

@@ -215,8 +215,13 @@ func TestObservability(t *testing.T) {
 	files := ca.WriteFiles(t, t.TempDir(), "svid", ca.Issue(t, ftServerID))
 	p := ftStartEnv(t, opEnv(), "--svid-cert", files.Cert, "--svid-key", files.Key, "--bundle", files.Bundle,
 		"--admin", "spiffe://example.org/admin/*")
-	if ev := p.serving(); ev["session_ttl"] != "8h0m0s" || ev["idle_timeout"] != "15m0s" {
+	ev := p.serving()
+	if ev["session_ttl"] != "8h0m0s" || ev["idle_timeout"] != "15m0s" {
 		t.Fatalf("tetherd.started %v: want durations as the flags take them", ev)
+	}
+	// It names the limits, the session caps and login rate among them.
+	if ev["max_sessions"] != 10000.0 || ev["max_sessions_per_identity"] != 16.0 || ev["login_rate"] != 1.0 || ev["login_burst"] != 10.0 {
+		t.Fatalf("tetherd.started %v: want the session caps and the login rate", ev)
 	}
 
 	p.login(p.apiClient(ca.Issue(t, ftAdminID)))

@@ -122,6 +122,8 @@ func TestSecretsTwoPersonRestore(t *testing.T) {
 	r := do(alice, http.MethodPost, "/v1/restore", tok, "")
 	require.Equal(t, http.StatusForbidden, r.status)
 	require.Equal(t, api.CodeRoleRequired, r.code())
+	require.Regexp(t, `"msg":"session.rejected"[^\n]*"reason":"role_required"[^\n]*"session_id":"`+s.SessionID+`"`, logs.String(),
+		"the refusal names the session it refused")
 
 	// A role the identity may not hold.
 	r = do(web, http.MethodPost, api.PathSessions, "", `{"roles":["restore"]}`)
