@@ -47,7 +47,7 @@ func TestLogoutAllAtTheCap(t *testing.T) {
 	me := alice.session("login")
 	require.FileExists(t, alice.cacheFile())
 	r = alice.ok("logout", "--all")
-	require.Equal(t, "Ended 1 session of "+aliceID+" at "+s.URL()+"; the cached token is deleted.\n", r.stdout)
+	require.Equal(t, "Ended 1 session of "+aliceID+" at "+s.URL()+"; no token is cached for it now.\n", r.stdout)
 	require.NoFileExists(t, alice.cacheFile())
 	require.NotContains(t, aliceSessions(bob), me.SessionID)
 	alice.fail(1, []string{"whoami"}, "not logged in")

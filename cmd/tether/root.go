@@ -224,7 +224,7 @@ func logoutAll(cmd *cobra.Command, e *env) error {
 	if err != nil {
 		return e.forgetAnyway(cmd, err, "no session was ended: run 'tether logout --all' again once tetherd answers")
 	}
-	return e.out.revoked(n, fmt.Sprintf("Ended %d %s of %s at %s; the cached token is deleted.", n, plural(n, "session", "sessions"), e.id, e.client.ServerURL()))
+	return e.out.revoked(n, fmt.Sprintf("Ended %d %s of %s at %s; no token is cached for it now.", n, plural(n, "session", "sessions"), e.id, e.client.ServerURL()))
 }
 
 // forgetAnyway deletes the cache file after tetherd did not confirm a

@@ -6,6 +6,7 @@ package main
 // line: flag > variable > file > default.
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -231,14 +232,21 @@ func readSettingsFile(path string) (items []fileItem, err error) {
 			items, err = nil, usagef("--config %s: not HCL that tetherd can read: %v", path, r)
 		}
 	}()
-	f, err := parser.Parse(b) // refuses a key given twice
+	// A key given twice is refused below, naming its line as every other
+	// error does (the parser's own refusal names no file).
+	f, err := parser.ParseDontErrorOnDuplicateKeys(b)
 	if err != nil {
+		var pe *parser.PosError
+		if errors.As(err, &pe) {
+			return nil, usagef("%s:%d: %v", path, pe.Pos.Line, pe.Err)
+		}
 		return nil, usagef("--config %s: %v", path, err)
 	}
 	list, ok := f.Node.(*ast.ObjectList)
 	if !ok {
 		return nil, usagef("--config %s: not a list of settings", path)
 	}
+	seen := make(map[string]int, len(list.Items)) // key: its line
 	for _, item := range list.Items {
 		line := item.Pos().Line
 		if len(item.Keys) != 1 {
@@ -248,6 +256,10 @@ func readSettingsFile(path string) (items []fileItem, err error) {
 		if err != nil {
 			return nil, usagef("%s:%d: %v", path, line, err)
 		}
+		if first, ok := seen[key]; ok {
+			return nil, usagef("%s:%d: %s: given twice (first on line %d)", path, line, key, first)
+		}
+		seen[key] = line
 		it := fileItem{key: key, line: line}
 		switch v := item.Val.(type) {
 		case *ast.LiteralType:

@@ -205,8 +205,8 @@ func TestSettingsErrors(t *testing.T) {
 		{name: "fail/list-of-blocks", file: "admin = [{ a = 1 }]\n", want: []string{"tetherd.hcl:1: admin: a list of strings"}},
 		{name: "fail/block", file: "tetherd {\n  max_sessions = 5\n}\n", want: []string{"tetherd.hcl:1: tetherd: a block is not a setting"}},
 		{name: "fail/labelled-block", file: "plugin \"x\" {\n}\n", want: []string{"tetherd.hcl:1: a block is not a setting"}},
-		{name: "fail/duplicate-key", file: "max_sessions = 5\nmax_sessions = 6\n", want: []string{"tetherd.hcl", "max_sessions", "already set"}},
-		{name: "fail/not-hcl", file: "max_sessions = = 5\n", want: []string{"--config", "tetherd.hcl"}},
+		{name: "fail/duplicate-key", file: "max_sessions = 5\nmax_sessions = 6\n", want: []string{"tetherd.hcl:2: max_sessions: given twice (first on line 1)"}},
+		{name: "fail/not-hcl", file: "max_sessions = = 5\n", want: []string{"tetherd.hcl:1: "}}, // the file and the line, as every other file error
 		{name: "fail/bad-value-overridden-by-a-flag-is-still-a-bad-key", file: "max_sesions = 5\n", args: []string{"--max-sessions", "5"}, want: []string{`unknown setting "max_sesions"`}},
 		{name: "fail/missing-file", args: []string{"--config", missing}, skipArg: true, want: []string{"--config", missing}},
 		{name: "fail/missing-file-from-env", env: []string{"TETHERD_CONFIG=" + missing}, skipArg: true, want: []string{"--config", missing}},
