@@ -149,6 +149,20 @@ func (c *Cluster) layout(tb testing.TB, n int, dir string) {
 	initial := make([]string, n)
 	token := "tether-test-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	members := make([]*member, 0, n)
+	// Each address once: two binds to :0 a moment apart can be handed the
+	// same port (the first was closed), and etcd refuses a cluster whose
+	// members share a URL.
+	used := map[string]bool{}
+	distinct := func() string {
+		for range 100 {
+			if a := addrFor(tb); !used[a] {
+				used[a] = true
+				return a
+			}
+		}
+		tb.Fatalf("testetcd: no %d distinct free ports", 2*n)
+		return ""
+	}
 	for i := range n {
 		name := "m" + strconv.Itoa(i)
 		mdir := filepath.Join(dir, name)
@@ -158,8 +172,8 @@ func (c *Cluster) layout(tb testing.TB, n int, dir string) {
 		svid := c.ca.Issue(tb, "spiffe://"+c.ca.TD.Name()+"/etcd/"+name, testpki.WithIPs(loopback))
 		m := &member{
 			name:      name,
-			clientURL: "https://" + addrFor(tb),
-			peerURL:   "https://" + addrFor(tb),
+			clientURL: "https://" + distinct(),
+			peerURL:   "https://" + distinct(),
 			dataDir:   filepath.Join(mdir, "data"),
 			log:       filepath.Join(mdir, "etcd.log"),
 			certs:     c.ca.WriteFiles(tb, mdir, "member", svid),

@@ -46,3 +46,34 @@ func TestStartAgainOnTakenPort(t *testing.T) {
 		require.True(t, c.Running(i))
 	}
 }
+
+// TestDistinctPorts: two picks of a free port a moment apart can give the
+// same port (the kernel handed it out again once the first was closed);
+// a cluster's members still get distinct addresses, and it comes up on its
+// first try.
+func TestDistinctPorts(t *testing.T) {
+	same := freeAddr(t)
+	var calls atomic.Int32
+	addrFor = func(tb testing.TB) string {
+		if calls.Add(1) <= 2 { // m0's client and peer ports, alike
+			return same
+		}
+		return freeAddr(tb)
+	}
+	t.Cleanup(func() { addrFor = freeAddr })
+
+	lb := &logBuffer{TB: t}
+	c := Start(lb, Config{})
+	logs, _ := lb.logs.Load().(string)
+	require.NotContains(t, logs, "starting again", "the duplicate was not caught when the ports were picked")
+	seen := map[string]bool{}
+	for _, m := range c.members {
+		for _, u := range []string{m.clientURL, m.peerURL} {
+			require.False(t, seen[u], "%s given twice", u)
+			seen[u] = true
+		}
+	}
+	for i := range c.Size() {
+		require.True(t, c.Running(i))
+	}
+}
