@@ -3,6 +3,8 @@ package client
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 )
 
 // ErrInvalidSessionID is what the calls that name a session in their path
@@ -35,10 +37,20 @@ func CheckSessionID(id string) error {
 	}
 	for i := 0; i < len(id); i++ {
 		if !idChar(id[i]) {
-			return &sessionIDError{fmt.Sprintf("%q is not a session ID: it may hold only ASCII letters, digits, '-' and '_'", id)}
+			return &sessionIDError{quoteArg(id) + " is not a session ID: it may hold only ASCII letters, digits, '-' and '_'"}
 		}
 	}
 	return nil
+}
+
+// quoteArg quotes a refused ID for its error, unless it may be a token
+// pasted in its place (a dot, or longer than any session ID): a token is
+// never written back, even to whoever pasted it.
+func quoteArg(id string) string {
+	if len(id) > 64 || strings.Contains(id, ".") {
+		return fmt.Sprintf("the argument (%d characters, not shown)", len(id))
+	}
+	return strconv.Quote(id)
 }
 
 func idChar(c byte) bool {

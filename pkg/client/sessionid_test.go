@@ -36,6 +36,12 @@ func TestSessionIDChecked(t *testing.T) {
 	}
 	require.EqualError(t, f.client.Revoke(ctx, ""), "client: revoke: no session ID")
 	require.EqualError(t, f.client.Revoke(ctx, "self"), `client: revoke: "self" is not a session ID: it is the path of the caller's own session`)
+	// A token pasted for an ID is not written back in the error.
+	tok := "eyJhbGciOiJFZERTQSIsImtpZCI6Im4ifQ.eyJzdWIiOiJzcGlmZmU6Ly9leGFtcGxlLm9yZy9hIn0.c2lnbmF0dXJlLW9mLWEtdG9rZW4" // a compact JWS
+	err := f.client.Revoke(ctx, tok)
+	require.ErrorIs(t, err, client.ErrInvalidSessionID)
+	require.NotContains(t, err.Error(), tok)
+	require.NotContains(t, err.Error(), tok[:20])
 	require.Len(t, f.server.requests(), before, "nothing was sent")
 	now, err := f.client.Whoami(ctx)
 	require.NoError(t, err)
