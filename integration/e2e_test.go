@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tetherproject/tether/integration/internal/probe"
+	"github.com/tetherproject/tether/integration/internal/spire"
 	"github.com/tetherproject/tether/integration/internal/wait"
 	"github.com/tetherproject/tether/pkg/api"
 )
@@ -172,6 +173,80 @@ func TestTetherdSVIDRotation(t *testing.T) {
 	expect(t, "alice login after tetherd's rotation", r, http.StatusCreated, "")
 	expect(t, "alice logout", s.do(t, "alice", self(http.MethodDelete, "t", "a")), http.StatusNoContent, "")
 	expect(t, "alice logout", s.do(t, "alice", self(http.MethodDelete, "t2", "a")), http.StatusNoContent, "")
+}
+
+// tetherd's only registration entry is deleted: the agent answers its watch
+// with PermissionDenied and sends no update. tetherd is not ready at once
+// (identity.pin_missing), long before the SVID it holds expires, and serves
+// on that SVID, never another; with the entry back it is ready again
+// (identity.pin_restored).
+func TestTetherdEntryDeleted(t *testing.T) {
+	s := need(t)
+	s.do(t, "alice", pin("a"))
+	r := s.do(t, "alice", login("a", "t"))
+	expect(t, "alice login", r, http.StatusCreated, "")
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	deleted := s.tEntry
+	t.Cleanup(func() { s.recreateTetherdEntry(t, deleted) })
+	if err := s.spire.DeleteEntry(ctx, deleted.ID); err != nil {
+		t.Fatal(err)
+	}
+	gone := time.Now()
+	held := s.do(t, "alice", self(http.MethodGet, "t", "a")).Server
+
+	err := wait.Until(ctx, 200*time.Millisecond, func(ctx context.Context) error {
+		code, err := s.tetherd.readyz(ctx)
+		if err != nil {
+			return wait.Stop(fmt.Errorf("/readyz: %w", err))
+		}
+		if code != http.StatusServiceUnavailable {
+			return fmt.Errorf("/readyz %d", code)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	notReady := time.Now()
+	t.Logf("not ready %s after the entry was deleted; the held SVID had %s left", notReady.Sub(gone).Round(time.Millisecond), held.NotAfter.Sub(notReady).Round(time.Millisecond))
+	if !notReady.Before(held.NotAfter) {
+		t.Fatalf("not ready only once the held SVID %s had expired: the deleted entry itself went unnoticed", short(held))
+	}
+	logs, _ := os.ReadFile(filepath.Join(s.spire.Dir(), "tetherd.log"))
+	if !strings.Contains(string(logs), "identity.pin_missing") {
+		t.Fatalf("no identity.pin_missing in tetherd.log")
+	}
+	if r := s.do(t, "alice", self(http.MethodGet, "t", "a")); time.Now().Before(held.NotAfter.Add(-time.Second)) && (r.Status != http.StatusOK || r.Server.SPIFFEID != tetherdID) {
+		t.Errorf("with its entry gone and its SVID valid, tetherd should serve on it: %s", describe(r))
+	}
+
+	s.recreateTetherdEntry(t, deleted)
+	logs, _ = os.ReadFile(filepath.Join(s.spire.Dir(), "tetherd.log"))
+	if !strings.Contains(string(logs), "identity.pin_restored") {
+		t.Errorf("no identity.pin_restored in tetherd.log")
+	}
+	expect(t, "alice login with the entry back", s.do(t, "alice", login("a", "t2")), http.StatusCreated, "")
+}
+
+// recreateTetherdEntry registers tetherd's entry again (once: a second call
+// finds it there) and waits until tetherd is ready on it.
+func (s *suite) recreateTetherdEntry(t *testing.T, deleted spire.Entry) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if s.tEntry.ID == deleted.ID {
+		e := deleted
+		e.ID = ""
+		created, err := s.spire.CreateEntry(ctx, e)
+		if err != nil {
+			t.Fatalf("registering tetherd's entry again: %v", err)
+		}
+		s.tEntry = created
+	}
+	if err := s.tetherd.waitReady(ctx); err != nil {
+		t.Fatalf("tetherd with its entry back: %v", err)
+	}
 }
 
 // An admin's SVID rotates: the old token over the new leaf is refused with

@@ -16,6 +16,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
 
 	"github.com/tetherproject/tether/internal/fakeworkload"
 	"github.com/tetherproject/tether/internal/testpki"
@@ -198,4 +199,41 @@ func TestFileSourcePinned(t *testing.T) {
 	require.NoError(t, src.Pin().Err())
 	require.Len(t, errs, 2)
 	require.True(t, errors.Is(errs[0], svid.ErrNotPinned) && errs[1] == nil, "%v", errs)
+}
+
+// TestWorkloadSourceNoIdentityIsMissing: an agent that stops issuing this
+// process any identity (its only registration entry was deleted) ends the
+// watch with PermissionDenied and sends no update; the pinned ID is then
+// missing (not ready), the last SVID is still served, and it is restored
+// when the entry comes back. An agent that is merely unavailable leaves the
+// pin as it was.
+func TestWorkloadSourceNoIdentityIsMissing(t *testing.T) {
+	ca := testpki.NewCA(t, "example.org")
+	fw := startFake(t)
+	pinned := ca.Issue(t, pinID)
+	require.NoError(t, fw.SetSVIDs(ca.Bundle(), pinned))
+	var ups updates
+	src, err := svid.OpenWorkload(context.Background(), svid.WorkloadConfig{
+		Addr: fw.Addr(), Timeout: 10 * time.Second, ID: spiffeid.RequireFromString(pinID), OnUpdate: ups.record,
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = src.Close() })
+
+	fetches := fw.Fetches()
+	fw.SetError(codes.Unavailable, "the agent is restarting")
+	testutil.WaitFor(t, 20*time.Second, "the client's next watch", func() bool { return fw.Fetches() > fetches })
+	require.False(t, src.Pin().Missing, "an unavailable agent is not a missing identity")
+
+	fw.SetError(codes.PermissionDenied, "no identity issued")
+	testutil.WaitFor(t, 20*time.Second, "the pinned ID missing", func() bool { return src.Pin().Missing })
+	pin, _ := ups.last()
+	require.True(t, pin.Missing, "OnUpdate was told")
+	require.Empty(t, pin.Offered)
+	require.ErrorIs(t, src.Pin().Err(), svid.ErrNotPinned)
+	require.Equal(t, pinned.Certificates[0].Raw, served(t, src).Certificates[0].Raw, "the last SVID is still served")
+
+	rotated := ca.Issue(t, pinID)
+	require.NoError(t, fw.SetSVIDs(ca.Bundle(), rotated))
+	testutil.WaitFor(t, 20*time.Second, "the pinned ID back", func() bool { return !src.Pin().Missing })
+	require.Equal(t, rotated.Certificates[0].Raw, served(t, src).Certificates[0].Raw)
 }

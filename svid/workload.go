@@ -10,9 +10,13 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // WorkloadConfig is what OpenWorkload connects to and how.
@@ -66,7 +70,8 @@ func OpenWorkload(ctx context.Context, cfg WorkloadConfig) (*WorkloadSource, err
 		updated: make(chan struct{}, 1),
 		pin:     PinState{ID: cfg.ID, Configured: !cfg.ID.IsZero()},
 	}
-	opts := []workloadapi.ClientOption{workloadapi.WithAddr(cfg.Addr)}
+	opts := []workloadapi.ClientOption{workloadapi.WithAddr(cfg.Addr),
+		workloadapi.WithDialOptions(grpc.WithStreamInterceptor(s.watchStream))}
 	if cfg.Logger != nil {
 		opts = append(opts, workloadapi.WithLogger(slogAdapter{cfg.Logger}))
 	}
@@ -120,6 +125,62 @@ func (s *WorkloadSource) pick(svids []*x509svid.SVID) *x509svid.SVID {
 		s.onEvent(served, pin)
 	}
 	return served
+}
+
+// noIdentity records that the agent issues this process no identity at all
+// any more: the X.509 watch ended with PermissionDenied, which is what an
+// agent answers once no registration entry matches the process (go-spiffe's
+// X509Source then keeps the last SVIDs and retries, calling no picker). It
+// counts as an update with no SVID: the pinned ID is missing, and the last
+// SVID with it is still served until it expires, as when the agent hands out
+// other IDs only. The next update that holds the pinned ID restores it.
+func (s *WorkloadSource) noIdentity() {
+	s.mu.Lock()
+	if s.pin.Missing && len(s.pin.Offered) == 0 { // known already: a retry
+		s.mu.Unlock()
+		return
+	}
+	s.pin.Offered, s.pin.Missing = nil, true
+	served, pin := s.current, s.copyPin()
+	s.mu.Unlock()
+
+	select {
+	case s.updated <- struct{}{}:
+	default:
+	}
+	if s.onEvent != nil {
+		s.onEvent(served, pin)
+	}
+}
+
+// watchStream is a gRPC stream interceptor of the Workload API client: it
+// hands the X.509 watch's PermissionDenied to noIdentity.
+func (s *WorkloadSource) watchStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	cs, err := streamer(ctx, desc, cc, method, opts...)
+	if method != workload.SpiffeWorkloadAPI_FetchX509SVID_FullMethodName {
+		return cs, err
+	}
+	if err != nil {
+		if status.Code(err) == codes.PermissionDenied {
+			s.noIdentity()
+		}
+		return cs, err
+	}
+	return &x509Watch{ClientStream: cs, s: s}, nil
+}
+
+// x509Watch is the X.509 watch's stream, as watchStream sees it.
+type x509Watch struct {
+	grpc.ClientStream
+	s *WorkloadSource
+}
+
+func (w *x509Watch) RecvMsg(m any) error {
+	err := w.ClientStream.RecvMsg(m)
+	if status.Code(err) == codes.PermissionDenied {
+		w.s.noIdentity()
+	}
+	return err
 }
 
 func (s *WorkloadSource) state() (*x509svid.SVID, PinState) {

@@ -422,6 +422,17 @@ func (c *Cluster) UpdateEntry(ctx context.Context, e Entry) error {
 	return nil
 }
 
+// DeleteEntry removes the entry with ID id: the agent stops issuing its
+// SVID (a workload matching no other entry is then answered
+// PermissionDenied) within one sync interval.
+func (c *Cluster) DeleteEntry(ctx context.Context, id string) error {
+	if id == "" {
+		return errors.New("spire: entry delete: no entry ID")
+	}
+	_, err := c.serverCmd(ctx, "entry", "delete", "-entryID", id)
+	return err
+}
+
 func entryArgs(e Entry) []string {
 	args := []string{"-parentID", e.ParentID, "-spiffeID", e.SPIFFEID}
 	for _, s := range e.Selectors {
