@@ -697,6 +697,9 @@ func (s *Store) applyRecord(view *session.MemoryStore, id string, raw []byte, re
 	view.Set(r)
 }
 
+// refusedKinds are the kinds of records refused reads count.
+var refusedKinds = []string{"session", "tombstone", "key"}
+
 func (s *Store) refused(kind, key string, err error) {
 	s.m.refused.WithLabelValues(kind).Inc()
 	s.log.Error("store.record_refused", slog.String("kind", kind), slog.String("key", key), slog.String("error", err.Error()))
@@ -727,6 +730,14 @@ func newMetrics(reg prometheus.Registerer, s *Store) *metrics {
 			Buckets: []float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2}}),
 		restarts: prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_store_watch_restarts_total",
 			Help: "Times the etcd watch was started again (the first start included)."}),
+	}
+	// Every kind is a series from the start, at 0, so that an alert on
+	// any increase sees the first one.
+	for _, kind := range []string{"insert", "update", "delete"} {
+		m.writes.WithLabelValues(kind)
+	}
+	for _, kind := range refusedKinds {
+		m.refused.WithLabelValues(kind)
 	}
 	if reg != nil {
 		fresh := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tether_store_fresh",

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -392,4 +393,32 @@ func TestIdleAcrossReplicas(t *testing.T) {
 	require.GreaterOrEqual(t, ended.Sub(last), idle-flushEvery, "ended as idle before the idle timeout less the sharing's precision")
 	_, err = b.m.Validate(ctx, tok, alice)
 	requireCode(t, err, api.CodeSessionEnded)
+}
+
+// TestMetricsStartAtZero: every kind of write and of refused record is a
+// series from the start, at 0, so an alert on any increase sees the first.
+func TestMetricsStartAtZero(t *testing.T) {
+	f := newFixture(t)
+	reg := prometheus.NewRegistry()
+	f.start(t, func(c *Config, _ *session.Config) { c.Registerer = reg })
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	got := map[string]float64{}
+	for _, fam := range families {
+		for _, m := range fam.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "kind" {
+					got[fam.GetName()+"/"+l.GetValue()] = m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	for _, series := range []string{
+		"tether_store_refused_total/session", "tether_store_refused_total/tombstone", "tether_store_refused_total/key",
+		"tether_store_writes_total/insert", "tether_store_writes_total/update", "tether_store_writes_total/delete",
+	} {
+		v, ok := got[series]
+		require.True(t, ok, "%s is not a series before its first count", series)
+		require.Zero(t, v, series)
+	}
 }
