@@ -831,9 +831,19 @@ func (m *Manager) sweepLoop(ctx context.Context, interval time.Duration) {
 // a restart of every replica, etcd's counters still count the sessions that
 // lapsed while none ran, until a sweep ends them).
 func (m *Manager) endLapsed(ctx context.Context, id spiffeid.ID, reason string) int {
+	if reason != ReasonLimitIdentity {
+		return m.endLapsedOf(ctx, nil)
+	}
+	return m.endLapsedOf(ctx, func(r *Record) bool { return r.Owner == id })
+}
+
+// endLapsedOf ends the expired and idle sessions that of reports (all of
+// them if of is nil), and returns how many it ended; a failed write is
+// tried again at the next sweep.
+func (m *Manager) endLapsedOf(ctx context.Context, of func(*Record) bool) int {
 	var n int
 	m.store.Range(func(r Record) bool {
-		if reason == ReasonLimitIdentity && r.Owner != id {
+		if of != nil && !of(&r) {
 			return true
 		}
 		if cause := m.endCause(&r, m.now().UnixNano()); cause != "" {
@@ -852,15 +862,7 @@ func (m *Manager) endLapsed(ctx context.Context, id spiffeid.ID, reason string) 
 // SweepInterval; each record is removed under the store's locks for a moment
 // only, so validations of other sessions go on meanwhile.
 func (m *Manager) Sweep(ctx context.Context) int {
-	var n int
-	m.store.Range(func(r Record) bool {
-		if cause := m.endCause(&r, m.now().UnixNano()); cause != "" {
-			if ended, _ := m.end(ctx, r, cause); ended { // a failed write is tried again next sweep
-				n++
-			}
-		}
-		return ctx.Err() == nil
-	})
+	n := m.endLapsedOf(ctx, nil)
 	m.store.Sweep(m.now().UnixNano())
 	m.logins.sweep(m.now())
 	return n

@@ -116,7 +116,13 @@ func (s *WorkloadSource) pick(svids []*x509svid.SVID) *x509svid.SVID {
 	}
 	served, pin := s.current, s.copyPin()
 	s.mu.Unlock()
+	s.notify(served, pin)
+	return served
+}
 
+// notify tells Updated's reader and OnUpdate that the served SVID or the
+// pin's state may have changed; s.mu is not held.
+func (s *WorkloadSource) notify(served *x509svid.SVID, pin PinState) {
 	select {
 	case s.updated <- struct{}{}:
 	default:
@@ -124,7 +130,6 @@ func (s *WorkloadSource) pick(svids []*x509svid.SVID) *x509svid.SVID {
 	if s.onEvent != nil {
 		s.onEvent(served, pin)
 	}
-	return served
 }
 
 // noIdentity records that the agent issues this process no identity at all
@@ -143,14 +148,7 @@ func (s *WorkloadSource) noIdentity() {
 	s.pin.Offered, s.pin.Missing = nil, true
 	served, pin := s.current, s.copyPin()
 	s.mu.Unlock()
-
-	select {
-	case s.updated <- struct{}{}:
-	default:
-	}
-	if s.onEvent != nil {
-		s.onEvent(served, pin)
-	}
+	s.notify(served, pin)
 }
 
 // watchStream is a gRPC stream interceptor of the Workload API client: it
