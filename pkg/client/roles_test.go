@@ -73,10 +73,19 @@ func newRolesServer(t *testing.T) *rolesServer {
 		s.mu.Unlock()
 		api.ServeHTTP(w, r)
 	})
+	s.url = serveAPI(t, counted, src, log)
+	return s
+}
+
+// serveAPI serves h as tetherd does (its HTTP server, TLS and listener) on
+// a loopback port with src's SVID and bundles, until the test ends, and
+// returns its URL.
+func serveAPI(t *testing.T, h http.Handler, src *svid.StaticSource, log *slog.Logger) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	tlsCfg := auth.ServerTLSConfig(src, src)
-	srv := server.NewHTTPServer(counted, tlsCfg, log)
+	srv := server.NewHTTPServer(h, tlsCfg, log)
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
@@ -88,8 +97,7 @@ func newRolesServer(t *testing.T) *rolesServer {
 		_ = srv.Shutdown(ctx)
 		<-served
 	})
-	s.url = "https://" + ln.Addr().String()
-	return s
+	return "https://" + ln.Addr().String()
 }
 
 // count is how many requests "METHOD path" the server has had.

@@ -1,10 +1,8 @@
 package client_test
 
 import (
-	"context"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -48,26 +46,12 @@ func TestStepUpLogsInAgain(t *testing.T) {
 		c, _ := auth.CallerFrom(r.Context())
 		_, _ = io.WriteString(w, c.Session.ID)
 	}), auth.WithFreshLogin(time.Minute)))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	tlsCfg := auth.ServerTLSConfig(src, src)
-	srv := server.NewHTTPServer(mux, tlsCfg, log)
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = srv.Serve(server.NewListener(ln, tlsCfg, server.ConnLimits{}, log, nil))
-	}()
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-		<-served
-	})
+	url := serveAPI(t, mux, src, log)
 
 	alice := testpki.NewSource(ca.Issue(t, aliceID))
 	store := new(tokenStore)
 	newClient := func(opts ...client.Option) *client.Client {
-		c, err := client.New("https://"+ln.Addr().String(), spiffeid.RequireFromString(serverID), alice, ca.Bundle(), append([]client.Option{client.WithTokenStore(store)}, opts...)...)
+		c, err := client.New(url, spiffeid.RequireFromString(serverID), alice, ca.Bundle(), append([]client.Option{client.WithTokenStore(store)}, opts...)...)
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = c.Close() })
 		return c
