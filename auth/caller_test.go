@@ -3,13 +3,16 @@ package auth_test
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/tetherproject/tether/auth"
+	"github.com/tetherproject/tether/internal/testpki"
 	"github.com/tetherproject/tether/session"
 	"github.com/tetherproject/tether/svid"
 )
@@ -61,4 +64,83 @@ func TestCallerOutlivesRequest(t *testing.T) {
 	second, _ := auth.CallerFrom(got[1].ctx)
 	require.NotSame(t, first, second)
 	require.NotEqual(t, first.Peer.ID, second.Peer.ID)
+}
+
+// TestCallerHandlerLends: RequireSessionFunc and RequirePeerFunc hand the
+// handler its Caller, not through the context, and on a connection whose
+// peer ConnContext caches they lend it: once the handler has returned, the
+// Caller it was given is cleared (a handler that kept it would find nothing
+// of the request, and no token), and the use of a session answered 2xx is
+// committed. Without ConnContext, the Caller is in a copy of the request's
+// context, as RequireSession puts it, and outlives the call.
+func TestCallerHandlerLends(t *testing.T) {
+	type seen struct {
+		c       *auth.Caller
+		inCtx   bool
+		id, tok string
+		peer    string
+	}
+	var got []seen
+	keep := func(status int) auth.CallerHandler {
+		return func(w http.ResponseWriter, r *http.Request, c *auth.Caller) {
+			inCtx, _ := auth.CallerFrom(r.Context())
+			got = append(got, seen{c: c, inCtx: inCtx == c, id: c.Session.ID, tok: c.Token, peer: c.Peer.ID.String()})
+			w.WriteHeader(status)
+		}
+	}
+	e := newEnv(t, envOpts{routes: func(e *env, mux *http.ServeMux) {
+		mux.Handle("/func/session", e.mw.RequireSessionFunc(keep(http.StatusOK)))
+		mux.Handle("/func/failing", e.mw.RequireSessionFunc(keep(http.StatusInternalServerError)))
+		mux.Handle("/func/peer", e.mw.RequirePeerFunc(keep(http.StatusOK)))
+	}})
+	alice := e.ca.Issue(t, "spiffe://example.org/admin/alice")
+	tok, info, err := e.mgr.Login(context.Background(), session.Peer{ID: alice.ID, Fingerprint: svid.Fingerprint(alice.Certificates[0]), NotAfter: alice.Certificates[0].NotAfter})
+	require.NoError(t, err)
+	c := e.client(testpki.TLSCertificate(alice))
+	call := func(path, token string) int {
+		req, err := http.NewRequest(http.MethodGet, e.srv.URL+path, nil)
+		require.NoError(t, err)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := c.Do(req)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		require.NoError(t, resp.Body.Close())
+		return resp.StatusCode
+	}
+	lastUsed := func() time.Time {
+		infos, err := e.mgr.List(nil)
+		require.NoError(t, err)
+		require.Len(t, infos, 1)
+		return infos[0].LastUsedAt
+	}
+
+	// Over TLS with ConnContext: lent, then cleared.
+	e.clock.Add(time.Minute)
+	require.Equal(t, http.StatusInternalServerError, call("/func/failing", tok))
+	require.Equal(t, info.LastUsedAt, lastUsed(), "a failed answer is no use of the session")
+	require.Equal(t, http.StatusOK, call("/func/session", tok))
+	require.True(t, e.clock.Now().Equal(lastUsed()), "a 2xx answer is a use of the session")
+	require.Equal(t, http.StatusOK, call("/func/peer", ""))
+	require.Equal(t, http.StatusUnauthorized, call("/func/session", ""), "no token, no call")
+	require.Len(t, got, 3)
+	for _, g := range got {
+		require.False(t, g.inCtx, "the Caller is not in the context")
+		require.Equal(t, alice.ID.String(), g.peer)
+		require.Equal(t, auth.Caller{}, *g.c, "the lent Caller is cleared once the handler returned")
+	}
+	require.Equal(t, []string{info.ID, info.ID, ""}, []string{got[0].id, got[1].id, got[2].id})
+	require.Equal(t, []string{tok, tok, ""}, []string{got[0].tok, got[1].tok, got[2].tok})
+
+	// Called without ConnContext: the Caller is in the context, and kept.
+	got = nil
+	req := httptest.NewRequest(http.MethodGet, "/func/session", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	rec := e.serveHTTP(req, alice.Certificates, false)
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	require.Len(t, got, 1)
+	require.True(t, got[0].inCtx, "without ConnContext the Caller is in the request's context")
+	require.Equal(t, info.ID, got[0].c.Session.ID, "and outlives the call")
+	require.Equal(t, tok, got[0].c.Token)
 }

@@ -8,7 +8,10 @@
 // connection stayed open, and one that is not an X.509-SVID client
 // certificate), and the HTTP middleware (Middleware.RequireSession) that
 // checks a bearer token against the caller's identity and leaf on every
-// request and hands the handler the session.
+// request and hands the handler the session: in the request's context
+// (CallerFrom), or, with RequireSessionFunc and RequirePeerFunc, as an
+// argument lent for the call, which spares a copy of the request (tether's
+// own API is served so).
 //
 // A service that wants sessions inside its own http.Server needs only this
 // package and package session (package server adds tether's own login,

@@ -84,6 +84,9 @@ type envOpts struct {
 	// logTo, if set, takes the log instead of log (a fuzzer resets it for
 	// each input).
 	logTo io.Writer
+	// routes, if set, adds handlers to the env's mux, with the middleware
+	// made.
+	routes func(e *env, mux *http.ServeMux)
 }
 
 func newEnv(tb testing.TB, o envOpts) *env {
@@ -117,6 +120,9 @@ func newEnv(tb testing.TB, o envOpts) *env {
 	mux := http.NewServeMux()
 	mux.Handle(pathSession, e.mw.RequireSession(echo))
 	mux.Handle("/", e.mw.RequirePeer(echo))
+	if o.routes != nil {
+		o.routes(e, mux)
+	}
 	e.handler = mux
 	e.srv = httptest.NewUnstartedServer(e.handler)
 	if o.tls != nil {

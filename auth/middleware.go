@@ -92,10 +92,29 @@ func (m *Middleware) fail(w http.ResponseWriter, r *http.Request, err error) {
 // RequirePeer lets a request through only with a verified, unexpired client
 // leaf; the handler finds the Caller (without session) in the context.
 func (m *Middleware) RequirePeer(next http.Handler) http.Handler {
+	return m.requirePeer(false, func(w http.ResponseWriter, r *http.Request, _ *Caller) { next.ServeHTTP(w, r) })
+}
+
+// CallerHandler is a handler that is handed its Caller as an argument, by
+// RequirePeerFunc and RequireSessionFunc, instead of finding it in the
+// request's context (CallerFrom finds nothing there). The Caller and the
+// ResponseWriter are lent for the call and reused once it returns: neither
+// may be kept, nor used by a goroutine that outlives the call. In exchange,
+// the middleware makes no copy of the request and allocates nothing for
+// it, on a connection served by a server that set ConnContext.
+type CallerHandler func(w http.ResponseWriter, r *http.Request, c *Caller)
+
+// RequirePeerFunc is RequirePeer for a CallerHandler.
+func (m *Middleware) RequirePeerFunc(next CallerHandler) http.Handler {
+	return m.requirePeer(true, next)
+}
+
+func (m *Middleware) requirePeer(lend bool, next CallerHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r, _, ok := m.peer(w, r)
+		r, q, ok := m.peer(w, r, lend)
 		if ok {
-			next.ServeHTTP(w, r)
+			next(w, r, &q.caller)
+			q.release()
 		}
 	})
 }
@@ -112,41 +131,63 @@ func (m *Middleware) RequirePeer(next http.Handler) http.Handler {
 // role_required without it) and WithFreshLogin (401
 // insufficient_user_authentication, RFC 9470, for an older login).
 func (m *Middleware) RequireSession(next http.Handler, opts ...SessionOption) http.Handler {
+	return m.requireSession(false, func(w http.ResponseWriter, r *http.Request, _ *Caller) { next.ServeHTTP(w, r) }, opts)
+}
+
+// RequireSessionFunc is RequireSession for a CallerHandler.
+func (m *Middleware) RequireSessionFunc(next CallerHandler, opts ...SessionOption) http.Handler {
+	return m.requireSession(true, next, opts)
+}
+
+func (m *Middleware) requireSession(lend bool, next CallerHandler, opts []SessionOption) http.Handler {
 	var need sessionNeeds
 	for _, o := range opts {
 		o(&need)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r, q, ok := m.peer(w, r)
+		r, q, ok := m.peer(w, r, lend)
 		if !ok {
 			return
 		}
 		c := &q.caller
-		token, err := bearer(r)
-		if err != nil {
-			m.deny(w, r, c.Peer, err)
-			return
-		}
-		check := m.Sessions.Check
-		if need.pending {
-			check = m.Sessions.CheckPending
-		}
-		use, err := check(r.Context(), token, c.Peer)
-		if err != nil {
-			m.fail(w, r, err) // the Manager logged and counted it
-			return
-		}
-		c.Session, c.Token = use.Info, token
-		if err := m.meets(r, c, need); err != nil {
-			// The refusal is of a known session: its line names it.
-			m.deny(w, r.WithContext(session.WithLogAttrs(r.Context(), slog.String("session_id", c.Session.ID))), c.Peer, err)
+		mark, ok := m.session(w, r, c, need)
+		if !ok {
+			q.release()
 			return
 		}
 		uw := &q.uw
-		uw.ResponseWriter, uw.use = w, use.Mark()
-		next.ServeHTTP(uw, r)
+		uw.ResponseWriter, uw.use = w, mark
+		next(uw, r, c)
 		uw.answered(http.StatusOK) // a handler that wrote nothing answered 200
+		q.release()
 	})
+}
+
+// session checks the request's bearer token against c's peer and need,
+// puts the session in c and returns what commits its use; a refusal is
+// answered, and false.
+func (m *Middleware) session(w http.ResponseWriter, r *http.Request, c *Caller, need sessionNeeds) (session.UseMark, bool) {
+	token, err := bearer(r)
+	if err != nil {
+		m.deny(w, r, c.Peer, err)
+		return session.UseMark{}, false
+	}
+	check := m.Sessions.Check
+	if need.pending {
+		check = m.Sessions.CheckPending
+	}
+	use, err := check(r.Context(), token, c.Peer)
+	if err != nil {
+		m.fail(w, r, err) // the Manager logged and counted it
+		return session.UseMark{}, false
+	}
+	c.Session, c.Token = use.Info, token
+	if err := m.meets(r, c, need); err != nil {
+		// The refusal is of a known session: its line names it.
+		m.deny(w, r.WithContext(session.WithLogAttrs(r.Context(), slog.String("session_id", c.Session.ID))), c.Peer, err)
+		return session.UseMark{}, false
+	}
+	return use.Mark(), true
 }
 
 // SessionOption is what a handler needs of a session beyond its binding.
@@ -245,10 +286,15 @@ func (w *useWriter) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (w *useWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// peer verifies the caller's leaf and puts a Caller in the request context.
-// A refused peer's connection is closed, so its client reconnects with its
-// current SVID.
-func (m *Middleware) peer(w http.ResponseWriter, r *http.Request) (*http.Request, *request, bool) {
+// peer verifies the caller's leaf and returns where its Caller lives, and
+// the request the handler is given. A refused peer's connection is closed,
+// so its client reconnects with its current SVID.
+//
+// With lend, on a connection whose peer ConnContext caches (which also put
+// the remote address among the log attributes), the Caller is lent from a
+// pool and the request is r itself. Otherwise the Caller is put in a copy
+// of r's context (CallerFrom), made for this request.
+func (m *Middleware) peer(w http.ResponseWriter, r *http.Request, lend bool) (*http.Request, *request, bool) {
 	p, chain, cp, err := peerFromRequest(r, m.now())
 	if err == nil {
 		err = m.verified(r, p, chain, cp)
@@ -257,6 +303,11 @@ func (m *Middleware) peer(w http.ResponseWriter, r *http.Request) (*http.Request
 		w.Header().Set("Connection", "close")
 		m.deny(w, r, p, err)
 		return r, nil, false
+	}
+	if lend && cp != nil {
+		q := lent.Get().(*request) //nolint:forcetypeassert // the pool holds *request only
+		q.lent, q.caller.Peer = true, p
+		return r, q, true
 	}
 	ctx := r.Context()
 	if cp == nil { // else ConnContext added the remote address
@@ -271,15 +322,31 @@ func (m *Middleware) peer(w http.ResponseWriter, r *http.Request) (*http.Request
 }
 
 // request is what the middleware keeps for one request, in one allocation:
-// it is the request's context (the Caller is its value for callerKey), the
-// Caller, the ResponseWriter that commits a session's use, and the
-// *http.Request carrying that context which the handler is given (a shallow
-// copy of the middleware's own, as WithContext makes).
+// the Caller and the ResponseWriter that commits a session's use; and,
+// unless the Caller is lent (see peer), the request's context (the Caller
+// is its value for callerKey) and the *http.Request carrying that context
+// which the handler is given (a shallow copy of the middleware's own, as
+// WithContext makes).
 type request struct {
 	context.Context
 	caller Caller
 	uw     useWriter
 	r      http.Request
+	lent   bool // from the pool lent, to go back to it
+}
+
+// lent holds the requests of CallerHandlers, whose Caller and
+// ResponseWriter live only as long as the call.
+var lent = sync.Pool{New: func() any { return new(request) }}
+
+// release returns a lent request to the pool, cleared; a request whose
+// Caller is in a context may outlive the call, and is left to the GC. A
+// handler that panics never gets here: its request is not reused.
+func (q *request) release() {
+	if q.lent {
+		q.caller, q.uw, q.lent = Caller{}, useWriter{}, false
+		lent.Put(q)
+	}
 }
 
 // Value implements context.Context: the Caller, or the parent's values.

@@ -87,7 +87,7 @@ type route struct {
 	// path is exact, or ends in "/{id}" for one trailing segment.
 	path    string
 	who     access
-	handler http.HandlerFunc
+	handler auth.CallerHandler
 	// body is true for the calls that deal with their body themselves (a
 	// JSON body, or rebind, which authorizes before it looks at one); the
 	// others have theirs bounded and discarded once the route's
@@ -132,23 +132,27 @@ func NewHandler(cfg Config) http.Handler {
 
 // authorize wraps a route's handler in its authorization, then the body
 // bound: nothing of a body is read before the caller is authorized.
+//
+// The handlers are handed their Caller (auth.CallerHandler): the middleware
+// then makes no copy of the request, which is most of what it would
+// allocate per request. None of them keeps it past its return.
 func (a *handler) authorize(ro route) http.Handler {
-	h := http.Handler(ro.handler)
+	h := ro.handler
 	if !ro.body {
 		next := h
-		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h = func(w http.ResponseWriter, r *http.Request, c *auth.Caller) {
 			if err := discardBody(w, r); err != nil {
 				a.fail(w, r, err)
 				return
 			}
-			next.ServeHTTP(w, r)
-		})
+			next(w, r, c)
+		}
 	}
 	switch ro.who {
 	case holder:
-		return a.mw.RequireSession(h, ro.session...)
+		return a.mw.RequireSessionFunc(h, ro.session...)
 	case holderOrSelf:
-		withSession, self := a.mw.RequireSession(h), a.mw.RequirePeer(a.ownIdentity(h))
+		withSession, self := a.mw.RequireSessionFunc(h), a.mw.RequirePeerFunc(a.ownIdentity(h))
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if len(r.Header.Values("Authorization")) == 0 {
 				self.ServeHTTP(w, r)
@@ -157,33 +161,31 @@ func (a *handler) authorize(ro route) http.Handler {
 			withSession.ServeHTTP(w, r)
 		})
 	case admin:
-		return a.mw.RequirePeer(a.allowed(a.cfg.Admins, session.EventLoginDenied, api.CodeNotAdmin, "--admin", h))
+		return a.mw.RequirePeerFunc(a.allowed(a.cfg.Admins, session.EventLoginDenied, api.CodeNotAdmin, "--admin", h))
 	case introspector:
-		return a.mw.RequirePeer(a.allowed(a.cfg.Introspectors, session.EventIntrospectDenied, api.CodeForbidden, "--introspector", h))
+		return a.mw.RequirePeerFunc(a.allowed(a.cfg.Introspectors, session.EventIntrospectDenied, api.CodeForbidden, "--introspector", h))
 	default:
-		return a.mw.RequirePeer(h)
+		return a.mw.RequirePeerFunc(h)
 	}
 }
 
 // allowed lets through a peer that policy allows; any other is denied with
 // code, logged as event (one shape for every denial, see session.Deny).
-func (a *handler) allowed(policy auth.Policy, event string, code api.Code, flag string, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c := a.caller(r)
+func (a *handler) allowed(policy auth.Policy, event string, code api.Code, flag string, next auth.CallerHandler) auth.CallerHandler {
+	return func(w http.ResponseWriter, r *http.Request, c *auth.Caller) {
 		if !policy.Allows(c.Peer.ID) {
 			_ = a.cfg.Sessions.Deny(r.Context(), event, c.Peer, code, string(code)) // answered below, naming the flag
 			a.fail(w, r, &api.Error{Code: code, Message: c.Peer.ID.String() + " matches no " + flag + " pattern"})
 			return
 		}
-		next.ServeHTTP(w, r)
-	})
+		next(w, r, c)
+	}
 }
 
 // ownIdentity lets through a request without a token only when its
 // ?spiffe_id= is the caller's own SPIFFE ID; any other needs a session.
-func (a *handler) ownIdentity(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c := a.caller(r)
+func (a *handler) ownIdentity(next auth.CallerHandler) auth.CallerHandler {
+	return func(w http.ResponseWriter, r *http.Request, c *auth.Caller) {
 		id, err := spiffeIDParam(r, true)
 		if err != nil {
 			a.fail(w, r, err)
@@ -193,8 +195,8 @@ func (a *handler) ownIdentity(next http.Handler) http.Handler {
 			a.fail(w, r, a.cfg.Sessions.Deny(r.Context(), session.EventRejected, c.Peer, api.CodeMissingToken, session.ReasonMissingToken))
 			return
 		}
-		next.ServeHTTP(w, r)
-	})
+		next(w, r, c)
+	}
 }
 
 // compiled is a route with its authorization applied.
@@ -289,24 +291,19 @@ func matchPath(pattern, path string) (string, bool) {
 	return id, true
 }
 
-func (a *handler) caller(r *http.Request) *auth.Caller {
-	c, _ := auth.CallerFrom(r.Context())
-	return c
-}
-
 func (a *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	render.Error(w, r, a.log, err)
 }
 
 // login opens a session for an --admin peer (the route table checked it),
 // with the roles its optional body asks for.
-func (a *handler) login(w http.ResponseWriter, r *http.Request) {
+func (a *handler) login(w http.ResponseWriter, r *http.Request, c *auth.Caller) {
 	var req api.LoginRequest
 	if err := decodeOptionalBody(w, r, &req); err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	tok, info, err := a.cfg.Sessions.Login(r.Context(), a.caller(r).Peer, req.Roles...)
+	tok, info, err := a.cfg.Sessions.Login(r.Context(), c.Peer, req.Roles...)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -314,8 +311,8 @@ func (a *handler) login(w http.ResponseWriter, r *http.Request) {
 	answerLogin(w, http.StatusCreated, &api.LoginResponse{Token: tok, Session: Wire(info)})
 }
 
-func (a *handler) self(w http.ResponseWriter, r *http.Request) {
-	answerSession(w, http.StatusOK, &api.SessionResponse{Session: Wire(a.caller(r).Session)})
+func (a *handler) self(w http.ResponseWriter, _ *http.Request, c *auth.Caller) {
+	answerSession(w, http.StatusOK, &api.SessionResponse{Session: Wire(c.Session)})
 }
 
 // bufs hold the answers that answerSession and answerLogin encode.
@@ -348,8 +345,8 @@ func answerLogin(w http.ResponseWriter, status int, v *api.LoginResponse) {
 	bufs.Put(buf)
 }
 
-func (a *handler) logout(w http.ResponseWriter, r *http.Request) {
-	if err := a.cfg.Sessions.Logout(r.Context(), a.caller(r).Session.ID); err != nil {
+func (a *handler) logout(w http.ResponseWriter, r *http.Request, c *auth.Caller) {
+	if err := a.cfg.Sessions.Logout(r.Context(), c.Session.ID); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -357,7 +354,7 @@ func (a *handler) logout(w http.ResponseWriter, r *http.Request) {
 }
 
 // rebind moves the caller's session to its new leaf.
-func (a *handler) rebind(w http.ResponseWriter, r *http.Request) {
+func (a *handler) rebind(w http.ResponseWriter, r *http.Request, c *auth.Caller) {
 	token, err := auth.BearerToken(r)
 	if err != nil {
 		a.fail(w, r, err)
@@ -365,7 +362,7 @@ func (a *handler) rebind(w http.ResponseWriter, r *http.Request) {
 	}
 	// The token authorizes a rebind: it is checked before a byte of the
 	// body (none is expected) is read.
-	peer := a.caller(r).Peer
+	peer := c.Peer
 	if err := a.cfg.Sessions.CheckRebind(r.Context(), token, peer); err != nil {
 		a.fail(w, r, err)
 		return
@@ -382,7 +379,7 @@ func (a *handler) rebind(w http.ResponseWriter, r *http.Request) {
 	answerLogin(w, http.StatusOK, &api.LoginResponse{Token: tok, Session: Wire(info)})
 }
 
-func (a *handler) list(w http.ResponseWriter, r *http.Request) {
+func (a *handler) list(w http.ResponseWriter, r *http.Request, _ *auth.Caller) {
 	filter, err := spiffeIDParam(r, false)
 	if err != nil {
 		a.fail(w, r, err)
@@ -404,8 +401,7 @@ func (a *handler) list(w http.ResponseWriter, r *http.Request) {
 // events its revocations log (session.revoked, session.ended), which name
 // the session's owner: by_spiffe_id, by_fingerprint and, with a token,
 // by_session_id. Nothing an admin ends escapes the log.
-func (a *handler) revokedBy(r *http.Request) context.Context {
-	c := a.caller(r)
+func (a *handler) revokedBy(r *http.Request, c *auth.Caller) context.Context {
 	attrs := []slog.Attr{slog.String("by_spiffe_id", c.Peer.ID.String()), slog.String("by_fingerprint", c.Peer.Fingerprint)}
 	if c.Session.ID != "" {
 		attrs = append(attrs, slog.String("by_session_id", c.Session.ID))
@@ -413,21 +409,21 @@ func (a *handler) revokedBy(r *http.Request) context.Context {
 	return session.WithLogAttrs(r.Context(), attrs...)
 }
 
-func (a *handler) revoke(w http.ResponseWriter, r *http.Request) {
-	if err := a.cfg.Sessions.Revoke(a.revokedBy(r), r.PathValue("id")); err != nil {
+func (a *handler) revoke(w http.ResponseWriter, r *http.Request, c *auth.Caller) {
+	if err := a.cfg.Sessions.Revoke(a.revokedBy(r, c), r.PathValue("id")); err != nil {
 		a.fail(w, r, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (a *handler) revokeIdentity(w http.ResponseWriter, r *http.Request) {
+func (a *handler) revokeIdentity(w http.ResponseWriter, r *http.Request, c *auth.Caller) {
 	id, err := spiffeIDParam(r, true)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	n, err := a.cfg.Sessions.RevokeIdentity(a.revokedBy(r), *id)
+	n, err := a.cfg.Sessions.RevokeIdentity(a.revokedBy(r, c), *id)
 	if err != nil {
 		a.fail(w, r, err) // those ended before the failure stay ended
 		return
@@ -437,7 +433,7 @@ func (a *handler) revokeIdentity(w http.ResponseWriter, r *http.Request) {
 
 // introspect answers an --introspector peer (the route table checked it)
 // whether a token is live and bound to the given fingerprint.
-func (a *handler) introspect(w http.ResponseWriter, r *http.Request) {
+func (a *handler) introspect(w http.ResponseWriter, r *http.Request, _ *auth.Caller) {
 	var req api.IntrospectRequest
 	if err := decodeBody(w, r, &req); err != nil {
 		a.fail(w, r, err)
@@ -473,9 +469,9 @@ func discardBody(w http.ResponseWriter, r *http.Request) error {
 var errTooBig = &api.Error{Code: api.CodePayloadTooLarge, Message: "the body is over 64 KiB"}
 
 // decide approves or denies the pending session in the path, as the caller.
-func (a *handler) decide(approve bool) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		info, err := a.cfg.Sessions.Decide(r.Context(), r.PathValue("id"), a.caller(r).Peer, approve)
+func (a *handler) decide(approve bool) auth.CallerHandler {
+	return func(w http.ResponseWriter, r *http.Request, c *auth.Caller) {
+		info, err := a.cfg.Sessions.Decide(r.Context(), r.PathValue("id"), c.Peer, approve)
 		if err != nil {
 			a.fail(w, r, err)
 			return
