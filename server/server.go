@@ -124,7 +124,7 @@ func NewHandler(cfg Config) http.Handler {
 	}
 	rt := &router{log: log, metrics: newHTTPMetrics(cfg.Registerer), epoch: time.Now()}
 	for _, ro := range routes {
-		rt.routes = append(rt.routes, compiled{method: ro.method, path: ro.path, handler: a.authorize(ro),
+		rt.routes = append(rt.routes, compiled{method: ro.method, path: ro.path, match: compilePath(ro.path), handler: a.authorize(ro),
 			metrics: rt.metrics.forRoute(ro.path, ro.method)})
 	}
 	return rt
@@ -202,6 +202,7 @@ func (a *handler) ownIdentity(next auth.CallerHandler) auth.CallerHandler {
 // compiled is a route with its authorization applied.
 type compiled struct {
 	method, path string
+	match        pathPattern
 	handler      http.Handler
 	metrics      *routeMetrics
 }
@@ -250,7 +251,7 @@ func (rt *router) route(w http.ResponseWriter, r *http.Request) *compiled {
 	var allow []string
 	for i := range rt.routes {
 		ro := &rt.routes[i]
-		id, ok := matchPath(ro.path, r.URL.Path)
+		id, ok := ro.match.match(r.URL.Path)
 		if !ok {
 			continue
 		}
@@ -273,18 +274,33 @@ func (rt *router) route(w http.ResponseWriter, r *http.Request) *compiled {
 	return nil
 }
 
-// matchPath matches an exact pattern, or one ending in "/{id}" against a
-// path with one more non-empty segment that is not a reserved name.
-func matchPath(pattern, path string) (string, bool) {
-	prefix, suffix, isParam := strings.Cut(pattern, "/{id}")
-	if !isParam {
-		return "", pattern == path
+// pathPattern is a route's path, split once: exact, or prefix + "/{id}" +
+// suffix, which matches one more non-empty segment that is not a reserved
+// name.
+type pathPattern struct {
+	exact, prefix, suffix string
+	param                 bool
+}
+
+func compilePath(pattern string) pathPattern {
+	prefix, suffix, param := strings.Cut(pattern, "/{id}")
+	if !param {
+		return pathPattern{exact: pattern}
 	}
-	rest, ok := strings.CutPrefix(path, prefix+"/")
+	return pathPattern{prefix: prefix + "/", suffix: suffix, param: true}
+}
+
+// match reports whether path matches, and the {id} segment if the pattern
+// has one.
+func (p pathPattern) match(path string) (string, bool) {
+	if !p.param {
+		return "", p.exact == path
+	}
+	rest, ok := strings.CutPrefix(path, p.prefix)
 	if !ok {
 		return "", false
 	}
-	id, ok := strings.CutSuffix(rest, suffix)
+	id, ok := strings.CutSuffix(rest, p.suffix)
 	if !ok || id == "" || strings.Contains(id, "/") || id == "self" {
 		return "", false
 	}
