@@ -13,8 +13,10 @@
 // Authorization header of every request with go-spiffe's
 // jwtsvid.ParseAndValidate (ES256), then answers the same canned JSON.
 // tetherd answers GET /v1/sessions/self with a session token. A fourth side,
-// basetoken, sends the baseline tetherd's very request, token included
-// (the baseline ignores it): what carrying the token costs.
+// basetoken, sends a second baseline process tetherd's very request, token
+// included (the baseline ignores it): what carrying the token costs. Each
+// server process serves one side, so each is busy in one slice of a round
+// and idle in the others, as tetherd is.
 //
 // Two phases, each in rounds of short slices interleaved so that drift on a
 // shared machine hits every side alike: requests (each side in turn, over

@@ -64,6 +64,17 @@ func run(ctx context.Context, cfg config, out, log io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// basetoken gets a baseline process of its own, so that every server
+	// process is busy in one slice of each round and idle in the others,
+	// as tetherd is: a process that served two slices a round would come
+	// to its slices warmer.
+	base2, base2Cmd, err := startServer(ctx, p, kindBaseline, baselineID)
+	if base2Cmd != nil {
+		procs = append(procs, base2Cmd)
+	}
+	if err != nil {
+		return err
+	}
 	jwtp, jwtCmd, err := startServer(ctx, p, kindJWTPeer, jwtPeerID)
 	if jwtCmd != nil {
 		procs = append(procs, jwtCmd)
@@ -110,8 +121,8 @@ func run(ctx context.Context, cfg config, out, log io.Writer) error {
 				req: request("GET", api.PathSessionsSelf, jwtp.addr, "Authorization: Bearer "+jwtToken)},
 			// The baseline sent tetherd's very request, token included,
 			// which it ignores: what carrying the token costs.
-			{name: "basetoken", addr: base.addr, status: http.StatusOK, pid: base.pid, tls: clientTLS(baselineID),
-				req: request("GET", api.PathSessionsSelf, base.addr, "Authorization: Bearer "+token)},
+			{name: "basetoken", addr: base2.addr, status: http.StatusOK, pid: base2.pid, tls: clientTLS(baselineID),
+				req: request("GET", api.PathSessionsSelf, base2.addr, "Authorization: Bearer "+token)},
 		}
 		stopPerf := startPerf(cfg.perfDir, "", sides, log)
 		results[phaseRequest], err = phase(ctx, cfg, "BenchmarkE2ERequest", sides, true, out)
