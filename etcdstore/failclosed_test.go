@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tetherproject/tether/pkg/api"
@@ -109,4 +110,60 @@ func TestFollowerLossKeepsServing(t *testing.T) {
 		require.NoError(t, err, "use %d", i)
 		require.NoError(t, a.m.Revoke(ctx, info.ID), "revoke %d", i)
 	}
+}
+
+// TestLostAnswers: a write whose answer is lost with the member that took
+// it (it applied, the client saw Unavailable, as when a member dies under
+// the call) is sent again through another member, and the store tells its
+// own applied write from another's: the login, the rebind and the revoke
+// each succeed once, exactly as if nothing had been lost.
+func TestLostAnswers(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	rs := []*replica{f.start(t), f.start(t)}
+	a := rs[0]
+	alice, _ := peer(t, f.ca, "spiffe://example.org/admin/alice")
+	sessionsOf := func(r *replica) int {
+		infos, err := r.m.List(&alice.ID)
+		require.NoError(t, err)
+		return len(infos)
+	}
+
+	a.st.loseAnswers.Store(1)
+	tok, info, err := a.m.Login(ctx, alice)
+	require.NoError(t, err, "the login whose answer was lost")
+	require.Zero(t, a.st.loseAnswers.Load(), "the answer was lost")
+	for i, r := range rs {
+		_, err := r.m.Validate(ctx, tok, alice)
+		require.NoError(t, err, "replica %d", i)
+		require.Equal(t, 1, sessionsOf(r), "replica %d: one session, not two", i)
+	}
+
+	alice2, _ := peer(t, f.ca, "spiffe://example.org/admin/alice")
+	a.st.loseAnswers.Store(1)
+	tok2, info2, err := a.m.Rebind(ctx, tok, alice2)
+	require.NoError(t, err, "the rebind whose answer was lost")
+	require.Zero(t, a.st.loseAnswers.Load(), "the answer was lost")
+	require.Equal(t, info.ID, info2.ID)
+	for i, r := range rs {
+		_, err := r.m.Validate(ctx, tok, alice)
+		requireCode(t, err, api.CodeSessionEnded, "replica %d: the replaced token", i)
+		_, err = r.m.Validate(ctx, tok2, alice2)
+		require.NoError(t, err, "replica %d: the new token", i)
+	}
+
+	a.st.loseAnswers.Store(1)
+	require.NoError(t, a.m.Revoke(ctx, info.ID), "the revoke whose answer was lost")
+	require.Zero(t, a.st.loseAnswers.Load(), "the answer was lost")
+	for i, r := range rs {
+		_, err := r.m.Validate(ctx, tok2, alice2)
+		requireCode(t, err, api.CodeSessionEnded, "replica %d after the revoke", i)
+		require.Zero(t, sessionsOf(r), "replica %d", i)
+	}
+	require.InDelta(t, 3, promtest.ToFloat64(a.st.m.lost), 0, "tether_store_lost_answers_total")
+	// The counters count the one session that was, and no more: a login
+	// at a per-identity cap of 1 is let in.
+	b := f.start(t, withSessionConfig(func(c *session.Config) { c.MaxSessionsPerIdentity = 1 }))
+	_, _, err = b.m.Login(ctx, alice)
+	require.NoError(t, err, "the per-identity count went back to 0")
 }

@@ -46,6 +46,7 @@
 package etcdstore
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -61,8 +62,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/tetherproject/tether/pkg/api"
 	"github.com/tetherproject/tether/session"
@@ -122,6 +126,11 @@ type Store struct {
 	regOK     bool             // the registration and announcement are written
 	regLease  clientv3.LeaseID // the registration's (short) lease
 	longLease clientv3.LeaseID // the key announcement's lease; 0 once lost
+
+	// loseAnswers, in tests, makes that many of the next write
+	// transactions apply and then fail as if their answer had been lost
+	// with their member (see txn).
+	loseAnswers atomic.Int32
 }
 
 type counter struct {
@@ -364,11 +373,13 @@ func (s *Store) Insert(ctx context.Context, r session.Record, lim session.Limits
 				clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
 			},
 			[]clientv3.Op{clientv3.OpPut(key, val), countOps(tk, tot, 1), countOps(ik, idn, 1)},
-			[]clientv3.Op{clientv3.OpGet(tk), clientv3.OpGet(ik), clientv3.OpGet(key, clientv3.WithCountOnly())})
+			[]clientv3.Op{clientv3.OpGet(tk), clientv3.OpGet(ik), clientv3.OpGet(key)})
 		if err != nil {
 			return s.unavailable(err)
 		}
-		if resp.Succeeded {
+		// A record equal to ours under our key is this very insert, sent
+		// again after its first answer was lost (see txn): it applied.
+		if resp.Succeeded || holds(resp.Responses[2], val) {
 			s.m.writes.WithLabelValues("insert").Inc()
 			if err := s.waitApplied(ctx, resp.Header.Revision); err != nil {
 				return err
@@ -378,7 +389,7 @@ func (s *Store) Insert(ctx context.Context, r session.Record, lim session.Limits
 		}
 		s.learnCounter(tk, resp.Responses[0].GetResponseRange(), resp.Header.Revision)
 		s.learnCounter(ik, resp.Responses[1].GetResponseRange(), resp.Header.Revision)
-		if resp.Responses[2].GetResponseRange().Count > 0 {
+		if len(resp.Responses[2].GetResponseRange().Kvs) > 0 {
 			return session.ErrConflict
 		}
 		s.m.conflicts.Inc()
@@ -406,14 +417,16 @@ func (s *Store) Update(ctx context.Context, cur, next session.Record, t *session
 		then = append(then, clientv3.OpPut(s.l.tomb(t.Token), tv))
 	}
 	then = append(then, clientv3.OpPut(key, val))
-	resp, err := s.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", cur.Rev)}, then, nil)
+	resp, err := s.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", cur.Rev)}, then, []clientv3.Op{clientv3.OpGet(key)})
 	if err != nil {
 		return s.unavailable(err)
 	}
 	if err := s.waitApplied(ctx, resp.Header.Revision); err != nil {
 		return err
 	}
-	if !resp.Succeeded {
+	// The record as we wrote it is this very update, sent again after its
+	// first answer was lost (see txn): it applied.
+	if !resp.Succeeded && !holds(resp.Responses[0], val) {
 		return session.ErrConflict // the view now shows what won
 	}
 	s.m.writes.WithLabelValues("update").Inc()
@@ -443,11 +456,13 @@ func (s *Store) Delete(ctx context.Context, cur session.Record, t session.Tombst
 				clientv3.OpDelete(key), clientv3.OpDelete(s.l.used(cur.ID)),
 				countOps(tk, tot, -1), countOps(ik, idn, -1),
 			},
-			[]clientv3.Op{clientv3.OpGet(key, clientv3.WithKeysOnly()), clientv3.OpGet(tk), clientv3.OpGet(ik)})
+			[]clientv3.Op{clientv3.OpGet(key, clientv3.WithKeysOnly()), clientv3.OpGet(tk), clientv3.OpGet(ik), clientv3.OpGet(s.l.tomb(t.Token))})
 		if err != nil {
 			return s.unavailable(err)
 		}
-		if resp.Succeeded {
+		// The record gone and our very tombstone in its place: this delete,
+		// sent again after its first answer was lost (see txn), applied.
+		if resp.Succeeded || len(resp.Responses[0].GetResponseRange().Kvs) == 0 && holds(resp.Responses[3], tv) {
 			s.m.writes.WithLabelValues("delete").Inc()
 			if err := s.waitApplied(ctx, resp.Header.Revision); err != nil {
 				return err
@@ -489,10 +504,51 @@ func backoff(ctx context.Context, attempt int) error {
 	}
 }
 
+// txn commits a transaction within opTimeout. One whose answer was lost
+// with the member that took it (Unavailable: the member died, or its
+// connection closed, under the call) is sent again, through another member,
+// up to lostAttempts times: it may have applied, and no error tells. Every
+// write sent here is a compare-and-swap, so a second send of one that had
+// applied fails its compares instead of applying twice; its callers then
+// tell their own write from another's by what the Else branch reads (Insert,
+// Update, Delete). This is what keeps a follower's loss from failing the
+// writes in flight on its connection.
 func (s *Store) txn(ctx context.Context, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	return s.cli.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
+	for attempt := 0; ; attempt++ {
+		resp, err := s.cli.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
+		if err == nil && len(cmps) > 0 && s.loseAnswers.Load() > 0 && s.loseAnswers.Add(-1) >= 0 {
+			resp, err = nil, status.Error(codes.Unavailable, "error reading from server: EOF (lost by a test)")
+		}
+		if err == nil || !lostWithMember(err) || attempt+1 == lostAttempts {
+			return resp, err
+		}
+		s.m.lost.Inc()
+		if err := backoff(ctx, attempt); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// lostAttempts bounds the sends of a transaction whose answers were lost.
+const lostAttempts = 4
+
+// lostWithMember reports whether err is etcd's client telling that the
+// member it used is gone or has no leader (gRPC Unavailable): another
+// member may answer.
+func lostWithMember(err error) bool {
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		return ee.Code() == codes.Unavailable
+	}
+	return status.Code(err) == codes.Unavailable
+}
+
+// holds reports whether a range answer of an Else branch holds exactly val.
+func holds(r *etcdserverpb.ResponseOp, val string) bool {
+	kvs := r.GetResponseRange().GetKvs()
+	return len(kvs) == 1 && bytes.Equal(kvs[0].Value, []byte(val))
 }
 
 // waitApplied returns once the view holds every change up to rev, so a
@@ -709,6 +765,7 @@ func (s *Store) refused(kind, key string, err error) {
 type metrics struct {
 	writes    *prometheus.CounterVec
 	conflicts prometheus.Counter
+	lost      prometheus.Counter
 	refused   *prometheus.CounterVec
 	revision  prometheus.Gauge
 	ackWait   prometheus.Histogram
@@ -721,6 +778,8 @@ func newMetrics(reg prometheus.Registerer, s *Store) *metrics {
 			Help: "Session writes to etcd that succeeded, by kind."}, []string{"kind"}),
 		conflicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_store_conflicts_total",
 			Help: "Writes retried because a counter moved under them."}),
+		lost: prometheus.NewCounter(prometheus.CounterOpts{Name: "tether_store_lost_answers_total",
+			Help: "etcd transactions sent again because the member that took them was lost before it answered."}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tether_store_refused_total",
 			Help: "Records read from etcd that did not verify (forged, replayed or corrupt), by kind."}, []string{"kind"}),
 		revision: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tether_store_revision",
@@ -747,7 +806,7 @@ func newMetrics(reg prometheus.Registerer, s *Store) *metrics {
 			}
 			return 0
 		})
-		reg.MustRegister(m.writes, m.conflicts, m.refused, m.revision, m.ackWait, m.restarts, fresh)
+		reg.MustRegister(m.writes, m.conflicts, m.lost, m.refused, m.revision, m.ackWait, m.restarts, fresh)
 	}
 	return m
 }
