@@ -114,23 +114,11 @@ func withToken(token string) []string {
 // session's cost. It is timed: no t.Helper and no testify (whose
 // bookkeeping would be measured with it) here, in login, or in the loops.
 func request(b *testing.B, e *env, c *http.Client, method, path string, hdr []string, want int) reply {
-	req, err := http.NewRequest(method, e.url+path, nil)
-	if err != nil {
-		b.Fatal(err)
+	r, err := e.send(c.Transport.RoundTrip, method, path, nil, hdr...)
+	if err != nil || r.status != want {
+		b.Fatalf("%s %s: %v %d %s", method, path, err, r.status, r.body)
 	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header[hdr[i]] = hdr[i+1 : i+2 : i+2] // canonical names only
-	}
-	resp, err := c.Transport.RoundTrip(req)
-	if err != nil {
-		b.Fatalf("%s %s: %v", method, path, err)
-	}
-	body, err := io.ReadAll(resp.Body)
-	_ = resp.Body.Close()
-	if err != nil || resp.StatusCode != want {
-		b.Fatalf("%s %s: %v %d %s", method, path, err, resp.StatusCode, body)
-	}
-	return reply{status: resp.StatusCode, header: resp.Header, body: body}
+	return r
 }
 
 // login is POST /v1/sessions over c. Its token is not remembered for the

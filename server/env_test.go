@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/textproto"
 	"strings"
 	"sync"
 	"testing"
@@ -254,14 +255,27 @@ func (r reply) decode(t testing.TB, v any) {
 // do sends one request to the API over c; headers are name/value pairs.
 // Safe in any goroutine: it checks nothing.
 func (e *env) do(c *http.Client, method, path string, body io.Reader, headers ...string) (reply, error) {
+	return e.send(c.Do, method, path, body, headers...)
+}
+
+// send is do through send (an http.Client's Do, or a Transport's
+// RoundTrip). A header's first value is the caller's own slice, capped so
+// that a second value of the same name is appended to a copy: setting
+// headers allocates nothing, which the benchmarks measure.
+func (e *env) send(send func(*http.Request) (*http.Response, error), method, path string, body io.Reader, headers ...string) (reply, error) {
 	req, err := http.NewRequest(method, e.url+path, body)
 	if err != nil {
 		return reply{}, err
 	}
 	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Add(headers[i], headers[i+1])
+		k := textproto.CanonicalMIMEHeaderKey(headers[i])
+		if vs := req.Header[k]; vs != nil {
+			req.Header[k] = append(vs, headers[i+1])
+		} else {
+			req.Header[k] = headers[i+1 : i+2 : i+2]
+		}
 	}
-	resp, err := c.Do(req)
+	resp, err := send(req)
 	if err != nil {
 		return reply{}, err
 	}
