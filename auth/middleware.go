@@ -150,7 +150,7 @@ func (m *Middleware) requireSession(lend bool, next CallerHandler, opts []Sessio
 			return
 		}
 		c := &q.caller
-		mark, ok := m.session(w, r, c, need)
+		mark, ok := m.session(w, r, c, q.memo, need)
 		if !ok {
 			q.release()
 			return
@@ -165,18 +165,14 @@ func (m *Middleware) requireSession(lend bool, next CallerHandler, opts []Sessio
 
 // session checks the request's bearer token against c's peer and need,
 // puts the session in c and returns what commits its use; a refusal is
-// answered, and false.
-func (m *Middleware) session(w http.ResponseWriter, r *http.Request, c *Caller, need sessionNeeds) (session.UseMark, bool) {
+// answered, and false. memo is the connection's TokenMemo, if any.
+func (m *Middleware) session(w http.ResponseWriter, r *http.Request, c *Caller, memo *session.TokenMemo, need sessionNeeds) (session.UseMark, bool) {
 	token, err := bearer(r)
 	if err != nil {
 		m.deny(w, r, c.Peer, err)
 		return session.UseMark{}, false
 	}
-	check := m.Sessions.Check
-	if need.pending {
-		check = m.Sessions.CheckPending
-	}
-	use, err := check(r.Context(), token, c.Peer)
+	use, err := m.Sessions.CheckWith(r.Context(), token, c.Peer, session.CheckOptions{AllowPending: need.pending, Memo: memo})
 	if err != nil {
 		m.fail(w, r, err) // the Manager logged and counted it
 		return session.UseMark{}, false
@@ -306,14 +302,17 @@ func (m *Middleware) peer(w http.ResponseWriter, r *http.Request, lend bool) (*h
 	}
 	if lend && cp != nil {
 		q := lent.Get().(*request) //nolint:forcetypeassert // the pool holds *request only
-		q.lent, q.caller.Peer = true, p
+		q.lent, q.caller.Peer, q.memo = true, p, &cp.memo
 		return r, q, true
 	}
 	ctx := r.Context()
+	var memo *session.TokenMemo
 	if cp == nil { // else ConnContext added the remote address
 		ctx = withRemoteAddr(r)
+	} else {
+		memo = &cp.memo
 	}
-	q := &request{Context: ctx, caller: Caller{Peer: p}}
+	q := &request{Context: ctx, caller: Caller{Peer: p}, memo: memo}
 	// What r.WithContext(q) returns, held in q: WithContext is inlined, so
 	// its copy of r stays on the stack and is copied into q, and the
 	// request costs one allocation instead of two.
@@ -333,6 +332,9 @@ type request struct {
 	uw     useWriter
 	r      http.Request
 	lent   bool // from the pool lent, to go back to it
+	// memo is the TokenMemo of the request's connection (ConnContext's),
+	// nil without one.
+	memo *session.TokenMemo
 }
 
 // lent holds the requests of CallerHandlers, whose Caller and
@@ -344,7 +346,7 @@ var lent = sync.Pool{New: func() any { return new(request) }}
 // handler that panics never gets here: its request is not reused.
 func (q *request) release() {
 	if q.lent {
-		q.caller, q.uw, q.lent = Caller{}, useWriter{}, false
+		q.caller, q.uw, q.lent, q.memo = Caller{}, useWriter{}, false, nil
 		lent.Put(q)
 	}
 }

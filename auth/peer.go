@@ -65,6 +65,10 @@ type connPeer struct {
 	mu       sync.Mutex
 	verified *x509bundle.Bundle // the bundle the chain was last verified against
 	taken    bool               // the handshake's bundle was looked up
+
+	// memo remembers the last token accepted over the connection, and its
+	// hash (see session.TokenMemo).
+	memo session.TokenMemo
 }
 
 // ConnContext is for http.Server.ConnContext: it lets PeerFromRequest compute
@@ -73,7 +77,11 @@ type connPeer struct {
 // It also finds the TLS state of connections that are TLS without being a
 // *tls.Conn (they have a ConnectionState method), and adds the connection's
 // remote address to the attributes of the security events logged in its
-// requests (session.WithLogAttrs) once, rather than at each request.
+// requests (session.WithLogAttrs) once, rather than at each request. And it
+// keeps the connection's session.TokenMemo: RequireSession compares the
+// token of each request with the last one accepted over the connection
+// instead of hashing it again (the memo holds that token until the
+// connection closes).
 // Optional for a server that serves *tls.Conn connections; required for the
 // others.
 func ConnContext(ctx context.Context, c net.Conn) context.Context {

@@ -18,7 +18,9 @@
 // only take a read lock on one shard and never wait behind logins, rebinds or
 // revocations; package etcdstore shares sessions between tetherd replicas and
 // keeps a MemoryStore as each replica's local view. Only the SHA-256 of each
-// token is stored.
+// token is stored; a TokenMemo (package auth keeps one per connection)
+// remembers the last token a check through it accepted, so that the same
+// token is compared, not hashed again.
 //
 // Tokens are recognised by their hash alone; no signature is ever verified.
 // When a session ends (logout, revocation, idle) or a rebind replaces its

@@ -344,18 +344,30 @@ func (m UseMark) Commit() {
 // path checks a signature, so a refusal costs about what an acceptance does
 // whatever the token's story.
 func (m *Manager) Check(ctx context.Context, token string, peer Peer) (Use, error) {
-	return m.check(ctx, token, peer, false)
+	return m.CheckWith(ctx, token, peer, CheckOptions{})
 }
 
 // CheckPending is Check that also accepts a session still waiting for
 // approval, for the few calls such a session may make (ending itself).
 func (m *Manager) CheckPending(ctx context.Context, token string, peer Peer) (Use, error) {
-	return m.check(ctx, token, peer, true)
+	return m.CheckWith(ctx, token, peer, CheckOptions{AllowPending: true})
 }
 
-func (m *Manager) check(ctx context.Context, token string, peer Peer, allowPending bool) (Use, error) {
+// CheckOptions are what CheckWith does beyond Check.
+type CheckOptions struct {
+	// AllowPending accepts a session still waiting for approval
+	// (CheckPending).
+	AllowPending bool
+	// Memo, if not nil, is the TokenMemo of the caller's connection: a
+	// token it remembers is not hashed again, and an accepted token is
+	// remembered.
+	Memo *TokenMemo
+}
+
+// CheckWith is Check with options.
+func (m *Manager) CheckWith(ctx context.Context, token string, peer Peer, o CheckOptions) (Use, error) {
 	now := m.now().UnixNano() // one clock read for the checks and the use
-	r, err := m.lookup(ctx, token, peer, now)
+	r, h, err := m.lookup(ctx, token, o.Memo, peer, now)
 	if err != nil {
 		return Use{}, err
 	}
@@ -367,9 +379,10 @@ func (m *Manager) check(ctx context.Context, token string, peer Peer, allowPendi
 			slog.String("session_id", r.ID), slog.String("bound_fingerprint", b.Fingerprint))
 		return Use{}, &Error{Code: api.CodeCertificateRotated, Reason: ReasonFingerprint}
 	}
-	if !allowPending && r.Pending() {
+	if !o.AllowPending && r.Pending() {
 		return Use{}, m.rejected(ctx, peer, r.ID, api.CodeApprovalPending, ReasonPending)
 	}
+	o.Memo.remember(token, h)
 	return Use{Info: m.infoAt(&r, max(r.LastUsed, now)), s: m.store, at: now}, nil
 }
 
@@ -385,33 +398,34 @@ func (m *Manager) Validate(ctx context.Context, token string, peer Peer) (Info, 
 	return u.Info, nil
 }
 
-// lookup finds the live record of token for peer's identity, or the refusal.
-// It does not check the fingerprint. now is the time of the check, in Unix
+// lookup finds the live record of token for peer's identity, and the
+// token's hash (from memo if it remembers the token), or the refusal. It
+// does not check the fingerprint. now is the time of the check, in Unix
 // nanoseconds. A store that cannot prove its view current refuses first
 // (unavailable): no answer comes from a view that may miss a revocation.
-func (m *Manager) lookup(ctx context.Context, token string, peer Peer, now int64) (Record, error) {
+func (m *Manager) lookup(ctx context.Context, token string, memo *TokenMemo, peer Peer, now int64) (Record, TokenHash, error) {
 	if err := m.store.Fresh(); err != nil {
-		return Record{}, err
+		return Record{}, TokenHash{}, err
 	}
 	if len(token) > MaxTokenBytes {
-		return Record{}, m.rejected(ctx, peer, "", api.CodeInvalidToken, ReasonMalformed)
+		return Record{}, TokenHash{}, m.rejected(ctx, peer, "", api.CodeInvalidToken, ReasonMalformed)
 	}
-	h := hashToken(token)
+	h := memo.hash(token)
 	r, ok := m.store.ByToken(h)
 	if !ok {
-		return Record{}, m.refuseNotLive(ctx, token, h, peer, now)
+		return Record{}, h, m.refuseNotLive(ctx, token, h, peer, now)
 	}
 	if r.Owner != peer.ID {
 		// A stranger with a live token: probe the tombstones as for an
 		// ended one (a miss), so that both refusals cost two lookups.
 		m.store.Tombstone(h, now)
-		return Record{}, m.rejected(ctx, peer, r.ID, api.CodeInvalidToken, ReasonOtherIdentity)
+		return Record{}, h, m.rejected(ctx, peer, r.ID, api.CodeInvalidToken, ReasonOtherIdentity)
 	}
 	if cause := m.endCause(&r, now); cause != "" {
 		_, _ = m.end(ctx, r, cause) // the refusal stands whoever removes it
-		return Record{}, m.rejected(ctx, peer, r.ID, api.CodeSessionEnded, causeReason(cause))
+		return Record{}, h, m.rejected(ctx, peer, r.ID, api.CodeSessionEnded, causeReason(cause))
 	}
-	return r, nil
+	return r, h, nil
 }
 
 // refuseNotLive answers a token that opens no live session, from its
@@ -486,7 +500,7 @@ func (m *Manager) CheckRebind(ctx context.Context, token string, peer Peer) erro
 // rebindable is the live record of token if peer may move it to its leaf
 // now, or Rebind's refusal.
 func (m *Manager) rebindable(ctx context.Context, token string, peer Peer, now int64) (Record, error) {
-	r, err := m.lookup(ctx, token, peer, now)
+	r, _, err := m.lookup(ctx, token, nil, peer, now)
 	if err != nil {
 		return Record{}, err
 	}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/tetherproject/tether/internal/wirejson"
@@ -229,6 +230,81 @@ var jwsChar = func() (t [256]byte) {
 // reads it), which was Validate's one allocation.
 func hashToken(token string) TokenHash {
 	return sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token))) //nolint:gosec // G103: a read-only view of the string's bytes, only read by Sum256 (see above)
+}
+
+// TokenMemo remembers the last token a check through it accepted, and that
+// token's hash, so that the same token presented again is not hashed again:
+// an HTTP client sends one token over a kept-alive connection at every
+// request, and its SHA-256 (about 500 bytes, eight blocks) is most of a
+// check's cost. A token is recognised by comparing it with the remembered
+// one in constant time, word by word (a fifth of a hash's cost); any other
+// token is hashed. The memo decides nothing: it only saves computing a hash
+// the check would compute the same, and a session ended since it was
+// remembered is refused as before (the store is asked every time).
+//
+// auth.ConnContext keeps one per connection, which holds the connection's
+// last accepted token for as long as the connection lives (the request that
+// carried it holds it too, while it is served). The zero value is ready;
+// it is safe for concurrent use.
+type TokenMemo struct {
+	last atomic.Pointer[memoEntry]
+}
+
+type memoEntry struct {
+	token string
+	hash  TokenHash
+}
+
+// hash is hashToken(token), computed or remembered.
+func (t *TokenMemo) hash(token string) TokenHash {
+	if t != nil {
+		if e := t.last.Load(); e != nil && sameToken(e.token, token) {
+			return e.hash
+		}
+	}
+	return hashToken(token)
+}
+
+// Remembers reports whether token is the one t remembers, comparing in
+// constant time.
+func (t *TokenMemo) Remembers(token string) bool {
+	e := t.last.Load()
+	return e != nil && sameToken(e.token, token)
+}
+
+// remember keeps token, accepted with hash h, unless it is the one kept.
+func (t *TokenMemo) remember(token string, h TokenHash) {
+	if t == nil {
+		return
+	}
+	if e := t.last.Load(); e != nil && e.hash == h {
+		return
+	}
+	t.last.Store(&memoEntry{token: token, hash: h})
+}
+
+// sameToken reports whether a and b are equal, in a time that depends on
+// their lengths only (a length is not secret: every token of a session has
+// about the same): eight bytes at a time, no branch on their contents.
+func sameToken(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	var v uint64
+	for ; len(a) >= 8; a, b = a[8:], b[8:] {
+		v |= word(a) ^ word(b)
+	}
+	for i := range len(a) {
+		v |= uint64(a[i] ^ b[i])
+	}
+	return v == 0
+}
+
+// word is the first eight bytes of s, little-endian (one load).
+func word(s string) uint64 {
+	_ = s[7]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
 }
 
 // randomKID returns a key ID: 80 bits from crypto/rand as 16 lowercase

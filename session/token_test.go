@@ -1,6 +1,7 @@
 package session
 
 import (
+	"context"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/go-jose/go-jose/v4"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tetherproject/tether/pkg/api"
@@ -141,4 +143,79 @@ func FuzzAppendClaims(f *testing.F) {
 		require.NoError(t, err)
 		require.Equal(t, string(want), string(appendClaims(nil, c)))
 	})
+}
+
+// TestSameToken: sameToken is string equality, for lengths around and
+// across the word size, with a difference at every position.
+func TestSameToken(t *testing.T) {
+	rnd := mrand.NewChaCha8([32]byte{1}) // seeded test inputs, reproducible; nothing secret
+	for n := range 42 {
+		b := make([]byte, n)
+		_, _ = rnd.Read(b)
+		a := string(b)
+		require.True(t, sameToken(a, string(b)), "length %d", n)
+		require.False(t, sameToken(a, a+"x"), "length %d and %d", n, n+1)
+		for i := range n {
+			c := append([]byte(nil), b...)
+			c[i] ^= 1 << (i % 8)
+			require.False(t, sameToken(a, string(c)), "length %d, differing at %d", n, i)
+		}
+	}
+}
+
+// TestTokenMemo: a check through a memo remembers the token it accepts and
+// does not hash it again (a remembered token stands for the hash it was
+// remembered with), hashes any other token, remembers no refused one, and
+// asks the store every time: a remembered token of an ended session is
+// refused.
+func TestTokenMemo(t *testing.T) {
+	var memo TokenMemo
+	memo.last.Store(&memoEntry{token: "a.b.c", hash: TokenHash{7}})
+	require.Equal(t, TokenHash{7}, memo.hash("a.b.c"), "a remembered token is not hashed")
+	require.Equal(t, hashToken("a.b.d"), memo.hash("a.b.d"), "any other is")
+	require.Equal(t, hashToken("a.b.c"), (*TokenMemo)(nil).hash("a.b.c"), "no memo: hashed")
+
+	m, _ := NewTestManager(t, nil)
+	ctx := context.Background()
+	alice := Peer{ID: spiffeid.RequireFromString("spiffe://example.org/admin/alice"), Fingerprint: "fp-alice"}
+	tok1, info1, err := m.Login(ctx, alice)
+	require.NoError(t, err)
+	tok2, info2, err := m.Login(ctx, alice)
+	require.NoError(t, err)
+
+	memo = TokenMemo{}
+	check := func(tok string) (Use, error) { return m.CheckWith(ctx, tok, alice, CheckOptions{Memo: &memo}) }
+	u, err := check(tok1)
+	require.NoError(t, err)
+	require.Equal(t, info1.ID, u.Info.ID)
+	require.True(t, memo.Remembers(tok1), "an accepted token is remembered")
+	u, err = check(tok1)
+	require.NoError(t, err)
+	require.Equal(t, info1.ID, u.Info.ID, "remembered")
+
+	u, err = check(tok2)
+	require.NoError(t, err)
+	require.Equal(t, info2.ID, u.Info.ID, "another token of the same connection opens its own session")
+	require.True(t, memo.Remembers(tok2))
+	require.False(t, memo.Remembers(tok1))
+
+	last := "A"
+	if strings.HasSuffix(tok2, last) {
+		last = "B"
+	}
+	forged := tok2[:len(tok2)-1] + last // the same length: compared, not hashed at once
+	_, err = check(forged)
+	requireCode(t, err, api.CodeInvalidToken)
+	require.True(t, memo.Remembers(tok2), "a refused token is not remembered")
+
+	require.NoError(t, m.Revoke(ctx, info2.ID))
+	_, err = check(tok2)
+	requireCode(t, err, api.CodeSessionEnded)
+}
+
+func requireCode(t *testing.T, err error, code api.Code) {
+	t.Helper()
+	var e *Error
+	require.ErrorAs(t, err, &e)
+	require.Equal(t, code, e.Code)
 }
