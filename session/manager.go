@@ -129,6 +129,7 @@ type Manager struct {
 	idle    time.Duration
 	limits  Limits
 	store   Store
+	mem     *MemoryStore // store, when it is the in-process one
 	roles   roleSet
 	keys    *Key
 	log     *slog.Logger
@@ -177,6 +178,7 @@ func NewManager(cfg Config) (*Manager, error) {
 	if m.store == nil {
 		m.store = NewMemoryStore(cfg.TombstoneCaps())
 	}
+	m.mem, _ = m.store.(*MemoryStore)
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}
@@ -303,7 +305,8 @@ type Use struct {
 	Info Info
 
 	s  Store
-	at int64 // the time of the check, Unix nanoseconds
+	e  *entry // with the in-process store, the entry the check read
+	at int64  // the time of the check, Unix nanoseconds
 }
 
 // Commit records the use: the session's idle clock restarts from the time
@@ -314,18 +317,24 @@ func (u Use) Commit() { u.Mark().Commit() }
 // Mark is what Commit needs of u, without the session's Info: a layer that
 // holds the use until it knows the answer keeps a Mark, a quarter of the
 // size.
-func (u Use) Mark() UseMark { return UseMark{s: u.s, id: u.Info.ID, at: u.at} }
+func (u Use) Mark() UseMark { return UseMark{s: u.s, e: u.e, id: u.Info.ID, at: u.at} }
 
 // UseMark is a Use without its Info (see Use.Mark).
 type UseMark struct {
 	s  Store
+	e  *entry
 	id string
 	at int64
 }
 
-// Commit is Use.Commit.
+// Commit is Use.Commit. With the in-process store the use is recorded on
+// the entry the check read, without a second lookup (see
+// MemoryStore.touchEntry).
 func (m UseMark) Commit() {
-	if m.s != nil {
+	switch {
+	case m.e != nil:
+		m.s.(*MemoryStore).touchEntry(m.e, m.id, m.at) //nolint:forcetypeassert // e is set only with a *MemoryStore
+	case m.s != nil:
 		m.s.Touch(m.id, m.at)
 	}
 }
@@ -367,7 +376,7 @@ type CheckOptions struct {
 // CheckWith is Check with options.
 func (m *Manager) CheckWith(ctx context.Context, token string, peer Peer, o CheckOptions) (Use, error) {
 	now := m.now().UnixNano() // one clock read for the checks and the use
-	r, h, err := m.lookup(ctx, token, o.Memo, peer, now)
+	r, e, h, err := m.lookup(ctx, token, o.Memo, peer, now)
 	if err != nil {
 		return Use{}, err
 	}
@@ -383,7 +392,7 @@ func (m *Manager) CheckWith(ctx context.Context, token string, peer Peer, o Chec
 		return Use{}, m.rejected(ctx, peer, r.ID, api.CodeApprovalPending, ReasonPending)
 	}
 	o.Memo.remember(token, h)
-	return Use{Info: m.infoAt(&r, max(r.LastUsed, now)), s: m.store, at: now}, nil
+	return Use{Info: m.infoAt(&r, max(r.LastUsed, now)), s: m.store, e: e, at: now}, nil
 }
 
 // Validate is Check followed at once by Commit: every accepted token counts
@@ -398,34 +407,44 @@ func (m *Manager) Validate(ctx context.Context, token string, peer Peer) (Info, 
 	return u.Info, nil
 }
 
-// lookup finds the live record of token for peer's identity, and the
-// token's hash (from memo if it remembers the token), or the refusal. It
-// does not check the fingerprint. now is the time of the check, in Unix
-// nanoseconds. A store that cannot prove its view current refuses first
-// (unavailable): no answer comes from a view that may miss a revocation.
-func (m *Manager) lookup(ctx context.Context, token string, memo *TokenMemo, peer Peer, now int64) (Record, TokenHash, error) {
+// lookup finds the live record of token for peer's identity, the entry it
+// was read from (with the in-process store; else nil) and the token's hash
+// (from memo if it remembers the token), or the refusal. It does not check
+// the fingerprint. now is the time of the check, in Unix nanoseconds. A
+// store that cannot prove its view current refuses first (unavailable): no
+// answer comes from a view that may miss a revocation.
+func (m *Manager) lookup(ctx context.Context, token string, memo *TokenMemo, peer Peer, now int64) (Record, *entry, TokenHash, error) {
 	if err := m.store.Fresh(); err != nil {
-		return Record{}, TokenHash{}, err
+		return Record{}, nil, TokenHash{}, err
 	}
 	if len(token) > MaxTokenBytes {
-		return Record{}, TokenHash{}, m.rejected(ctx, peer, "", api.CodeInvalidToken, ReasonMalformed)
+		return Record{}, nil, TokenHash{}, m.rejected(ctx, peer, "", api.CodeInvalidToken, ReasonMalformed)
 	}
 	h := memo.hash(token)
-	r, ok := m.store.ByToken(h)
+	var r Record
+	var e *entry
+	ok := false
+	if m.mem != nil {
+		if e = m.mem.entryByToken(h); e != nil {
+			r, ok = e.load(), true
+		}
+	} else {
+		r, ok = m.store.ByToken(h)
+	}
 	if !ok {
-		return Record{}, h, m.refuseNotLive(ctx, token, h, peer, now)
+		return Record{}, nil, h, m.refuseNotLive(ctx, token, h, peer, now)
 	}
 	if r.Owner != peer.ID {
 		// A stranger with a live token: probe the tombstones as for an
 		// ended one (a miss), so that both refusals cost two lookups.
 		m.store.Tombstone(h, now)
-		return Record{}, h, m.rejected(ctx, peer, r.ID, api.CodeInvalidToken, ReasonOtherIdentity)
+		return Record{}, nil, h, m.rejected(ctx, peer, r.ID, api.CodeInvalidToken, ReasonOtherIdentity)
 	}
 	if cause := m.endCause(&r, now); cause != "" {
 		_, _ = m.end(ctx, r, cause) // the refusal stands whoever removes it
-		return Record{}, h, m.rejected(ctx, peer, r.ID, api.CodeSessionEnded, causeReason(cause))
+		return Record{}, nil, h, m.rejected(ctx, peer, r.ID, api.CodeSessionEnded, causeReason(cause))
 	}
-	return r, h, nil
+	return r, e, h, nil
 }
 
 // refuseNotLive answers a token that opens no live session, from its
@@ -500,7 +519,7 @@ func (m *Manager) CheckRebind(ctx context.Context, token string, peer Peer) erro
 // rebindable is the live record of token if peer may move it to its leaf
 // now, or Rebind's refusal.
 func (m *Manager) rebindable(ctx context.Context, token string, peer Peer, now int64) (Record, error) {
-	r, _, err := m.lookup(ctx, token, nil, peer, now)
+	r, _, _, err := m.lookup(ctx, token, nil, peer, now)
 	if err != nil {
 		return Record{}, err
 	}

@@ -130,6 +130,11 @@ type MemoryStore struct {
 	byID    [shardCount]idShard
 	count   atomic.Int64 // live records: changed under mu, read without it
 	tombs   *tombstones
+
+	// replacing, if set (by tests), runs when a change has put a
+	// session's new entry in the indexes and not yet marked the old one
+	// gone.
+	replacing func()
 }
 
 // entry is a published record: rec never changes once an index holds the
@@ -137,6 +142,10 @@ type MemoryStore struct {
 type entry struct {
 	rec      Record
 	lastUsed atomic.Int64
+	// gone is set once the entry is no longer the session's: a newer entry
+	// took its place, or the session left the store. A use recorded on an
+	// entry found before is then recorded again by ID (see Touch).
+	gone atomic.Bool
 }
 
 func (e *entry) load() Record {
@@ -255,6 +264,14 @@ func (s *MemoryStore) publish(old *entry, r Record) {
 	e.lastUsed.Store(r.LastUsed)
 	if old != nil {
 		e.touch(old.lastUsed.Load())
+		// A use may be recorded on old up to the moment it is marked gone
+		// (below, once e is in the maps); the uses recorded after that
+		// see the mark and go to e by ID. The last use is copied again
+		// once marked, for the uses in between.
+		defer func() {
+			old.gone.Store(true)
+			e.touch(old.lastUsed.Load())
+		}()
 		if ot := old.rec.Binding.Token; ot != r.Binding.Token {
 			ts := s.tokenShard(ot)
 			ts.mu.Lock()
@@ -270,18 +287,27 @@ func (s *MemoryStore) publish(old *entry, r Record) {
 	is.mu.Lock()
 	is.m[r.ID] = e
 	is.mu.Unlock()
+	if old != nil && s.replacing != nil {
+		s.replacing()
+	}
 }
 
 // ByToken implements Store.
 func (s *MemoryStore) ByToken(h TokenHash) (Record, bool) {
-	ts := s.tokenShard(h)
-	ts.mu.RLock()
-	e := ts.m[h]
-	ts.mu.RUnlock()
+	e := s.entryByToken(h)
 	if e == nil {
 		return Record{}, false
 	}
 	return e.load(), true
+}
+
+// entryByToken is the entry bound to h, or nil.
+func (s *MemoryStore) entryByToken(h TokenHash) *entry {
+	ts := s.tokenShard(h)
+	ts.mu.RLock()
+	e := ts.m[h]
+	ts.mu.RUnlock()
+	return e
 }
 
 // ByID implements Store.
@@ -360,6 +386,7 @@ func (s *MemoryStore) unpublish(e *entry) {
 	is.mu.Lock()
 	delete(is.m, r.ID)
 	is.mu.Unlock()
+	e.gone.Store(true)
 	s.count.Add(-1)
 	if ident := s.perIdentity[r.Owner]; ident != nil {
 		if ident.n--; ident.n <= 0 {
@@ -368,10 +395,24 @@ func (s *MemoryStore) unpublish(e *entry) {
 	}
 }
 
-// Touch implements Store.
+// Touch implements Store. A use recorded on an entry that a concurrent
+// change replaced is recorded again on the entry that replaced it.
 func (s *MemoryStore) Touch(id string, at int64) {
-	if e := s.entryByID(id); e != nil {
+	for e := s.entryByID(id); e != nil; e = s.entryByID(id) {
 		e.touch(at)
+		if !e.gone.Load() {
+			return
+		}
+	}
+}
+
+// touchEntry records a use of e's session at, on e itself, found by a
+// lookup of the session: without looking the session up again, unless e
+// is gone since (then as Touch).
+func (s *MemoryStore) touchEntry(e *entry, id string, at int64) {
+	e.touch(at)
+	if e.gone.Load() {
+		s.Touch(id, at)
 	}
 }
 
