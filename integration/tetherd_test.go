@@ -31,18 +31,14 @@ type daemon struct {
 }
 
 func newDaemon(bin string, c *spire.Cluster) (*daemon, error) {
-	api, err := spire.FreePort()
-	if err != nil {
-		return nil, err
-	}
-	health, err := spire.FreePort()
+	ports, err := spire.FreePorts(2) // distinct: the API and the health listener
 	if err != nil {
 		return nil, err
 	}
 	d := &daemon{
 		bin:    filepath.Join(bin, "tetherd"),
-		listen: "127.0.0.1:" + strconv.Itoa(api),
-		health: "127.0.0.1:" + strconv.Itoa(health),
+		listen: "127.0.0.1:" + strconv.Itoa(ports[0]),
+		health: "127.0.0.1:" + strconv.Itoa(ports[1]),
 		log:    filepath.Join(c.Dir(), "tetherd.log"),
 	}
 	d.args = []string{

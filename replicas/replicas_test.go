@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -73,23 +72,15 @@ type replica struct {
 	proc        *testproc.Process
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	return addr
-}
-
 func newCluster(t *testing.T, n int) *cluster {
 	t.Helper()
 	ca := testpki.NewCA(t, "example.org")
 	c := &cluster{t: t, etcd: testetcd.Start(t, testetcd.Config{CA: ca}), ca: ca, dir: t.TempDir()}
 	c.tetherd = ca.WriteFiles(t, c.dir, "tetherd", ca.Issue(t, tetherdID))
 	var backends []string
+	addrs := testutil.FreeAddrs(t, 2*n)
 	for i := range n {
-		r := &replica{c: c, i: i, api: freePort(t), health: freePort(t)}
+		r := &replica{c: c, i: i, api: addrs[2*i], health: addrs[2*i+1]}
 		c.replicas = append(c.replicas, r)
 		backends = append(backends, r.api)
 	}

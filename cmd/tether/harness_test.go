@@ -19,6 +19,7 @@ import (
 
 	"github.com/tetherproject/tether/internal/testpki"
 	"github.com/tetherproject/tether/internal/testproc"
+	"github.com/tetherproject/tether/internal/testutil"
 	"github.com/tetherproject/tether/pkg/api"
 )
 
@@ -74,7 +75,8 @@ func newStack(t *testing.T, extra ...string) *stack {
 	// A free port can be taken by another test between freeAddr and
 	// tetherd's bind: try again with new ports then.
 	for attempt := 1; ; attempt++ {
-		s.api, s.health = freeAddr(t), freeAddr(t)
+		addrs := testutil.FreeAddrs(t, 2)
+		s.api, s.health = addrs[0], addrs[1]
 		s.args = append([]string{
 			"--listen", s.api, "--health-listen", s.health,
 			"--svid-cert", s.server.Cert, "--svid-key", s.server.Key, "--bundle", s.server.Bundle,

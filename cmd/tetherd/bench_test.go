@@ -1,15 +1,14 @@
 package main
 
 import (
-	"net"
 	"net/http"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tetherproject/tether/internal/testpki"
 	"github.com/tetherproject/tether/internal/testproc"
+	"github.com/tetherproject/tether/internal/testutil"
 )
 
 // BenchmarkStartupToReady starts the tetherd binary (built by TestMain,
@@ -26,7 +25,8 @@ func BenchmarkStartupToReady(b *testing.B) {
 	n := 0
 	for b.Loop() {
 		b.StopTimer()
-		api, health := freePort(b), freePort(b)
+		addrs := testutil.FreeAddrs(b, 2)
+		api, health := addrs[0], addrs[1]
 		cfg := testproc.Config{Path: tetherdBinary, Args: []string{
 			"--listen", api, "--health-listen", health,
 			"--svid-cert", files.Cert, "--svid-key", files.Key, "--bundle", files.Bundle,
@@ -60,17 +60,6 @@ func BenchmarkStartupToReady(b *testing.B) {
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(total)/float64(n)/float64(time.Millisecond), "ready-ms")
-}
-
-// freePort returns a loopback address whose port was free a moment ago.
-func freePort(b *testing.B) string {
-	b.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	return "127.0.0.1:" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }
 
 func ready(c *http.Client, url string) bool {

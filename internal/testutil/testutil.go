@@ -5,10 +5,30 @@ package testutil
 
 import (
 	"bytes"
+	"net"
 	"sync"
 	"testing"
 	"time"
 )
+
+// FreeAddrs returns n distinct loopback addresses, 127.0.0.1:PORT, whose
+// ports were free a moment ago. All n are bound at once before any is
+// released: binding port 0 once per address can hand out again a port
+// released a moment before, and a process given the same port twice (its
+// API and its health listener, two replicas) fails to start.
+func FreeAddrs(tb testing.TB, n int) []string {
+	tb.Helper()
+	addrs := make([]string, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatalf("testutil: free port: %v", err)
+		}
+		defer func() { _ = l.Close() }()
+		addrs = append(addrs, l.Addr().String())
+	}
+	return addrs
+}
 
 // Buffer is a bytes.Buffer safe for concurrent use, for capturing logs.
 type Buffer struct {

@@ -562,16 +562,31 @@ func removeStale() {
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := FreePorts(1)
 	if err != nil {
-		return 0, fmt.Errorf("spire: free port: %w", err)
+		return 0, err
 	}
-	defer func() { _ = l.Close() }()
-	addr, ok := l.Addr().(*net.TCPAddr)
-	if !ok {
-		return 0, fmt.Errorf("spire: free port: %v is not a TCP address", l.Addr())
+	return ports[0], nil
+}
+
+// FreePorts returns n distinct TCP ports on 127.0.0.1 that were free a
+// moment ago. All n are bound at once before any is released: binding port
+// 0 once per port can hand out again a port released a moment before.
+func FreePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("spire: free port: %w", err)
+		}
+		defer func() { _ = l.Close() }()
+		addr, ok := l.Addr().(*net.TCPAddr)
+		if !ok {
+			return nil, fmt.Errorf("spire: free port: %v is not a TCP address", l.Addr())
+		}
+		ports = append(ports, addr.Port)
 	}
-	return addr.Port, nil
+	return ports, nil
 }
 
 // exitErr is err, or "exit status 0" for a process that ended without error.
