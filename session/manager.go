@@ -391,7 +391,7 @@ func (m *Manager) CheckWith(ctx context.Context, token string, peer Peer, o Chec
 	if !o.AllowPending && r.Pending() {
 		return Use{}, m.rejected(ctx, peer, r.ID, api.CodeApprovalPending, ReasonPending)
 	}
-	o.Memo.remember(token, h)
+	o.Memo.remember(token, h, e, m.mem)
 	return Use{Info: m.infoAt(&r, max(r.LastUsed, now)), s: m.store, e: e, at: now}, nil
 }
 
@@ -420,12 +420,14 @@ func (m *Manager) lookup(ctx context.Context, token string, memo *TokenMemo, pee
 	if len(token) > MaxTokenBytes {
 		return Record{}, nil, TokenHash{}, m.rejected(ctx, peer, "", api.CodeInvalidToken, ReasonMalformed)
 	}
-	h := memo.hash(token)
+	h, e := memo.hash(token, m.mem)
 	var r Record
-	var e *entry
 	ok := false
 	if m.mem != nil {
-		if e = m.mem.entryByToken(h); e != nil {
+		if e == nil {
+			e = m.mem.entryByToken(h)
+		}
+		if e != nil {
 			r, ok = e.load(), true
 		}
 	} else {

@@ -238,9 +238,12 @@ func hashToken(token string) TokenHash {
 // request, and its SHA-256 (about 500 bytes, eight blocks) is most of a
 // check's cost. A token is recognised by comparing it with the remembered
 // one in constant time, word by word (a fifth of a hash's cost); any other
-// token is hashed. The memo decides nothing: it only saves computing a hash
-// the check would compute the same, and a session ended since it was
-// remembered is refused as before (the store is asked every time).
+// token is hashed. With the in-process store, the memo also remembers the
+// stored entry the token opened, which is used again as long as no change
+// replaced or removed it (a lookup in the store's index otherwise). The
+// memo decides nothing: it only saves computing a hash, or a lookup, whose
+// result it knows; a session ended since is refused as before (an ended
+// session's entry is marked gone before its end is answered).
 //
 // auth.ConnContext keeps one per connection, which holds the connection's
 // last accepted token for as long as the connection lives (the request that
@@ -253,16 +256,24 @@ type TokenMemo struct {
 type memoEntry struct {
 	token string
 	hash  TokenHash
+	// e is the entry of store that the token opened, if store is an
+	// in-process one.
+	e     *entry
+	store *MemoryStore
 }
 
-// hash is hashToken(token), computed or remembered.
-func (t *TokenMemo) hash(token string) TokenHash {
+// hash is hashToken(token), computed or remembered, and the entry of s that
+// token opened if it is remembered, still s's, and not gone; else nil.
+func (t *TokenMemo) hash(token string, s *MemoryStore) (TokenHash, *entry) {
 	if t != nil {
-		if e := t.last.Load(); e != nil && sameToken(e.token, token) {
-			return e.hash
+		if me := t.last.Load(); me != nil && sameToken(me.token, token) {
+			if s == nil || me.store != s || me.e == nil || me.e.gone.Load() {
+				return me.hash, nil
+			}
+			return me.hash, me.e
 		}
 	}
-	return hashToken(token)
+	return hashToken(token), nil
 }
 
 // Remembers reports whether token is the one t remembers, comparing in
@@ -272,15 +283,16 @@ func (t *TokenMemo) Remembers(token string) bool {
 	return e != nil && sameToken(e.token, token)
 }
 
-// remember keeps token, accepted with hash h, unless it is the one kept.
-func (t *TokenMemo) remember(token string, h TokenHash) {
+// remember keeps token, accepted with hash h as the entry e of s (nil, nil
+// with another store), unless it is what is kept.
+func (t *TokenMemo) remember(token string, h TokenHash, e *entry, s *MemoryStore) {
 	if t == nil {
 		return
 	}
-	if e := t.last.Load(); e != nil && e.hash == h {
+	if me := t.last.Load(); me != nil && me.hash == h && me.e == e && me.store == s {
 		return
 	}
-	t.last.Store(&memoEntry{token: token, hash: h})
+	t.last.Store(&memoEntry{token: token, hash: h, e: e, store: s})
 }
 
 // sameToken reports whether a and b are equal, in a time that depends on

@@ -166,14 +166,14 @@ func TestSameToken(t *testing.T) {
 // TestTokenMemo: a check through a memo remembers the token it accepts and
 // does not hash it again (a remembered token stands for the hash it was
 // remembered with), hashes any other token, remembers no refused one, and
-// asks the store every time: a remembered token of an ended session is
-// refused.
+// refuses a remembered token of an ended session.
 func TestTokenMemo(t *testing.T) {
 	var memo TokenMemo
 	memo.last.Store(&memoEntry{token: "a.b.c", hash: TokenHash{7}})
-	require.Equal(t, TokenHash{7}, memo.hash("a.b.c"), "a remembered token is not hashed")
-	require.Equal(t, hashToken("a.b.d"), memo.hash("a.b.d"), "any other is")
-	require.Equal(t, hashToken("a.b.c"), (*TokenMemo)(nil).hash("a.b.c"), "no memo: hashed")
+	hashOf := func(memo *TokenMemo, tok string) TokenHash { h, _ := memo.hash(tok, nil); return h }
+	require.Equal(t, TokenHash{7}, hashOf(&memo, "a.b.c"), "a remembered token is not hashed")
+	require.Equal(t, hashToken("a.b.d"), hashOf(&memo, "a.b.d"), "any other is")
+	require.Equal(t, hashToken("a.b.c"), hashOf(nil, "a.b.c"), "no memo: hashed")
 
 	m, _ := NewTestManager(t, nil)
 	ctx := context.Background()
@@ -210,6 +210,58 @@ func TestTokenMemo(t *testing.T) {
 
 	require.NoError(t, m.Revoke(ctx, info2.ID))
 	_, err = check(tok2)
+	requireCode(t, err, api.CodeSessionEnded)
+}
+
+// TestTokenMemoEntry: with the in-process store, the memo also remembers
+// the entry its token opened and the check takes it from there, without
+// the store's index, as long as no change replaced or removed it; a memo
+// never hands one store's entry to another store's check.
+func TestTokenMemoEntry(t *testing.T) {
+	m, _ := NewTestManager(t, nil)
+	ctx := context.Background()
+	alice := Peer{ID: spiffeid.RequireFromString("spiffe://example.org/admin/alice"), Fingerprint: "fp-alice"}
+	tok, info, err := m.Login(ctx, alice)
+	require.NoError(t, err)
+	var memo TokenMemo
+	check := func(m *Manager) (Use, error) { return m.CheckWith(ctx, tok, alice, CheckOptions{Memo: &memo}) }
+	_, err = check(m)
+	require.NoError(t, err)
+	e := m.mem.entryByToken(hashToken(tok))
+	require.Same(t, e, memo.last.Load().e, "the memo holds the entry the token opened")
+
+	// Taken from the memo, not the index: a check finds the remembered
+	// entry even where the index no longer has it (a test's doing: a
+	// change always marks the entry it takes out gone).
+	ts := m.mem.tokenShard(e.rec.Binding.Token)
+	ts.mu.Lock()
+	delete(ts.m, e.rec.Binding.Token)
+	ts.mu.Unlock()
+	u, err := check(m)
+	require.NoError(t, err, "the remembered entry, not the index")
+	require.Same(t, e, u.e)
+	ts.mu.Lock()
+	ts.m[e.rec.Binding.Token] = e
+	ts.mu.Unlock()
+
+	// A replaced entry is gone: the next check finds its successor.
+	cur, ok := m.store.ByID(info.ID)
+	require.True(t, ok)
+	require.NoError(t, m.store.Update(ctx, cur, cur, nil))
+	u, err = check(m)
+	require.NoError(t, err)
+	require.NotSame(t, e, u.e)
+	require.Same(t, u.e, memo.last.Load().e, "the memo follows the entry that replaced it")
+
+	// Another Manager (another store) never takes this store's entry,
+	// though the memo remembers the token.
+	other, _ := NewTestManager(t, nil)
+	_, err = check(other)
+	requireCode(t, err, api.CodeInvalidToken)
+
+	// An ended session's entry is gone: refused.
+	require.NoError(t, m.Revoke(ctx, info.ID))
+	_, err = check(m)
 	requireCode(t, err, api.CodeSessionEnded)
 }
 
